@@ -1,0 +1,266 @@
+// Package inventory reads the hosts of a flake's nixosConfigurations and
+// their deployment options in one Nix evaluation, and selects among them.
+package inventory
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"sort"
+	"strings"
+
+	"github.com/deployctl/deployctl/internal/nix"
+)
+
+// DefaultPrivilegeEscalation is deployment.privilegeEscalationCommand's
+// default, as in Colmena.
+var DefaultPrivilegeEscalation = []string{"sudo", "-H", "--"}
+
+// Host is one nixosConfigurations entry with its deployment options, the
+// defaults applied.
+type Host struct {
+	Name string
+	// TargetHost is the SSH destination; "" when deployment.targetHost is
+	// null, which makes the host build-only.
+	TargetHost string
+	// TargetPort is 0 when unset: the SSH config decides, else 22.
+	TargetPort int
+	// TargetUser is "" when set to null: the SSH config decides, else root.
+	TargetUser                 string
+	Tags                       []string
+	BuildOnTarget              bool
+	PrivilegeEscalationCommand []string
+	SSHOptions                 []string
+	// Extra holds the deployment options this phase does not read
+	// (healthChecks, keys, …), as Nix gave them.
+	Extra map[string]json.RawMessage
+
+	// DrvPath and OutPath are the toplevel's, set only for selected hosts.
+	DrvPath, OutPath string
+	// EvalError is the toplevel's evaluation error, for a selected host.
+	EvalError string
+}
+
+// Deployable reports whether the host has a target to deploy to.
+func (h *Host) Deployable() bool { return h.TargetHost != "" }
+
+// Inventory is every host of the flake, and the ones selected.
+type Inventory struct {
+	FlakeRef string
+	Hosts    []*Host
+	Selected []*Host
+}
+
+// LoadOptions says which hosts to select and whether their toplevels are
+// needed. With no selectors and All unset, nothing is selected.
+type LoadOptions struct {
+	Selectors []Selector
+	All       bool
+	// Toplevel evaluates config.system.build.toplevel of the selected hosts.
+	Toplevel bool
+}
+
+// Load evaluates the flake once: every host's deployment options and, when
+// asked, the selected hosts' toplevel derivations.
+func Load(ctx context.Context, n *nix.CLI, flakeRef string, opts LoadOptions) (*Inventory, error) {
+	type sel struct {
+		Tag bool   `json:"tag"`
+		Re  string `json:"re"`
+	}
+	sels := make([]sel, len(opts.Selectors))
+	for i, s := range opts.Selectors {
+		sels[i] = sel{s.Tag, s.Regex}
+	}
+	arg, err := json.Marshal(map[string]any{"all": opts.All, "sels": sels, "toplevel": opts.Toplevel})
+	if err != nil {
+		return nil, err
+	}
+	apply := fmt.Sprintf("let args = builtins.fromJSON %s; in %s", nixString(string(arg)), evalExpr)
+	out, err := n.Nix(ctx, "eval", "--json", flakeRef+"#nixosConfigurations", "--apply", apply)
+	if err != nil {
+		return nil, fmt.Errorf("evaluate %s: %w", flakeRef, err)
+	}
+	var raw map[string]struct {
+		Deployment json.RawMessage `json:"deployment"`
+		DrvPath    string          `json:"drvPath"`
+		OutPath    string          `json:"toplevel"`
+		Failed     bool            `json:"failed"`
+	}
+	if err := json.Unmarshal(out, &raw); err != nil {
+		return nil, fmt.Errorf("evaluate %s: reading nix eval output: %w", flakeRef, err)
+	}
+	inv := &Inventory{FlakeRef: flakeRef}
+	var errs []error
+	for name, r := range raw {
+		h, err := decodeHost(name, r.Deployment)
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		h.DrvPath, h.OutPath = r.DrvPath, r.OutPath
+		if r.Failed {
+			h.EvalError = "evaluation of config.system.build.toplevel failed"
+		}
+		inv.Hosts = append(inv.Hosts, h)
+	}
+	if len(errs) > 0 {
+		return nil, errors.Join(errs...)
+	}
+	sort.Slice(inv.Hosts, func(i, j int) bool { return inv.Hosts[i].Name < inv.Hosts[j].Name })
+	if len(opts.Selectors) > 0 || opts.All {
+		inv.Selected, err = Select(inv.Hosts, opts.Selectors, opts.All)
+		if err != nil {
+			return nil, err
+		}
+	}
+	if opts.Toplevel {
+		for _, h := range inv.Selected {
+			if h.EvalError != "" {
+				h.EvalError = evalErrorText(ctx, n, flakeRef, h.Name)
+				continue
+			}
+			if h.DrvPath == "" {
+				return nil, fmt.Errorf("%s: internal error: selected in Go but not by the evaluation", h.Name)
+			}
+		}
+	}
+	return inv, nil
+}
+
+// evalExpr maps nixosConfigurations to { deployment; drvPath; toplevel; failed; }
+// (not "outPath": nix eval --json prints a set that has one as that string).
+// The deployment set is made JSON-safe without copying anything into the
+// store: paths become strings (a key file given as a path must not be copied
+// into the world-readable store), derivations their outPath, functions null.
+// Selection is repeated here (args.sels, from the same regexes Go uses) so
+// that only the selected hosts' toplevels are evaluated.
+const evalExpr = `configs:
+  let
+    clean = v:
+      if builtins.isPath v then toString v
+      else if builtins.isFunction v then null
+      else if builtins.isList v then map clean v
+      else if builtins.isAttrs v then
+        (if v ? outPath then toString v.outPath else builtins.mapAttrs (_: clean) v)
+      else v;
+    strings = l: if builtins.isList l then builtins.filter builtins.isString l else [ ];
+    matches = re: s: builtins.match re s != null;
+    selected = name: d:
+      if args.all then !(d ? targetHost && d.targetHost == null)
+      else builtins.any (s:
+        if s.tag then builtins.any (matches s.re) (strings (d.tags or [ ]))
+        else matches s.re name) args.sels;
+  in builtins.mapAttrs (name: c:
+    let
+      d = c.config.deployment or { };
+      top = c.config.system.build.toplevel;
+      drv = builtins.tryEval top.drvPath;
+      want = args.toplevel && selected name d;
+    in { deployment = clean d; }
+      // (if !want then { }
+          else if drv.success then { drvPath = drv.value; toplevel = top.outPath; }
+          else { failed = true; })
+  ) configs`
+
+// evalErrorText re-evaluates one host whose toplevel failed, only to show
+// Nix's own error message.
+func evalErrorText(ctx context.Context, n *nix.CLI, flakeRef, host string) string {
+	attr := fmt.Sprintf("%s#nixosConfigurations.%s.config.system.build.toplevel.drvPath", flakeRef, nixString(host))
+	_, err := n.Nix(ctx, "eval", "--raw", attr)
+	if err == nil {
+		return "evaluation of config.system.build.toplevel failed"
+	}
+	return err.Error()
+}
+
+// nixString quotes s as a Nix string literal.
+func nixString(s string) string {
+	b, _ := json.Marshal(s)
+	// A JSON string is a valid Nix string except for "${", which Nix would
+	// read as interpolation.
+	return strings.ReplaceAll(string(b), "${", `\${`)
+}
+
+func decodeHost(name string, raw json.RawMessage) (*Host, error) {
+	h := &Host{
+		Name:                       name,
+		TargetHost:                 name,
+		TargetUser:                 "root",
+		PrivilegeEscalationCommand: DefaultPrivilegeEscalation,
+		Extra:                      map[string]json.RawMessage{},
+	}
+	var fields map[string]json.RawMessage
+	if len(raw) > 0 && string(raw) != "null" {
+		if err := json.Unmarshal(raw, &fields); err != nil {
+			return nil, fmt.Errorf("%s: deployment: expected an attribute set, got %s", name, abbrev(raw))
+		}
+	}
+	var errs []error
+	opt := func(key string, dst any, nullable bool, fn func()) {
+		v, ok := fields[key]
+		if !ok {
+			return
+		}
+		delete(fields, key)
+		if string(v) == "null" {
+			if nullable && fn != nil {
+				fn()
+			}
+			if !nullable {
+				errs = append(errs, fmt.Errorf("%s: deployment.%s: expected %s, got null", name, key, typeName(dst)))
+			}
+			return
+		}
+		if err := json.Unmarshal(v, dst); err != nil {
+			errs = append(errs, fmt.Errorf("%s: deployment.%s: expected %s, got %s", name, key, typeName(dst), abbrev(v)))
+		}
+	}
+	var port int
+	opt("targetHost", &h.TargetHost, true, func() { h.TargetHost = "" })
+	opt("targetPort", &port, true, nil)
+	opt("targetUser", &h.TargetUser, true, func() { h.TargetUser = "" })
+	opt("tags", &h.Tags, false, nil)
+	opt("buildOnTarget", &h.BuildOnTarget, false, nil)
+	opt("privilegeEscalationCommand", &h.PrivilegeEscalationCommand, false, nil)
+	opt("sshOptions", &h.SSHOptions, false, nil)
+	h.TargetPort = port
+	if port < 0 || port > 65535 {
+		errs = append(errs, fmt.Errorf("%s: deployment.targetPort: %d is not a TCP port", name, port))
+	}
+	if strings.HasPrefix(h.TargetHost, "-") || strings.ContainsAny(h.TargetHost, " \t\n") {
+		errs = append(errs, fmt.Errorf("%s: deployment.targetHost: %q is not a host name", name, h.TargetHost))
+	}
+	if strings.HasPrefix(h.TargetUser, "-") || strings.ContainsAny(h.TargetUser, " \t\n@") {
+		errs = append(errs, fmt.Errorf("%s: deployment.targetUser: %q is not a user name", name, h.TargetUser))
+	}
+	for k, v := range fields {
+		h.Extra[k] = v
+	}
+	if len(errs) > 0 {
+		return nil, errors.Join(errs...)
+	}
+	return h, nil
+}
+
+func typeName(dst any) string {
+	switch dst.(type) {
+	case *string:
+		return "a string"
+	case *int:
+		return "an integer"
+	case *bool:
+		return "a boolean"
+	case *[]string:
+		return "a list of strings"
+	}
+	return fmt.Sprintf("%T", dst)
+}
+
+func abbrev(v json.RawMessage) string {
+	s := string(v)
+	if len(s) > 60 {
+		s = s[:57] + "..."
+	}
+	return s
+}

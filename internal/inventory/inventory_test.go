@@ -1,0 +1,155 @@
+package inventory
+
+import (
+	"encoding/json"
+	"strings"
+	"testing"
+)
+
+func hosts(t *testing.T, specs map[string]string) []*Host {
+	t.Helper()
+	var out []*Host
+	for _, name := range []string{"db-1", "db-2", "web-1", "web-2", "web-10", "builder"} {
+		d, ok := specs[name]
+		if !ok {
+			continue
+		}
+		h, err := decodeHost(name, json.RawMessage(d))
+		if err != nil {
+			t.Fatal(err)
+		}
+		out = append(out, h)
+	}
+	return out
+}
+
+func names(hs []*Host) string {
+	var n []string
+	for _, h := range hs {
+		n = append(n, h.Name)
+	}
+	return strings.Join(n, ",")
+}
+
+func TestSelect(t *testing.T) {
+	hs := hosts(t, map[string]string{
+		"db-1":    `{"tags":["db","eu"]}`,
+		"db-2":    `{"tags":["db","us"]}`,
+		"web-1":   `{"tags":["web","edge-eu"]}`,
+		"web-2":   `{"tags":["web","edge-us"]}`,
+		"web-10":  `{}`,
+		"builder": `{"targetHost":null,"tags":["infra"]}`,
+	})
+	for _, tc := range []struct {
+		args []string
+		all  bool
+		want string
+	}{
+		{[]string{"db-1"}, false, "db-1"},
+		{[]string{"web-*"}, false, "web-1,web-2,web-10"},
+		{[]string{"web-?"}, false, "web-1,web-2"},
+		{[]string{"web-[12]"}, false, "web-1,web-2"},
+		{[]string{"web-[!1]"}, false, "web-2"},
+		{[]string{"@db"}, false, "db-1,db-2"},
+		{[]string{"@edge-*"}, false, "web-1,web-2"},
+		{[]string{"@eu", "web-10", "db-1"}, false, "db-1,web-10"},
+		{[]string{"@*eu"}, false, "db-1,web-1"},
+		{[]string{"builder"}, false, "builder"},
+		{nil, true, "db-1,db-2,web-1,web-2,web-10"},
+	} {
+		sels, err := ParseSelectors(tc.args)
+		if err != nil {
+			t.Fatalf("%v: %v", tc.args, err)
+		}
+		got, err := Select(hs, sels, tc.all)
+		if err != nil {
+			t.Fatalf("%v: %v", tc.args, err)
+		}
+		if names(got) != tc.want {
+			t.Errorf("Select(%v, all=%v) = %s, want %s", tc.args, tc.all, names(got), tc.want)
+		}
+	}
+}
+
+func TestSelectNoMatchSuggests(t *testing.T) {
+	hs := hosts(t, map[string]string{"web-1": `{"tags":["web"]}`, "web-2": `{}`, "db-1": `{}`})
+	for arg, want := range map[string]string{
+		"web-3": `no host matches "web-3" (did you mean web-1, web-2?)`,
+		"@wbe":  `no tag matches "@wbe" (did you mean @web?)`,
+		"zzz*":  `no host matches "zzz*"`,
+	} {
+		sels, err := ParseSelectors([]string{arg})
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, err = Select(hs, sels, false)
+		if err == nil || err.Error() != want {
+			t.Errorf("Select(%s) error = %v, want %s", arg, err, want)
+		}
+	}
+}
+
+func TestParseSelectorsRejects(t *testing.T) {
+	for _, bad := range []string{"-oProxyCommand=x", "@", "web[", `a\b`, "@-x"} {
+		if _, err := ParseSelectors([]string{bad}); err == nil {
+			t.Errorf("ParseSelectors(%q) accepted it", bad)
+		}
+	}
+}
+
+func TestGlobRegexEscapesPunctuation(t *testing.T) {
+	sels, err := ParseSelectors([]string{"a.b+c"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := &Host{Name: "a.b+c"}
+	if !sels[0].matches(h) {
+		t.Errorf("%s does not match itself (regex %s)", h.Name, sels[0].Regex)
+	}
+	if sels[0].matches(&Host{Name: "aXb+c"}) {
+		t.Errorf("'.' in a glob matched any character (regex %s)", sels[0].Regex)
+	}
+}
+
+func TestDecodeHostDefaults(t *testing.T) {
+	h, err := decodeHost("h1", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if h.TargetHost != "h1" || h.TargetUser != "root" || h.TargetPort != 0 || !h.Deployable() ||
+		strings.Join(h.PrivilegeEscalationCommand, " ") != "sudo -H --" {
+		t.Errorf("defaults wrong: %+v", h)
+	}
+	h, err = decodeHost("h2", json.RawMessage(`{"targetHost":null,"targetUser":null,"targetPort":2222,"healthChecks":{"cmd":[]},"keys":{}}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if h.Deployable() || h.TargetUser != "" || h.TargetPort != 2222 {
+		t.Errorf("explicit values wrong: %+v", h)
+	}
+	if _, ok := h.Extra["healthChecks"]; !ok {
+		t.Errorf("unknown option healthChecks was dropped: %v", h.Extra)
+	}
+}
+
+func TestDecodeHostTypeErrorsNameHostAndOption(t *testing.T) {
+	for raw, want := range map[string]string{
+		`{"targetPort":"22"}`:                 `web-1: deployment.targetPort: expected an integer, got "22"`,
+		`{"tags":"web"}`:                      `web-1: deployment.tags: expected a list of strings, got "web"`,
+		`{"buildOnTarget":1}`:                 `web-1: deployment.buildOnTarget: expected a boolean, got 1`,
+		`{"targetHost":"-oProxyCommand=x"}`:   `web-1: deployment.targetHost: "-oProxyCommand=x" is not a host name`,
+		`{"privilegeEscalationCommand":null}`: `web-1: deployment.privilegeEscalationCommand: expected a list of strings, got null`,
+		`[1]`:                                 `web-1: deployment: expected an attribute set, got [1]`,
+	} {
+		_, err := decodeHost("web-1", json.RawMessage(raw))
+		if err == nil || err.Error() != want {
+			t.Errorf("decodeHost(%s) error = %v, want %s", raw, err, want)
+		}
+	}
+}
+
+func TestNixString(t *testing.T) {
+	if got := nixString(`a"b${c}`); got != `"a\"b\${c}"` {
+		t.Errorf("nixString = %s", got)
+	}
+}

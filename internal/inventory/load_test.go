@@ -1,0 +1,123 @@
+package inventory
+
+import (
+	"context"
+	"encoding/json"
+	"io"
+	"log/slog"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"testing"
+
+	"github.com/deployctl/deployctl/internal/nix"
+)
+
+func requireNix(t *testing.T) {
+	t.Helper()
+	if _, err := exec.LookPath("nix"); err != nil {
+		if os.Getenv("CI") == "true" {
+			t.Fatal("nix is not installed, and CI must run this test (run scripts/setup.sh)")
+		}
+		t.Skip("nix is not installed: run scripts/setup.sh")
+	}
+}
+
+func nixSystem() string {
+	arch := map[string]string{"amd64": "x86_64", "arm64": "aarch64"}[runtime.GOARCH]
+	return arch + "-linux"
+}
+
+// TestLoadEvaluatesOnlySelectedToplevels checks on real Nix that one eval
+// returns every host's deployment options, that the Nix side of selection
+// agrees with Go's (a disagreement is an error from Load), and that an
+// unselected host's toplevel is never evaluated: here it would throw.
+func TestLoadEvaluatesOnlySelectedToplevels(t *testing.T) {
+	requireNix(t)
+	dir := t.TempDir()
+	flake := `{
+  outputs = { self }: let
+    sys = name: deployment: {
+      config.deployment = deployment;
+      config.system.build.toplevel = derivation {
+        inherit name; system = "` + nixSystem() + `"; builder = "/bin/sh"; args = [ "-c" "echo > $out" ];
+      };
+    };
+  in {
+    nixosConfigurations = {
+      "web-1" = sys "web-1" { tags = [ "web" "edge-eu" ]; keyFile = ./flake.nix; };
+      "web-2" = sys "web-2" { tags = [ "web" ]; targetPort = 2222; };
+      "db.1" = sys "db" { tags = [ "db" ]; };
+      builder = sys "builder" { targetHost = null; };
+      broken = { config.system.build.toplevel = throw "broken on purpose"; };
+    };
+  };
+}`
+	if err := os.WriteFile(filepath.Join(dir, "flake.nix"), []byte(flake), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	env := append(os.Environ(), "NIX_CONFIG=substituters =")
+	n := nix.New(env, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	ref := "path:" + dir
+	for _, tc := range []struct {
+		args []string
+		all  bool
+		want string
+	}{
+		{[]string{"@edge-*", "db.1"}, false, "db.1,web-1"},
+		{[]string{"web-?"}, false, "web-1,web-2"},
+		{nil, true, "broken,db.1,web-1,web-2"},
+	} {
+		sels, err := ParseSelectors(tc.args)
+		if err != nil {
+			t.Fatal(err)
+		}
+		inv, err := Load(context.Background(), n, ref, LoadOptions{Selectors: sels, All: tc.all, Toplevel: true})
+		if err != nil {
+			t.Fatalf("Load(%v): %v", tc.args, err)
+		}
+		if got := names(inv.Selected); got != tc.want {
+			t.Errorf("Load(%v) selected %s, want %s", tc.args, got, tc.want)
+		}
+		for _, h := range inv.Selected {
+			if h.Name == "broken" {
+				if h.EvalError == "" {
+					t.Errorf("broken host selected by --all has no evaluation error")
+				}
+				continue
+			}
+			if h.EvalError != "" {
+				t.Errorf("%s: evaluated an unselected host: %s", h.Name, h.EvalError)
+			}
+			if !strings.HasSuffix(h.DrvPath, ".drv") || !strings.HasPrefix(h.OutPath, "/nix/store/") {
+				t.Errorf("%s: drv %q out %q", h.Name, h.DrvPath, h.OutPath)
+			}
+		}
+		for _, h := range inv.Hosts {
+			if h.Name == "broken" && !tc.all && (h.EvalError != "" || h.DrvPath != "") {
+				t.Errorf("Load(%v) evaluated the toplevel of unselected host broken", tc.args)
+			}
+			if h.Name == "web-1" {
+				var kf string
+				if err := jsonUnmarshal(h.Extra["keyFile"], &kf); err != nil || !strings.HasSuffix(kf, "/flake.nix") {
+					t.Errorf("keyFile given as a path came back as %s, want the path as a string", h.Extra["keyFile"])
+				}
+			}
+			if h.Name == "web-2" && h.TargetPort != 2222 {
+				t.Errorf("web-2 targetPort = %d", h.TargetPort)
+			}
+		}
+	}
+	sels, _ := ParseSelectors([]string{"broken"})
+	inv, err := Load(context.Background(), n, ref, LoadOptions{Selectors: sels, Toplevel: true})
+	if err != nil {
+		t.Fatalf("a host whose toplevel fails must not fail the whole load: %v", err)
+	}
+	if got := inv.Selected[0].EvalError; !strings.Contains(got, "broken on purpose") {
+		t.Errorf("eval error of broken host = %q, want Nix's message", got)
+	}
+}
+
+func jsonUnmarshal(b []byte, v any) error { return json.Unmarshal(b, v) }

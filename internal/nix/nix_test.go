@@ -1,0 +1,65 @@
+package nix
+
+import (
+	"os"
+	"path/filepath"
+	"testing"
+)
+
+func TestParseVersion(t *testing.T) {
+	for in, want := range map[string]Version{
+		"nix (Nix) 2.8.0\n":                 {"Nix", 2, 8, 0},
+		"nix (Nix) 2.26.3":                  {"Nix", 2, 26, 3},
+		"nix (Lix, like Nix) 2.91.1\nextra": {"Lix", 2, 91, 1},
+		"nix (Nix) 2.25.0pre20241101_dirty": {"Nix", 2, 25, 0},
+		"nix (Nix) 2.3":                     {"Nix", 2, 3, 0},
+	} {
+		got, err := ParseVersion(in)
+		if err != nil || got != want {
+			t.Errorf("ParseVersion(%q) = %v, %v; want %v", in, got, err, want)
+		}
+	}
+	for _, bad := range []string{"", "nix", "nix (Nix) x.y"} {
+		if _, err := ParseVersion(bad); err == nil {
+			t.Errorf("ParseVersion(%q) accepted garbage", bad)
+		}
+	}
+}
+
+func TestAtLeast(t *testing.T) {
+	v := Version{"Nix", 2, 8, 0}
+	if !v.AtLeast(2, 8) || v.AtLeast(2, 13) || !v.AtLeast(1, 99) {
+		t.Errorf("AtLeast wrong for %v", v)
+	}
+}
+
+func TestFlakeRef(t *testing.T) {
+	plain := t.TempDir()
+	if err := os.WriteFile(filepath.Join(plain, "flake.nix"), []byte("{}"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := FlakeRef(plain); err != nil || got != "path:"+plain {
+		t.Errorf("FlakeRef(plain dir) = %q, %v; want path:%s", got, err, plain)
+	}
+	repo := t.TempDir()
+	sub := filepath.Join(repo, "sub")
+	for _, d := range []string{filepath.Join(repo, ".git"), sub} {
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := os.WriteFile(filepath.Join(sub, "flake.nix"), []byte("{}"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := FlakeRef(sub); err != nil || got != sub {
+		t.Errorf("FlakeRef(dir in git tree) = %q, %v; want %s", got, err, sub)
+	}
+	for _, ref := range []string{"github:o/r", "path:/x", "git+https://e/x"} {
+		if got, err := FlakeRef(ref); err != nil || got != ref {
+			t.Errorf("FlakeRef(%q) = %q, %v; want unchanged", ref, got, err)
+		}
+	}
+	if _, err := FlakeRef(t.TempDir()); err == nil {
+		t.Error("FlakeRef of a directory without flake.nix succeeded")
+	}
+}
