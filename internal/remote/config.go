@@ -1,0 +1,308 @@
+package remote
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	sshconfig "github.com/kevinburke/ssh_config"
+)
+
+// Target is a host to connect to, as the inventory describes it.
+type Target struct {
+	// Name is the inventory name, used in logs and errors.
+	Name string
+	// Host is deployment.targetHost: an ssh_config alias or an address.
+	Host string
+	// Port and User override the ssh config when set (0 and "").
+	Port int
+	User string
+	// Options is deployment.sshOptions: OpenSSH command-line options
+	// (-o Key=Value, -p, -l, -i, -J), applied over the ssh config.
+	Options []string
+	// Escalation is the argv prefix that runs a command as root when User
+	// is not root (deployment.privilegeEscalationCommand).
+	Escalation []string
+}
+
+// Endpoint is a Target resolved against the ssh config: everything needed to
+// open the connection.
+type Endpoint struct {
+	Alias          string // the name as the user wrote it
+	HostName       string
+	Port           int
+	User           string
+	IdentityFiles  []string
+	IdentitiesOnly bool
+	// IdentitiesExplicit is set when IdentityFile came from config or
+	// options, not from OpenSSH's default list.
+	IdentitiesExplicit bool
+	KnownHostsFiles    []string // user files first: new keys go to the first
+	GlobalKnownHosts   []string
+	ProxyJump          []string // hops in order, "" when none
+	StrictHostKey      string   // StrictHostKeyChecking as configured
+	ConnectTimeout     time.Duration
+	AliveInterval      time.Duration
+	AliveCountMax      int
+	// options are the Target's Options as given, for OpenSSHArgs.
+	options []string
+}
+
+// Addr is host:port for dialing.
+func (e *Endpoint) Addr() string {
+	return joinHostPort(e.HostName, e.Port)
+}
+
+func joinHostPort(host string, port int) string {
+	if strings.Contains(host, ":") {
+		return "[" + host + "]:" + strconv.Itoa(port)
+	}
+	return host + ":" + strconv.Itoa(port)
+}
+
+// sshConfig is the parsed ssh configuration: either the --ssh-config file
+// alone (as `ssh -F`), or ~/.ssh/config then /etc/ssh/ssh_config.
+type sshConfig struct {
+	custom string
+	files  []*sshconfig.Config
+	home   string
+}
+
+func loadSSHConfig(custom, home string) (*sshConfig, error) {
+	c := &sshConfig{custom: custom, home: home}
+	paths := []string{filepath.Join(home, ".ssh", "config"), "/etc/ssh/ssh_config"}
+	if custom != "" {
+		paths = []string{custom}
+	}
+	for _, p := range paths {
+		data, err := os.ReadFile(p)
+		if err != nil {
+			if errors.Is(err, fs.ErrNotExist) && custom == "" {
+				continue
+			}
+			return nil, fmt.Errorf("ssh config: %w", err)
+		}
+		cfg, err := sshconfig.Decode(bytes.NewReader(data))
+		if err != nil {
+			return nil, fmt.Errorf("ssh config %s: %w", p, err)
+		}
+		c.files = append(c.files, cfg)
+	}
+	return c, nil
+}
+
+// get returns the first value for key among the option overrides, then the
+// config files; "" when none sets it.
+func (c *sshConfig) get(over map[string][]string, alias, key string) string {
+	if v := over[strings.ToLower(key)]; len(v) > 0 {
+		return v[0]
+	}
+	for _, f := range c.files {
+		if v, err := f.Get(alias, key); err == nil && v != "" {
+			return v
+		}
+	}
+	return ""
+}
+
+func (c *sshConfig) getAll(over map[string][]string, alias, key string) []string {
+	if v := over[strings.ToLower(key)]; len(v) > 0 {
+		return v
+	}
+	for _, f := range c.files {
+		if v, err := f.GetAll(alias, key); err == nil && len(v) > 0 {
+			return v
+		}
+	}
+	return nil
+}
+
+// parseOptions reads OpenSSH command-line options into ssh_config keys.
+func parseOptions(args []string) (map[string][]string, error) {
+	over := map[string][]string{}
+	add := func(k, v string) { k = strings.ToLower(k); over[k] = append(over[k], v) }
+	for i := 0; i < len(args); i++ {
+		a := args[i]
+		if len(a) < 2 || a[0] != '-' {
+			return nil, fmt.Errorf("sshOptions: unsupported argument %q (supported: -o Key=Value, -p, -l, -i, -J)", a)
+		}
+		flag, val := a[:2], a[2:]
+		if val == "" && strings.Contains("opliJ", a[1:2]) {
+			if i+1 >= len(args) {
+				return nil, fmt.Errorf("sshOptions: %s needs a value", a)
+			}
+			i++
+			val = args[i]
+		}
+		switch flag {
+		case "-o":
+			k, v, ok := strings.Cut(val, "=")
+			if !ok {
+				k, v, ok = strings.Cut(strings.TrimSpace(val), " ")
+			}
+			if !ok || k == "" {
+				return nil, fmt.Errorf("sshOptions: -o %q is not Key=Value", val)
+			}
+			add(strings.TrimSpace(k), strings.TrimSpace(v))
+		case "-p":
+			add("Port", val)
+		case "-l":
+			add("User", val)
+		case "-i":
+			add("IdentityFile", val)
+		case "-J":
+			add("ProxyJump", val)
+		default:
+			return nil, fmt.Errorf("sshOptions: unsupported option %q (supported: -o Key=Value, -p, -l, -i, -J)", a)
+		}
+	}
+	return over, nil
+}
+
+// resolve applies options, then the target's own port and user, then the
+// ssh config, then defaults.
+func (c *sshConfig) resolve(t Target) (*Endpoint, error) {
+	if t.Host == "" {
+		return nil, fmt.Errorf("no target host")
+	}
+	if strings.HasPrefix(t.Host, "-") {
+		return nil, fmt.Errorf("target host %q may not begin with '-'", t.Host)
+	}
+	over, err := parseOptions(t.Options)
+	if err != nil {
+		return nil, err
+	}
+	alias := t.Host
+	get := func(key string) string { return c.get(over, alias, key) }
+	e := &Endpoint{Alias: alias, options: t.Options}
+
+	e.HostName = expandTokens(get("HostName"), alias, "", c.home)
+	if e.HostName == "" {
+		e.HostName = alias
+	}
+	e.Port = 22
+	portStr := ""
+	switch {
+	case len(over["port"]) > 0:
+		portStr = over["port"][0]
+	case t.Port != 0:
+		e.Port = t.Port
+	default:
+		portStr = c.get(nil, alias, "Port")
+	}
+	if portStr != "" {
+		n, err := strconv.Atoi(portStr)
+		if err != nil || n <= 0 || n > 65535 {
+			return nil, fmt.Errorf("ssh config: Port %q is not a TCP port", portStr)
+		}
+		e.Port = n
+	}
+	switch {
+	case len(over["user"]) > 0:
+		e.User = over["user"][0]
+	case t.User != "":
+		e.User = t.User
+	case get("User") != "":
+		e.User = get("User")
+	default:
+		e.User = "root"
+	}
+
+	ids := c.getAll(over, alias, "IdentityFile")
+	e.IdentitiesExplicit = len(ids) > 0
+	if !e.IdentitiesExplicit {
+		for _, n := range []string{"id_rsa", "id_ecdsa", "id_ecdsa_sk", "id_ed25519", "id_ed25519_sk"} {
+			ids = append(ids, filepath.Join(c.home, ".ssh", n))
+		}
+	}
+	for _, id := range ids {
+		e.IdentityFiles = append(e.IdentityFiles, expandTokens(id, alias, e.User, c.home))
+	}
+	e.IdentitiesOnly = strings.EqualFold(get("IdentitiesOnly"), "yes")
+
+	if v := get("UserKnownHostsFile"); v != "" {
+		for _, f := range strings.Fields(v) {
+			e.KnownHostsFiles = append(e.KnownHostsFiles, expandTokens(f, alias, e.User, c.home))
+		}
+	} else {
+		e.KnownHostsFiles = []string{filepath.Join(c.home, ".ssh", "known_hosts"), filepath.Join(c.home, ".ssh", "known_hosts2")}
+	}
+	if v := get("GlobalKnownHostsFile"); v != "" {
+		e.GlobalKnownHosts = strings.Fields(v)
+	} else {
+		e.GlobalKnownHosts = []string{"/etc/ssh/ssh_known_hosts", "/etc/ssh/ssh_known_hosts2"}
+	}
+	if v := get("ProxyJump"); v != "" && !strings.EqualFold(v, "none") {
+		for _, hop := range strings.Split(v, ",") {
+			if hop = strings.TrimSpace(hop); hop != "" {
+				e.ProxyJump = append(e.ProxyJump, hop)
+			}
+		}
+	}
+	e.StrictHostKey = strings.ToLower(get("StrictHostKeyChecking"))
+	e.ConnectTimeout = 10 * time.Second
+	if v := get("ConnectTimeout"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n <= 0 {
+			return nil, fmt.Errorf("ssh config: ConnectTimeout %q is not a number of seconds", v)
+		}
+		e.ConnectTimeout = time.Duration(n) * time.Second
+	}
+	// OpenSSH sends no keepalives unless asked; a deploy tool must notice a
+	// dead host, so deployctl defaults to 15 s × 3.
+	e.AliveInterval, e.AliveCountMax = 15*time.Second, 3
+	if v := get("ServerAliveInterval"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 0 {
+			return nil, fmt.Errorf("ssh config: ServerAliveInterval %q is not a number of seconds", v)
+		}
+		e.AliveInterval = time.Duration(n) * time.Second
+	}
+	if v := get("ServerAliveCountMax"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n <= 0 {
+			return nil, fmt.Errorf("ssh config: ServerAliveCountMax %q is not a positive number", v)
+		}
+		e.AliveCountMax = n
+	}
+	return e, nil
+}
+
+// expandTokens expands ~ and the %d %h %u %r %% tokens OpenSSH allows in
+// paths and HostName.
+func expandTokens(s, host, user, home string) string {
+	if strings.HasPrefix(s, "~/") || s == "~" {
+		s = home + s[1:]
+	}
+	if !strings.Contains(s, "%") {
+		return s
+	}
+	r := strings.NewReplacer("%%", "%", "%d", home, "%h", host, "%r", user, "%u", user)
+	return r.Replace(s)
+}
+
+// OpenSSHArgs returns the arguments that make OpenSSH's ssh connect the same
+// way, up to but not including the destination: -F when a config file was
+// given, the target's options, and port and user when deployctl decided them.
+func (e *Endpoint) OpenSSHArgs(configFile string) []string {
+	var args []string
+	if configFile != "" {
+		args = append(args, "-F", configFile)
+	}
+	args = append(args, e.options...)
+	if e.Port != 22 {
+		args = append(args, "-p", strconv.Itoa(e.Port))
+	}
+	return args
+}
+
+// Destination is user@alias, as OpenSSH and Nix's ssh:// store URLs take it.
+func (e *Endpoint) Destination() string {
+	return e.User + "@" + e.Alias
+}

@@ -1,0 +1,111 @@
+package remote
+
+import (
+	"os"
+	"path/filepath"
+	"reflect"
+	"strings"
+	"testing"
+	"time"
+)
+
+func writeConfig(t *testing.T, text string) string {
+	t.Helper()
+	p := filepath.Join(t.TempDir(), "ssh_config")
+	if err := os.WriteFile(p, []byte(text), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+func TestResolvePrecedence(t *testing.T) {
+	cfg := writeConfig(t, `
+Host web-*
+  HostName %h.example
+  User admin
+  Port 2200
+  IdentityFile ~/.ssh/deploy_key
+  IdentitiesOnly yes
+  UserKnownHostsFile ~/kh1 /etc/kh2
+  ProxyJump jump1,ops@jump2:2222
+  ServerAliveInterval 5
+Host *
+  ConnectTimeout 3
+`)
+	c, err := loadSSHConfig(cfg, "/home/u")
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The config decides what the target leaves open (User "" means null).
+	e, err := c.resolve(Target{Host: "web-1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := &Endpoint{
+		Alias: "web-1", HostName: "web-1.example", Port: 2200, User: "admin",
+		IdentityFiles: []string{"/home/u/.ssh/deploy_key"}, IdentitiesOnly: true, IdentitiesExplicit: true,
+		KnownHostsFiles:  []string{"/home/u/kh1", "/etc/kh2"},
+		GlobalKnownHosts: []string{"/etc/ssh/ssh_known_hosts", "/etc/ssh/ssh_known_hosts2"},
+		ProxyJump:        []string{"jump1", "ops@jump2:2222"},
+		ConnectTimeout:   3 * time.Second, AliveInterval: 5 * time.Second, AliveCountMax: 3,
+	}
+	if !reflect.DeepEqual(e, want) {
+		t.Errorf("resolve =\n%+v\nwant\n%+v", e, want)
+	}
+	// deployment.targetPort/targetUser beat the config; sshOptions beat both.
+	e, err = c.resolve(Target{Host: "web-1", Port: 22, User: "root"})
+	if err != nil || e.Port != 22 || e.User != "root" {
+		t.Errorf("target port/user did not override config: %+v %v", e, err)
+	}
+	e, err = c.resolve(Target{Host: "web-1", Port: 22, User: "root", Options: []string{"-p", "2300", "-oUser=bob", "-o", "ProxyJump=none"}})
+	if err != nil || e.Port != 2300 || e.User != "bob" || e.ProxyJump != nil {
+		t.Errorf("sshOptions did not override: %+v %v", e, err)
+	}
+	// A host the config does not mention gets the defaults.
+	e, err = c.resolve(Target{Host: "db"})
+	if err != nil || e.HostName != "db" || e.Port != 22 || e.User != "root" || e.IdentitiesExplicit ||
+		e.KnownHostsFiles[0] != "/home/u/.ssh/known_hosts" || e.AliveInterval != 15*time.Second {
+		t.Errorf("defaults wrong: %+v %v", e, err)
+	}
+}
+
+func TestResolveRejects(t *testing.T) {
+	c, err := loadSSHConfig(writeConfig(t, ""), "/home/u")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		t    Target
+		want string
+	}{
+		{Target{Host: "-oProxyCommand=sh"}, "may not begin with '-'"},
+		{Target{Host: "h", Options: []string{"-v"}}, "unsupported option"},
+		{Target{Host: "h", Options: []string{"-o"}}, "needs a value"},
+		{Target{Host: "h", Options: []string{"-p", "x"}}, "not a TCP port"},
+		{Target{Host: "h", Options: []string{"plain"}}, "unsupported argument"},
+	} {
+		if _, err := c.resolve(tc.t); err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("resolve(%+v) = %v, want error containing %q", tc.t, err, tc.want)
+		}
+	}
+	if _, err := loadSSHConfig("/nonexistent/ssh_config", "/"); err == nil {
+		t.Error("a missing --ssh-config file was accepted")
+	}
+}
+
+func TestCommandLine(t *testing.T) {
+	c, err := loadSSHConfig(writeConfig(t, ""), "/home/u")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ep, err := c.resolve(Target{Host: "h1", Port: 2222, User: "deploy"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn := &Conn{ep: ep, escalation: []string{"sudo", "-H", "--"}, configFile: "/etc/my ssh"}
+	got := conn.CommandLine(Cmd{Argv: []string{"nix-env", "-p", "/nix/var/nix/profiles/system", "--set", "/nix/store/x y"}, Root: true})
+	want := `ssh -F '/etc/my ssh' -p 2222 deploy@h1 'sudo -H -- nix-env -p /nix/var/nix/profiles/system --set '\''/nix/store/x y'\'''`
+	if got != want {
+		t.Errorf("CommandLine =\n%s\nwant\n%s", got, want)
+	}
+}
