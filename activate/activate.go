@@ -1,0 +1,55 @@
+// Package activate makes a pushed system the running one on its target.
+package activate
+
+import (
+	"context"
+	"fmt"
+	"io"
+
+	"github.com/deployctl/deployctl/internal/remote"
+)
+
+// SystemProfile is the NixOS system profile.
+const SystemProfile = "/nix/var/nix/profiles/system"
+
+// Actions are the switch-to-configuration actions.
+var Actions = []string{"switch", "boot", "test", "dry-activate"}
+
+// Runner runs a command on the target; *remote.Conn is one.
+type Runner interface {
+	Run(ctx context.Context, cmd remote.Cmd) error
+}
+
+// Options are where the switch's own output goes (nil: kept only for errors).
+type Options struct {
+	Stdout, Stderr io.Writer
+}
+
+// Activate makes toplevel the target's system for action: for switch and
+// boot it sets the system profile, then it runs the toplevel's own
+// switch-to-configuration.
+func Activate(ctx context.Context, r Runner, toplevel, action string, opts Options) error {
+	if !validAction(action) {
+		return fmt.Errorf("activate: unknown action %q (want switch, boot, test or dry-activate)", action)
+	}
+	if action == "switch" || action == "boot" {
+		err := r.Run(ctx, remote.Cmd{Argv: []string{"nix-env", "-p", SystemProfile, "--set", toplevel}, Root: true, Stdout: opts.Stdout, Stderr: opts.Stderr})
+		if err != nil {
+			return fmt.Errorf("activate: set system profile: %w", err)
+		}
+	}
+	err := r.Run(ctx, remote.Cmd{Argv: []string{toplevel + "/bin/switch-to-configuration", action}, Root: true, Stdout: opts.Stdout, Stderr: opts.Stderr})
+	if err != nil {
+		return fmt.Errorf("activate: switch-to-configuration %s: %w", action, err)
+	}
+	return nil
+}
+
+func validAction(a string) bool {
+	for _, x := range Actions {
+		if a == x {
+			return true
+		}
+	}
+	return false
+}

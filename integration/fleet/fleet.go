@@ -1,0 +1,352 @@
+// Package fleet starts test hosts on this machine: each host is a mount and
+// PID namespace with its own /nix store, /run, /tmp and /var/lib/deployctl,
+// running its own sshd on its own loopback address. Test code only.
+package fleet
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+)
+
+// Prerequisites reports what this machine lacks to run a fleet, or nil.
+func Prerequisites() error {
+	var missing []string
+	if os.Geteuid() != 0 {
+		missing = append(missing, "root (mount namespaces and binding /nix need it)")
+	}
+	for _, bin := range []string{"unshare", "ssh", "ssh-keygen", "nix", "nix-store"} {
+		if _, err := exec.LookPath(bin); err != nil {
+			missing = append(missing, bin)
+		}
+	}
+	if _, err := os.Stat(sshdPath); err != nil {
+		missing = append(missing, sshdPath+" (openssh-server)")
+	}
+	if len(missing) > 0 {
+		return fmt.Errorf("missing %s: run scripts/setup.sh as root", strings.Join(missing, ", "))
+	}
+	return nil
+}
+
+const sshdPath = "/usr/sbin/sshd"
+
+// Options describe a fleet to start.
+type Options struct {
+	// Dir holds keys, configs and the hosts' private directories. It must
+	// not contain white space (NIX_SSHOPTS is split on it).
+	Dir   string
+	Hosts []string
+	// Log receives the hosts' sshd output; nil discards it.
+	Log io.Writer
+}
+
+// Fleet is a set of running test hosts.
+type Fleet struct {
+	Dir        string
+	SSHConfig  string // an ssh_config with a Host alias per host
+	KnownHosts string // known_hosts holding every host's key
+	Identity   string // the private key every host accepts for root
+	Hosts      []*Host
+}
+
+// Host is one running test host.
+type Host struct {
+	Name string
+	Addr string // 127.0.0.N
+	// Root is the host's private directory on this machine; Root/nix is
+	// its /nix.
+	Root string
+	// KnownHostsLine is the host's key as a known_hosts line.
+	KnownHostsLine string
+
+	cmd    *exec.Cmd
+	exited chan struct{}
+	stderr *lockedBuffer
+}
+
+var (
+	addrMu   sync.Mutex
+	nextAddr = 10
+)
+
+// allocAddr returns a loopback address whose port 22 nobody listens on.
+func allocAddr() (string, error) {
+	addrMu.Lock()
+	defer addrMu.Unlock()
+	for nextAddr < 250 {
+		addr := fmt.Sprintf("127.0.0.%d", nextAddr)
+		nextAddr++
+		c, err := net.DialTimeout("tcp", addr+":22", 200*time.Millisecond)
+		if err != nil {
+			return addr, nil
+		}
+		c.Close()
+	}
+	return "", errors.New("no free loopback address left in 127.0.0.10-249")
+}
+
+// Start starts the hosts and returns when each one's sshd accepts
+// connections. On error, whatever started is stopped.
+func Start(ctx context.Context, opts Options) (_ *Fleet, err error) {
+	if err := Prerequisites(); err != nil {
+		return nil, err
+	}
+	if strings.ContainsAny(opts.Dir, " \t\n") {
+		return nil, fmt.Errorf("fleet dir %q contains white space", opts.Dir)
+	}
+	f := &Fleet{
+		Dir:        opts.Dir,
+		SSHConfig:  filepath.Join(opts.Dir, "ssh_config"),
+		KnownHosts: filepath.Join(opts.Dir, "known_hosts"),
+		Identity:   filepath.Join(opts.Dir, "id_ed25519"),
+	}
+	defer func() {
+		if err != nil {
+			f.Stop()
+		}
+	}()
+	if err := os.MkdirAll(opts.Dir, 0o700); err != nil {
+		return nil, err
+	}
+	if err := keygen(ctx, f.Identity, "deployctl-fleet"); err != nil {
+		return nil, err
+	}
+	// The bind mount target must exist on this machine.
+	if err := os.MkdirAll("/var/lib/deployctl", 0o755); err != nil {
+		return nil, err
+	}
+	if _, err := os.Stat("/nix"); err != nil {
+		return nil, fmt.Errorf("/nix does not exist on this machine: is Nix installed? %w", err)
+	}
+	var known, config strings.Builder
+	for _, name := range opts.Hosts {
+		addr, err := allocAddr()
+		if err != nil {
+			return nil, err
+		}
+		h := &Host{Name: name, Addr: addr, Root: filepath.Join(opts.Dir, "hosts", name)}
+		if err := h.prepare(ctx, f.Identity+".pub"); err != nil {
+			return nil, fmt.Errorf("host %s: %w", name, err)
+		}
+		if err := h.start(opts.Log); err != nil {
+			return nil, fmt.Errorf("host %s: %w", name, err)
+		}
+		f.Hosts = append(f.Hosts, h)
+		known.WriteString(h.KnownHostsLine + "\n")
+		fmt.Fprintf(&config, "Host %s\n  HostName %s\n", name, addr)
+	}
+	fmt.Fprintf(&config, "Host *\n  User root\n  IdentityFile %s\n  IdentitiesOnly yes\n  UserKnownHostsFile %s\n"+
+		"  StrictHostKeyChecking yes\n  ConnectTimeout 5\n  LogLevel ERROR\n", f.Identity, f.KnownHosts)
+	if err := os.WriteFile(f.KnownHosts, []byte(known.String()), 0o600); err != nil {
+		return nil, err
+	}
+	if err := os.WriteFile(f.SSHConfig, []byte(config.String()), 0o600); err != nil {
+		return nil, err
+	}
+	for _, h := range f.Hosts {
+		if err := h.waitReady(ctx); err != nil {
+			return nil, fmt.Errorf("host %s: %w", h.Name, err)
+		}
+	}
+	return f, nil
+}
+
+func keygen(ctx context.Context, path, comment string) error {
+	if _, err := os.Stat(path); err == nil {
+		return nil
+	}
+	out, err := exec.CommandContext(ctx, "ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", comment, "-f", path).CombinedOutput()
+	if err != nil {
+		return fmt.Errorf("ssh-keygen %s: %v: %s", path, err, out)
+	}
+	return nil
+}
+
+func (h *Host) prepare(ctx context.Context, authorizedKey string) error {
+	for _, d := range []string{"nix", "tmp", "varlib", "etc"} {
+		if err := os.MkdirAll(filepath.Join(h.Root, d), 0o755); err != nil {
+			return err
+		}
+	}
+	if err := os.Chmod(filepath.Join(h.Root, "tmp"), 0o1777); err != nil {
+		return err
+	}
+	hostKey := filepath.Join(h.Root, "etc", "ssh_host_ed25519_key")
+	if err := keygen(ctx, hostKey, h.Name); err != nil {
+		return err
+	}
+	pub, err := os.ReadFile(hostKey + ".pub")
+	if err != nil {
+		return err
+	}
+	fields := strings.Fields(string(pub))
+	h.KnownHostsLine = h.Addr + " " + fields[0] + " " + fields[1]
+	auth, err := os.ReadFile(authorizedKey)
+	if err != nil {
+		return err
+	}
+	if err := os.WriteFile(filepath.Join(h.Root, "etc", "authorized_keys"), auth, 0o600); err != nil {
+		return err
+	}
+	conf := fmt.Sprintf(`ListenAddress %s:22
+HostKey /run/fleet/ssh_host_ed25519_key
+AuthorizedKeysFile /run/fleet/authorized_keys
+PidFile /run/sshd.pid
+UsePAM no
+StrictModes no
+PermitRootLogin prohibit-password
+PasswordAuthentication no
+KbdInteractiveAuthentication no
+MaxStartups 200
+MaxSessions 200
+ClientAliveInterval 0
+`, h.Addr)
+	return os.WriteFile(filepath.Join(h.Root, "etc", "sshd_config"), []byte(conf), 0o600)
+}
+
+// hostScript runs inside the new namespaces: private mounts, then sshd as
+// the namespace's PID 1. When it dies, the kernel kills every process the
+// host started.
+const hostScript = `set -eu
+R="$1"
+mount --bind "$R/nix" /nix
+mount -t tmpfs -o mode=0755 tmpfs /run
+mkdir -p /run/sshd /run/fleet
+cp "$R/etc/sshd_config" "$R/etc/ssh_host_ed25519_key" "$R/etc/authorized_keys" /run/fleet/
+chmod 600 /run/fleet/ssh_host_ed25519_key
+mount --bind "$R/varlib" /var/lib/deployctl
+mount --bind "$R/tmp" /tmp
+exec ` + sshdPath + ` -D -e -f /run/fleet/sshd_config
+`
+
+func (h *Host) start(log io.Writer) error {
+	cmd := exec.Command("unshare", "--mount", "--pid", "--fork", "--kill-child", "--propagation", "private", "--mount-proc",
+		"sh", "-c", hostScript, "fleet-host", h.Root)
+	h.stderr = &lockedBuffer{}
+	var w io.Writer = h.stderr
+	if log != nil {
+		w = io.MultiWriter(h.stderr, &prefixWriter{w: log, prefix: "[" + h.Name + " sshd] "})
+	}
+	cmd.Stdout, cmd.Stderr = w, w
+	// If this process dies, the host dies with it.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL, Setpgid: true}
+	if err := cmd.Start(); err != nil {
+		return fmt.Errorf("start: %w", err)
+	}
+	h.cmd = cmd
+	h.exited = make(chan struct{})
+	go func() { cmd.Wait(); close(h.exited) }()
+	return nil
+}
+
+func (h *Host) waitReady(ctx context.Context) error {
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		select {
+		case <-h.exited:
+			return fmt.Errorf("sshd exited: %s", strings.TrimSpace(h.stderr.String()))
+		case <-ctx.Done():
+			return ctx.Err()
+		default:
+		}
+		c, err := net.DialTimeout("tcp", h.Addr+":22", 200*time.Millisecond)
+		if err == nil {
+			c.Close()
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("sshd on %s:22 not ready after 15s: %s", h.Addr, strings.TrimSpace(h.stderr.String()))
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// Stop kills every host and waits for them. It is safe to call twice.
+func (f *Fleet) Stop() {
+	for _, h := range f.Hosts {
+		h.Stop()
+	}
+}
+
+// Stop kills the host: its unshare process, whose death kills the
+// namespace's PID 1 and with it every process of the host.
+func (h *Host) Stop() {
+	if h.cmd == nil || h.cmd.Process == nil {
+		return
+	}
+	_ = syscall.Kill(-h.cmd.Process.Pid, syscall.SIGKILL)
+	<-h.exited
+}
+
+// Host returns the named host, or nil.
+func (f *Fleet) Host(name string) *Host {
+	for _, h := range f.Hosts {
+		if h.Name == name {
+			return h
+		}
+	}
+	return nil
+}
+
+// SSH runs a shell command on a host with OpenSSH's ssh (independent of
+// deployctl's own SSH code) and returns its standard output.
+func (f *Fleet) SSH(ctx context.Context, host, command string) (string, error) {
+	cmd := exec.CommandContext(ctx, "ssh", "-F", f.SSHConfig, "-o", "BatchMode=yes", host, command)
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	if err := cmd.Run(); err != nil {
+		return stdout.String(), fmt.Errorf("ssh %s %q: %v: %s", host, command, err, strings.TrimSpace(stderr.String()))
+	}
+	return stdout.String(), nil
+}
+
+type lockedBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *lockedBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *lockedBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+type prefixWriter struct {
+	mu     sync.Mutex
+	w      io.Writer
+	prefix string
+	mid    bool
+}
+
+func (p *prefixWriter) Write(b []byte) (int, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, line := range bytes.SplitAfter(b, []byte("\n")) {
+		if len(line) == 0 {
+			continue
+		}
+		if !p.mid {
+			io.WriteString(p.w, p.prefix)
+		}
+		p.w.Write(line)
+		p.mid = line[len(line)-1] != '\n'
+	}
+	return len(b), nil
+}

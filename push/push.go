@@ -1,0 +1,30 @@
+// Package push copies a host's system closure to its target.
+package push
+
+import (
+	"context"
+	"fmt"
+	"strings"
+
+	"github.com/deployctl/deployctl/internal/nix"
+	"github.com/deployctl/deployctl/internal/remote"
+)
+
+// NixCopy copies the closure of toplevel to the target with
+// `nix copy --to ssh://user@host`, which sends only the paths the target
+// lacks. OpenSSH gets the same settings as deployctl's own connection
+// (config file, port, options) through NIX_SSHOPTS.
+func NixCopy(ctx context.Context, n *nix.CLI, ep *remote.Endpoint, sshConfigFile, toplevel string) error {
+	opts := ep.OpenSSHArgs(sshConfigFile)
+	for _, o := range opts {
+		if strings.ContainsAny(o, " \t\n") {
+			return fmt.Errorf("push: nix copy cannot pass the ssh argument %q: Nix splits NIX_SSHOPTS on white space", o)
+		}
+	}
+	env := []string{"NIX_SSHOPTS=" + strings.Join(opts, " ")}
+	args := nix.NixArgs("copy", "--to", "ssh://"+ep.Destination(), toplevel)[1:]
+	if _, err := n.Run(ctx, env, "nix", args...); err != nil {
+		return fmt.Errorf("push: %w", err)
+	}
+	return nil
+}
