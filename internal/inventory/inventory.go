@@ -76,7 +76,9 @@ func Load(ctx context.Context, n *nix.CLI, flakeRef string, opts LoadOptions) (*
 	if err != nil {
 		return nil, err
 	}
-	apply := fmt.Sprintf("let args = builtins.fromJSON %s; in %s", nixString(string(arg)), evalExpr)
+	// One line, so that the command -v prints stays readable.
+	expr := strings.Join(strings.Fields(evalExpr), " ")
+	apply := fmt.Sprintf("let args = builtins.fromJSON %s; in %s", nixString(string(arg)), expr)
 	out, err := n.Nix(ctx, "eval", "--json", flakeRef+"#nixosConfigurations", "--apply", apply)
 	if err != nil {
 		return nil, fmt.Errorf("evaluate %s: %w", flakeRef, err)

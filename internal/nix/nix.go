@@ -137,8 +137,9 @@ func NixArgs(args ...string) []string {
 func (c *CLI) run(ctx context.Context, extraEnv []string, name string, args ...string) ([]byte, error) {
 	argv := append([]string{name}, args...)
 	line := shell.Join(argv)
-	if len(extraEnv) > 0 {
-		line = shell.Join(extraEnv) + " " + line
+	for i := len(extraEnv) - 1; i >= 0; i-- {
+		k, v, _ := strings.Cut(extraEnv[i], "=")
+		line = k + "=" + shell.Quote(v) + " " + line
 	}
 	c.log.Debug("exec", "host", "local", "cmd", line)
 	cmd := exec.CommandContext(ctx, name, args...)

@@ -1,0 +1,218 @@
+// Package cli is deployctl's command tree: flags to options, one run
+// function per command, and one table from errors to exit codes.
+package cli
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"strings"
+
+	"github.com/spf13/cobra"
+
+	"github.com/deployctl/deployctl/internal/inventory"
+	"github.com/deployctl/deployctl/internal/nix"
+	"github.com/deployctl/deployctl/internal/remote"
+	"github.com/deployctl/deployctl/internal/report"
+)
+
+// Version is set at link time (-ldflags "-X …/internal/cli.Version=v1.2.3").
+var Version = "dev"
+
+// Invocation is everything a run of deployctl gets from its process.
+type Invocation struct {
+	Args   []string
+	Stdin  io.Reader
+	Stdout io.Writer
+	Stderr io.Writer
+	// Env is the environment, as os.Environ returns it. deployctl reads
+	// HOME and SSH_AUTH_SOCK from it and passes it to the commands it runs.
+	Env []string
+}
+
+// globals are the options every command shares.
+type globals struct {
+	flake             string
+	parallel          int
+	json              bool
+	verbose           bool
+	sshConfig         string
+	acceptNewHostKeys bool
+
+	inv     Invocation
+	log     *slog.Logger
+	handler *report.Handler
+}
+
+func (g *globals) getenv(key string) string {
+	for i := len(g.inv.Env) - 1; i >= 0; i-- {
+		if k, v, ok := strings.Cut(g.inv.Env[i], "="); ok && k == key {
+			return v
+		}
+	}
+	return ""
+}
+
+// Main runs deployctl and returns its exit code.
+func Main(ctx context.Context, inv Invocation) int {
+	g := &globals{inv: inv}
+	root := newRootCommand(g)
+	root.SetArgs(inv.Args)
+	root.SetIn(inv.Stdin)
+	root.SetOut(inv.Stdout)
+	root.SetErr(inv.Stderr)
+	err := root.ExecuteContext(ctx)
+	if err == nil && ctx.Err() != nil {
+		err = ctx.Err()
+	}
+	code := exitCode(ctx, err)
+	if err != nil && !isReported(err) {
+		fmt.Fprintf(inv.Stderr, "deployctl: %v\n", err)
+		if code == exitUsage {
+			fmt.Fprintln(inv.Stderr, "Run 'deployctl --help' for usage.")
+		}
+	}
+	return code
+}
+
+const exitCodesHelp = `Exit codes:
+  0    every selected host succeeded
+  1    a failure (for a command over hosts: every host failed)
+  2    usage error: bad flags, selectors or deployment options; nothing was done
+  3    some hosts failed, others succeeded
+  130  interrupted`
+
+func newRootCommand(g *globals) *cobra.Command {
+	root := &cobra.Command{
+		Use:   "deployctl",
+		Short: "Build, push and activate NixOS systems across a fleet",
+		Long: `deployctl deploys the nixosConfigurations of a flake to their hosts over SSH.
+
+Building a system, pushing its closure and activating it are separate phases:
+'build', 'push' and 'activate' run one each, and 'deploy' chains them.
+Deployment options are read from each host's config.deployment, with the
+names Colmena uses (targetHost, targetPort, targetUser, tags, …).
+
+Hosts are selected by name, shell glob ("web-*") or tag ("@db", "@edge-*");
+arguments are OR'd, and --all selects every deployable host.
+
+` + exitCodesHelp,
+		Version:       Version,
+		SilenceUsage:  true,
+		SilenceErrors: true,
+		// Reached only when no subcommand matched.
+		Args: func(cmd *cobra.Command, args []string) error {
+			if len(args) > 0 {
+				return usageErrorf("unknown command %q", args[0])
+			}
+			return nil
+		},
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return cmd.Help()
+		},
+		PersistentPreRunE: func(cmd *cobra.Command, args []string) error {
+			if g.parallel < 1 {
+				return usageErrorf("--parallel must be at least 1, got %d", g.parallel)
+			}
+			level := slog.LevelInfo
+			if g.verbose {
+				level = slog.LevelDebug
+			}
+			g.handler = report.NewHandler(g.inv.Stderr, level)
+			g.log = slog.New(g.handler)
+			return nil
+		},
+	}
+	root.SetFlagErrorFunc(func(cmd *cobra.Command, err error) error { return usageError{err} })
+	f := root.PersistentFlags()
+	f.StringVar(&g.flake, "flake", ".", "flake `REF` whose nixosConfigurations to deploy (a plain directory works)")
+	f.IntVarP(&g.parallel, "parallel", "p", 10, "work on at most `N` hosts at once")
+	f.BoolVar(&g.json, "json", false, "print machine-readable JSON on stdout (human output stays on stderr)")
+	f.BoolVarP(&g.verbose, "verbose", "v", false, "print every local and remote command deployctl runs, as a shell line")
+	f.StringVar(&g.sshConfig, "ssh-config", "", "read SSH settings from `FILE` instead of ~/.ssh/config and /etc/ssh/ssh_config")
+	f.BoolVar(&g.acceptNewHostKeys, "accept-new-host-keys", false, "record the key of a host known_hosts does not know yet (a changed key is always refused)")
+
+	root.AddCommand(
+		newListCommand(g),
+		newBuildCommand(g),
+		newDeployCommand(g),
+		newPushCommand(g),
+		newActivateCommand(g),
+		newRollbackCommand(g),
+		newStatusCommand(g),
+	)
+	return root
+}
+
+func (g *globals) nix() *nix.CLI {
+	return nix.New(g.inv.Env, g.log)
+}
+
+func (g *globals) dialer() (*remote.Dialer, error) {
+	d, err := remote.NewDialer(remote.Options{
+		ConfigFile:        g.sshConfig,
+		Home:              g.getenv("HOME"),
+		AgentSocket:       g.getenv("SSH_AUTH_SOCK"),
+		AcceptNewHostKeys: g.acceptNewHostKeys,
+		Log:               g.log,
+	})
+	if err != nil {
+		return nil, usageError{err}
+	}
+	return d, nil
+}
+
+// selection is how a command was told which hosts to work on.
+type selection struct {
+	all bool
+}
+
+func (s *selection) register(cmd *cobra.Command) {
+	cmd.Flags().BoolVar(&s.all, "all", false, "select every deployable host")
+}
+
+// load evaluates the flake and selects hosts. required makes "no selector
+// and no --all" a usage error; toplevel evaluates the selected toplevels.
+func (g *globals) load(ctx context.Context, args []string, sel selection, required, toplevel bool) (*inventory.Inventory, error) {
+	if sel.all && len(args) > 0 {
+		return nil, usageErrorf("give host selectors or --all, not both")
+	}
+	if required && !sel.all && len(args) == 0 {
+		return nil, usageErrorf("no hosts selected: name hosts, globs (web-*) or tags (@db), or pass --all")
+	}
+	sels, err := inventory.ParseSelectors(args)
+	if err != nil {
+		return nil, usageError{err}
+	}
+	ref, err := nix.FlakeRef(g.flake)
+	if err != nil {
+		return nil, usageError{err}
+	}
+	inv, err := inventory.Load(ctx, g.nix(), ref, inventory.LoadOptions{Selectors: sels, All: sel.all, Toplevel: toplevel})
+	if err != nil {
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
+		var se *inventory.SelectionError
+		var ne *nix.Error
+		if errors.As(err, &se) || !errors.As(err, &ne) {
+			// Selection and deployment option errors are the user's input.
+			return nil, usageError{err}
+		}
+		return nil, err
+	}
+	return inv, nil
+}
+
+func targetOf(h *inventory.Host) remote.Target {
+	return remote.Target{
+		Name:       h.Name,
+		Host:       h.TargetHost,
+		Port:       h.TargetPort,
+		User:       h.TargetUser,
+		Options:    h.SSHOptions,
+		Escalation: h.PrivilegeEscalationCommand,
+	}
+}

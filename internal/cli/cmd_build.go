@@ -1,0 +1,126 @@
+package cli
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/deployctl/deployctl/build"
+	"github.com/deployctl/deployctl/internal/inventory"
+	"github.com/deployctl/deployctl/internal/rollout"
+)
+
+type buildOptions struct{ selection }
+
+func newBuildCommand(g *globals) *cobra.Command {
+	var opts buildOptions
+	cmd := &cobra.Command{
+		Use:   "build [SELECTORS…|--all]",
+		Short: "Evaluate and build the selected hosts' systems, locally",
+		Long: `Evaluate the selected hosts in one Nix evaluation and build all their
+config.system.build.toplevel derivations in one 'nix build', so shared
+dependencies are built once. A host whose evaluation or build fails is
+reported with Nix's error; the others still build.`,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return runBuild(cmd.Context(), g, opts, args)
+		},
+	}
+	opts.register(cmd)
+	return cmd
+}
+
+// hostOutcome is one host's result of a command, for the summary.
+type hostOutcome struct {
+	Host     string        `json:"host"`
+	OK       bool          `json:"ok"`
+	Step     string        `json:"step,omitempty"`
+	Error    string        `json:"error,omitempty"`
+	Toplevel string        `json:"toplevel,omitempty"`
+	Duration time.Duration `json:"-"`
+	Millis   int64         `json:"durationMs"`
+}
+
+func runBuild(ctx context.Context, g *globals, opts buildOptions, args []string) error {
+	inv, err := g.load(ctx, args, opts.selection, true, true)
+	if err != nil {
+		return err
+	}
+	results, err := buildSelected(ctx, g, inv.Selected)
+	if err != nil {
+		return err
+	}
+	outcomes := make([]hostOutcome, len(inv.Selected))
+	for i, h := range inv.Selected {
+		outcomes[i] = hostOutcome{Host: h.Name, Toplevel: results[h.Name].Toplevel}
+		if err := results[h.Name].Err; err != nil {
+			outcomes[i].Step, outcomes[i].Error = stepOf(err)
+		} else {
+			outcomes[i].OK = true
+		}
+	}
+	return g.summarize("build", outcomes)
+}
+
+// built is a host's toplevel, or the error (step-tagged) that kept it from
+// being built.
+type built struct {
+	Toplevel string
+	Err      error
+}
+
+// buildSelected builds every selected host whose evaluation succeeded, in
+// one build.
+func buildSelected(ctx context.Context, g *globals, hosts []*inventory.Host) (map[string]built, error) {
+	out := map[string]built{}
+	var reqs []build.Request
+	for _, h := range hosts {
+		if h.EvalError != "" {
+			out[h.Name] = built{Err: rollout.Step("eval", fmt.Errorf("%s", h.EvalError))}
+			continue
+		}
+		reqs = append(reqs, build.Request{Host: h.Name, DrvPath: h.DrvPath, OutPath: h.OutPath})
+	}
+	if len(reqs) > 0 {
+		g.log.Info(fmt.Sprintf("building %d systems", len(reqs)))
+	}
+	results, err := build.Build(ctx, g.nix(), reqs)
+	if err != nil {
+		return nil, err
+	}
+	for _, r := range results {
+		out[r.Host] = built{Toplevel: r.Toplevel, Err: rollout.Step("build", r.Err)}
+	}
+	return out, nil
+}
+
+// summarize prints the outcomes (a table on stderr; JSON on stdout with
+// --json) and returns the error that sets the exit code.
+func (g *globals) summarize(command string, outcomes []hostOutcome) error {
+	failed := 0
+	for i := range outcomes {
+		outcomes[i].Millis = outcomes[i].Duration.Milliseconds()
+		if !outcomes[i].OK {
+			failed++
+		}
+	}
+	if g.json {
+		enc := json.NewEncoder(g.inv.Stdout)
+		enc.SetIndent("", "  ")
+		doc := struct {
+			Version int           `json:"version"`
+			Command string        `json:"command"`
+			Hosts   []hostOutcome `json:"hosts"`
+		}{1, command, outcomes}
+		if err := enc.Encode(doc); err != nil {
+			return err
+		}
+	}
+	printSummary(g.inv.Stderr, command, outcomes)
+	if failed > 0 {
+		return &hostsFailedError{failed: failed, total: len(outcomes)}
+	}
+	return nil
+}

@@ -1,0 +1,54 @@
+package cli
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/deployctl/deployctl/internal/rollout"
+)
+
+// stepOf splits a host's error into the step it failed in and the message.
+func stepOf(err error) (step, msg string) {
+	var se *rollout.StepError
+	if errors.As(err, &se) {
+		return se.Step, se.Err.Error()
+	}
+	return "", err.Error()
+}
+
+// printSummary writes one line per host: ok with its system, or failed with
+// the step and the error (further lines of the error indented below).
+func printSummary(w io.Writer, command string, outcomes []hostOutcome) {
+	ok := 0
+	for _, o := range outcomes {
+		if o.OK {
+			ok++
+		}
+	}
+	fmt.Fprintf(w, "\n%s: %d of %d hosts ok\n", command, ok, len(outcomes))
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	var details []string
+	for _, o := range outcomes {
+		dur := ""
+		if o.Duration > 0 {
+			dur = o.Duration.Round(10 * time.Millisecond).String()
+		}
+		if o.OK {
+			fmt.Fprintf(tw, "  %s\tok\t%s\t%s\n", o.Host, o.Toplevel, dur)
+			continue
+		}
+		first, rest, _ := strings.Cut(strings.TrimSpace(o.Error), "\n")
+		fmt.Fprintf(tw, "  %s\tFAILED\t%s: %s\t%s\n", o.Host, o.Step, first, dur)
+		if rest != "" {
+			details = append(details, fmt.Sprintf("%s (%s):\n    %s", o.Host, o.Step, strings.ReplaceAll(rest, "\n", "\n    ")))
+		}
+	}
+	tw.Flush()
+	for _, d := range details {
+		fmt.Fprintf(w, "\n%s\n", d)
+	}
+}

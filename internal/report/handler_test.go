@@ -1,0 +1,36 @@
+package report
+
+import (
+	"bytes"
+	"log/slog"
+	"testing"
+)
+
+func TestHandlerLines(t *testing.T) {
+	var buf bytes.Buffer
+	h := NewHandler(&buf, slog.LevelDebug)
+	log := slog.New(h)
+	log.Debug("exec", "host", "web-1", "cmd", "nix-env --set /nix/store/x")
+	log.Info("pushed", "host", "web-1", "paths", 3)
+	log.Warn("recorded new host key", "host", "db", "key", "ssh-ed25519 SHA256:abc")
+	log.Error("failed", "err", "boom")
+	w := h.Lines("web-2")
+	w.Write([]byte("activating the\r\nconfiguration...\npartial"))
+	w.Close()
+	want := `[web-1] + nix-env --set /nix/store/x
+[web-1] pushed paths=3
+[db] warning: recorded new host key key="ssh-ed25519 SHA256:abc"
+error: failed err=boom
+[web-2] activating the
+[web-2] configuration...
+[web-2] partial
+`
+	if buf.String() != want {
+		t.Errorf("got\n%s\nwant\n%s", buf.String(), want)
+	}
+	buf.Reset()
+	slog.New(NewHandler(&buf, slog.LevelInfo)).Debug("exec", "cmd", "x")
+	if buf.Len() != 0 {
+		t.Errorf("debug record written at info level: %q", buf.String())
+	}
+}
