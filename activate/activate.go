@@ -30,17 +30,17 @@ type Options struct {
 // switch-to-configuration.
 func Activate(ctx context.Context, r Runner, toplevel, action string, opts Options) error {
 	if !validAction(action) {
-		return fmt.Errorf("activate: unknown action %q (want switch, boot, test or dry-activate)", action)
+		return fmt.Errorf("unknown action %q (want switch, boot, test or dry-activate)", action)
 	}
 	if action == "switch" || action == "boot" {
 		err := r.Run(ctx, remote.Cmd{Argv: []string{"nix-env", "-p", SystemProfile, "--set", toplevel}, Root: true, Stdout: opts.Stdout, Stderr: opts.Stderr})
 		if err != nil {
-			return fmt.Errorf("activate: set system profile: %w", err)
+			return fmt.Errorf("set system profile: %w", err)
 		}
 	}
 	err := r.Run(ctx, remote.Cmd{Argv: []string{toplevel + "/bin/switch-to-configuration", action}, Root: true, Stdout: opts.Stdout, Stderr: opts.Stderr})
 	if err != nil {
-		return fmt.Errorf("activate: switch-to-configuration %s: %w", action, err)
+		return fmt.Errorf("switch-to-configuration %s: %w", action, err)
 	}
 	return nil
 }

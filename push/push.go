@@ -18,13 +18,13 @@ func NixCopy(ctx context.Context, n *nix.CLI, ep *remote.Endpoint, sshConfigFile
 	opts := ep.OpenSSHArgs(sshConfigFile)
 	for _, o := range opts {
 		if strings.ContainsAny(o, " \t\n") {
-			return fmt.Errorf("push: nix copy cannot pass the ssh argument %q: Nix splits NIX_SSHOPTS on white space", o)
+			return fmt.Errorf("nix copy cannot pass the ssh argument %q: Nix splits NIX_SSHOPTS on white space", o)
 		}
 	}
 	env := []string{"NIX_SSHOPTS=" + strings.Join(opts, " ")}
 	args := nix.NixArgs("copy", "--to", "ssh://"+ep.Destination(), toplevel)[1:]
 	if _, err := n.Run(ctx, env, "nix", args...); err != nil {
-		return fmt.Errorf("push: %w", err)
+		return fmt.Errorf("nix copy: %w", err)
 	}
 	return nil
 }

@@ -38,11 +38,11 @@ func printSummary(w io.Writer, command string, outcomes []hostOutcome) {
 			dur = o.Duration.Round(10 * time.Millisecond).String()
 		}
 		if o.OK {
-			fmt.Fprintf(tw, "  %s\tok\t%s\t%s\n", o.Host, o.Toplevel, dur)
+			fmt.Fprintf(tw, "  %s\tok\t%s\t%s\n", o.Host, dur, o.Toplevel)
 			continue
 		}
 		first, rest, _ := strings.Cut(strings.TrimSpace(o.Error), "\n")
-		fmt.Fprintf(tw, "  %s\tFAILED\t%s: %s\t%s\n", o.Host, o.Step, first, dur)
+		fmt.Fprintf(tw, "  %s\tFAILED\t%s\t%s: %s\n", o.Host, dur, o.Step, first)
 		if rest != "" {
 			details = append(details, fmt.Sprintf("%s (%s):\n    %s", o.Host, o.Step, strings.ReplaceAll(rest, "\n", "\n    ")))
 		}

@@ -48,7 +48,9 @@ type Cmd struct {
 	Stderr io.Writer
 }
 
-// ExitError is a remote command that ran and exited non-zero.
+// ExitError is a remote command that ran and exited non-zero. Its message
+// is the status and the end of the command's standard error; callers say
+// which command it was.
 type ExitError struct {
 	Cmd    string
 	Status int
@@ -56,7 +58,7 @@ type ExitError struct {
 }
 
 func (e *ExitError) Error() string {
-	msg := fmt.Sprintf("%s: exit status %d", e.Cmd, e.Status)
+	msg := fmt.Sprintf("exit status %d", e.Status)
 	if s := strings.TrimSpace(e.Stderr); s != "" {
 		msg += ": " + s
 	}

@@ -1,0 +1,220 @@
+package integration
+
+import (
+	"encoding/json"
+	"os"
+	"os/exec"
+	"regexp"
+	"strings"
+	"testing"
+
+	"github.com/deployctl/deployctl/integration/fixture"
+)
+
+// TestDeploySwitchesEveryHost: each host's own store holds its closure, which
+// nix-store --verify-path accepts, and /run/current-system points at the
+// toplevel built for that host.
+func TestDeploySwitchesEveryHost(t *testing.T) {
+	e := startFleet(t,
+		fixture.Host{Name: "alpha", Deployment: map[string]any{"tags": []string{"web"}}},
+		fixture.Host{Name: "beta", Deployment: map[string]any{"tags": []string{"web"}}},
+		fixture.Host{Name: "gamma"},
+	)
+	r := e.deployctl("deploy", "--all", "--json")
+	r.wantCode(t, 0)
+
+	var summary struct {
+		Version int
+		Hosts   []struct {
+			Host, Toplevel string
+			OK             bool
+		}
+	}
+	if err := json.Unmarshal([]byte(r.stdout), &summary); err != nil {
+		t.Fatalf("--json summary on stdout: %v\n%s", err, r.stdout)
+	}
+	if summary.Version != 1 || len(summary.Hosts) != 3 {
+		t.Errorf("summary = %+v", summary)
+	}
+	tops := map[string]string{}
+	for _, h := range []string{"alpha", "beta", "gamma"} {
+		tops[h] = e.toplevel(h)
+	}
+	for _, h := range summary.Hosts {
+		if !h.OK || h.Toplevel != tops[h.Host] {
+			t.Errorf("summary for %s: ok=%v toplevel=%s, want ok and %s", h.Host, h.OK, h.Toplevel, tops[h.Host])
+		}
+	}
+	for host, top := range tops {
+		if got := e.currentSystem(host); got != top {
+			t.Errorf("%s: /run/current-system = %q, want %s", host, got, top)
+		}
+		if got := e.ssh(host, "readlink -f /nix/var/nix/profiles/system"); got != top {
+			t.Errorf("%s: system profile = %q, want %s", host, got, top)
+		}
+		e.ssh(host, "nix-store --verify-path "+top)
+		// The whole closure, as the deploying machine's store knows it.
+		out, err := exec.Command("nix-store", "--query", "--requisites", top).Output()
+		if err != nil {
+			t.Fatal(err)
+		}
+		closure := strings.Fields(string(out))
+		if len(closure) < 2 {
+			t.Fatalf("%s: closure %v should hold the toplevel and its service", host, closure)
+		}
+		if invalid := e.ssh(host, "nix-store --check-validity --print-invalid "+strings.Join(closure, " ")); invalid != "" {
+			t.Errorf("%s: closure paths missing on the host: %s", host, invalid)
+		}
+		if got := e.ssh(host, "cat /run/fixture/health"); got != "healthy" {
+			t.Errorf("%s: fixture service health %q", host, got)
+		}
+		// Stores are private: no other host's system is in this one.
+		for other, otherTop := range tops {
+			if other != host {
+				if got := e.ssh(host, "test -e "+otherTop+" && echo present || echo absent"); got != "absent" {
+					t.Errorf("%s's store holds %s's system %s: stores are not private", host, other, otherTop)
+				}
+			}
+		}
+	}
+	// The deploying machine's own /run/current-system is untouched.
+	if top, err := os.Readlink("/run/current-system"); err == nil && strings.Contains(top, "nixos-system-alpha") {
+		t.Errorf("the deploying machine's /run/current-system was switched: %s", top)
+	}
+
+	// Deploying again is a no-op push and still succeeds.
+	e.deployctl("deploy", "alpha").wantCode(t, 0)
+}
+
+// TestOneFailingActivationLeavesOthersSwitched: exit code 3 when some hosts
+// fail and others succeed; 1 when every selected host fails.
+func TestOneFailingActivationLeavesOthersSwitched(t *testing.T) {
+	e := startFleet(t,
+		fixture.Host{Name: "alpha"},
+		fixture.Host{Name: "beta", FailExit: 4},
+		fixture.Host{Name: "gamma"},
+	)
+	r := e.deployctl("deploy", "--all", "--parallel", "2")
+	r.wantCode(t, 3)
+	for _, h := range []string{"alpha", "gamma"} {
+		if got, want := e.currentSystem(h), e.toplevel(h); got != want {
+			t.Errorf("%s: /run/current-system = %q, want %s", h, got, want)
+		}
+	}
+	if !regexp.MustCompile(`(?m)^  beta +FAILED +\S+ +activate: switch-to-configuration switch: exit status 4`).MatchString(r.stderr) {
+		t.Errorf("summary does not name beta's failing step and status:\n%s", r.stderr)
+	}
+	if !strings.Contains(r.stderr, "fixture.service") {
+		t.Errorf("the switch's own error output is not shown:\n%s", r.stderr)
+	}
+	e.deployctl("deploy", "beta").wantCode(t, 1)
+}
+
+// TestSelection: names, globs and tags pick exactly the expected hosts, in
+// list and in deploy.
+func TestSelection(t *testing.T) {
+	e := startFleet(t,
+		fixture.Host{Name: "web-1", Deployment: map[string]any{"tags": []string{"web", "edge-eu"}}},
+		fixture.Host{Name: "web-2", Deployment: map[string]any{"tags": []string{"web", "edge-us"}}},
+		fixture.Host{Name: "db-1", Deployment: map[string]any{"tags": []string{"db"}}},
+		fixture.Host{Name: "builder", Deployment: map[string]any{"targetHost": nil}},
+	)
+	list := func(args ...string) string {
+		r := e.deployctl(append([]string{"list", "--json"}, args...)...)
+		r.wantCode(t, 0)
+		var hosts []struct {
+			Name       string
+			Deployable bool
+		}
+		if err := json.Unmarshal([]byte(r.stdout), &hosts); err != nil {
+			t.Fatalf("list --json: %v\n%s", err, r.stdout)
+		}
+		var names []string
+		for _, h := range hosts {
+			names = append(names, h.Name)
+		}
+		return strings.Join(names, ",")
+	}
+	for args, want := range map[string]string{
+		"":              "builder,db-1,web-1,web-2",
+		"--all":         "db-1,web-1,web-2",
+		"web-*":         "web-1,web-2",
+		"@db":           "db-1",
+		"@edge-*":       "web-1,web-2",
+		"@edge-eu db-1": "db-1,web-1",
+		"web-? builder": "builder,web-1,web-2",
+		"db-1 db-1 @db": "db-1",
+	} {
+		if got := list(strings.Fields(args)...); got != want {
+			t.Errorf("list %s = %s, want %s", args, got, want)
+		}
+	}
+
+	r := e.deployctl("deploy", "web-9")
+	r.wantCode(t, 2)
+	if !strings.Contains(r.stderr, `no host matches "web-9" (did you mean web-1, web-2?)`) {
+		t.Errorf("no-match error lacks close matches:\n%s", r.stderr)
+	}
+	e.deployctl("deploy").wantCode(t, 2)
+	r = e.deployctl("deploy", "builder")
+	r.wantCode(t, 2)
+	if !strings.Contains(r.stderr, "builder is build-only") {
+		t.Errorf("deploying a build-only host: %s", r.stderr)
+	}
+
+	e.deployctl("deploy", "@edge-*").wantCode(t, 0)
+	for host, want := range map[string]bool{"web-1": true, "web-2": true, "db-1": false} {
+		if got := e.currentSystem(host) != ""; got != want {
+			t.Errorf("after deploy @edge-*: %s switched = %v, want %v", host, got, want)
+		}
+	}
+}
+
+// TestBadDeploymentOptionTouchesNothing: a wrongly typed option is a usage
+// error naming host and option, before any host is contacted.
+func TestBadDeploymentOptionTouchesNothing(t *testing.T) {
+	e := startFleet(t,
+		fixture.Host{Name: "alpha"},
+		fixture.Host{Name: "beta", Deployment: map[string]any{"targetPort": "twenty-two"}},
+	)
+	r := e.deployctl("deploy", "--all")
+	r.wantCode(t, 2)
+	if !strings.Contains(r.stderr, `beta: deployment.targetPort: expected an integer, got "twenty-two"`) {
+		t.Errorf("error does not name host and option:\n%s", r.stderr)
+	}
+	if got := e.currentSystem("alpha"); got != "" {
+		t.Errorf("alpha was switched to %s although the run was refused", got)
+	}
+	r = e.deployctl("deploy", "alpha", "--action", "reboot")
+	r.wantCode(t, 2)
+}
+
+// TestVerbosePrintsEveryCommand: -v shows each local and remote command as a
+// shell line, and the remote ones can be pasted to run by hand.
+func TestVerbosePrintsEveryCommand(t *testing.T) {
+	e := startFleet(t, fixture.Host{Name: "alpha"})
+	r := e.deployctl("-v", "deploy", "alpha")
+	r.wantCode(t, 0)
+	top := e.toplevel("alpha")
+	for _, want := range []string{
+		"[local] + nix --extra-experimental-features 'nix-command flakes' eval --json",
+		"[local] + nix --extra-experimental-features 'nix-command flakes' build --json",
+		"[local] + NIX_SSHOPTS='-F " + e.fleet.SSHConfig + "' nix --extra-experimental-features 'nix-command flakes' copy --to ssh://root@alpha " + top,
+		"[alpha] + ssh -F " + e.fleet.SSHConfig + " root@alpha 'nix-env -p /nix/var/nix/profiles/system --set " + top + "'",
+		"[alpha] + ssh -F " + e.fleet.SSHConfig + " root@alpha '" + top + "/bin/switch-to-configuration switch'",
+	} {
+		if !strings.Contains(r.stderr, want) {
+			t.Errorf("-v output lacks %q", want)
+		}
+	}
+	// Paste the printed switch line into a shell: it runs on the host.
+	for _, line := range strings.Split(r.stderr, "\n") {
+		if strings.HasPrefix(line, "[alpha] + ssh ") && strings.Contains(line, "switch-to-configuration") {
+			pasted := strings.Replace(strings.TrimPrefix(line, "[alpha] + "), "switch-to-configuration switch", "switch-to-configuration dry-activate", 1)
+			out, err := exec.Command("sh", "-c", pasted).CombinedOutput()
+			if err != nil || !strings.Contains(string(out), "would activate "+top) {
+				t.Errorf("pasted line %q: %v: %s", pasted, err, out)
+			}
+		}
+	}
+}

@@ -1,0 +1,140 @@
+package integration
+
+import (
+	"bytes"
+	"context"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/deployctl/deployctl/integration/fixture"
+	"github.com/deployctl/deployctl/integration/fleet"
+	"github.com/deployctl/deployctl/internal/cli"
+)
+
+// requireFleet skips the test where this machine cannot run a fleet, and
+// fails it in CI, where a skipped fleet would prove nothing.
+func requireFleet(t *testing.T) {
+	t.Helper()
+	if err := fleet.Prerequisites(); err != nil {
+		if os.Getenv("CI") == "true" {
+			t.Fatalf("CI must run the fleet tests, but: %v", err)
+		}
+		t.Skipf("no test fleet on this machine: %v", err)
+	}
+}
+
+// testEnv is a running fleet with a fixture flake for it.
+type testEnv struct {
+	t     *testing.T
+	fleet *fleet.Fleet
+	flake string
+	home  string
+}
+
+// startFleet starts one host per spec and writes their fixture flake.
+func startFleet(t *testing.T, specs ...fixture.Host) *testEnv {
+	t.Helper()
+	requireFleet(t)
+	dir := t.TempDir()
+	var names []string
+	for _, s := range specs {
+		names = append(names, s.Name)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	var log bytes.Buffer
+	f, err := fleet.Start(ctx, fleet.Options{Dir: filepath.Join(dir, "fleet"), Hosts: names, Log: &log})
+	if err != nil {
+		t.Fatalf("start fleet: %v", err)
+	}
+	t.Cleanup(func() {
+		f.Stop()
+		if t.Failed() && log.Len() > 0 {
+			t.Logf("sshd output:\n%s", log.String())
+		}
+	})
+	e := &testEnv{t: t, fleet: f, flake: filepath.Join(dir, "flake"), home: filepath.Join(dir, "home")}
+	if err := os.MkdirAll(e.home, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	e.writeFlake(specs...)
+	return e
+}
+
+func (e *testEnv) writeFlake(specs ...fixture.Host) {
+	e.t.Helper()
+	if err := fixture.Write(e.flake, specs); err != nil {
+		e.t.Fatal(err)
+	}
+}
+
+// env is the environment deployctl and nix run with in tests: no binary
+// cache (unreachable here), no ssh agent, a home of the test's own.
+func (e *testEnv) env() []string {
+	var env []string
+	for _, kv := range os.Environ() {
+		k, _, _ := strings.Cut(kv, "=")
+		if k != "SSH_AUTH_SOCK" && k != "NIX_CONFIG" && k != "HOME" {
+			env = append(env, kv)
+		}
+	}
+	return append(env, "NIX_CONFIG=substituters =", "HOME="+e.home)
+}
+
+// result is one deployctl run.
+type result struct {
+	code           int
+	stdout, stderr string
+}
+
+// deployctl runs deployctl in-process against the fleet and its flake.
+func (e *testEnv) deployctl(args ...string) result {
+	e.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	var stdout, stderr bytes.Buffer
+	full := append([]string{"--flake", e.flake, "--ssh-config", e.fleet.SSHConfig}, args...)
+	code := cli.Main(ctx, cli.Invocation{Args: full, Stdin: strings.NewReader(""), Stdout: &stdout, Stderr: &stderr, Env: e.env()})
+	e.t.Logf("deployctl %s → exit %d\n%s", strings.Join(args, " "), code, stderr.String())
+	return result{code, stdout.String(), stderr.String()}
+}
+
+// ssh runs a command on a host with OpenSSH, failing the test on error.
+func (e *testEnv) ssh(host, command string) string {
+	e.t.Helper()
+	out, err := e.fleet.SSH(context.Background(), host, command)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	return strings.TrimSpace(out)
+}
+
+// currentSystem is the host's /run/current-system target, "" when unset.
+func (e *testEnv) currentSystem(host string) string {
+	return e.ssh(host, "readlink /run/current-system || true")
+}
+
+// toplevel is the store path the flake's host evaluates to, from Nix
+// directly (not from deployctl).
+func (e *testEnv) toplevel(host string) string {
+	e.t.Helper()
+	cmd := exec.Command("nix", "--extra-experimental-features", "nix-command flakes", "eval", "--raw",
+		"path:"+e.flake+"#nixosConfigurations."+host+".config.system.build.toplevel.outPath")
+	cmd.Env = e.env()
+	out, err := cmd.Output()
+	if err != nil {
+		e.t.Fatalf("nix eval toplevel of %s: %v", host, err)
+	}
+	return string(out)
+}
+
+func (r result) wantCode(t *testing.T, code int) {
+	t.Helper()
+	if r.code != code {
+		t.Fatalf("exit code %d, want %d; stderr:\n%s", r.code, code, r.stderr)
+	}
+}
