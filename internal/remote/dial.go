@@ -72,15 +72,17 @@ type HostKeyError struct {
 	Changed     bool
 	// Known lists where the expected keys are recorded, for a changed key.
 	Known []string
-	Files []string
+	// KnownFile is the file holding the first expected key.
+	KnownFile string
+	Files     []string
 }
 
 func (e *HostKeyError) Error() string {
 	if e.Changed {
 		return fmt.Sprintf("host key of %s has CHANGED: it offered %s %s, but known_hosts records another (%s). "+
 			"Someone may be intercepting the connection, or the host was reinstalled. deployctl refuses to connect; "+
-			"if the change is expected, remove the old entry (ssh-keygen -R %s) and check the new fingerprint",
-			e.Addr, e.KeyType, e.Fingerprint, strings.Join(e.Known, ", "), knownhosts.Normalize(e.Addr))
+			"if the change is expected, remove the old entry (ssh-keygen -f %s -R %s) and check the new fingerprint",
+			e.Addr, e.KeyType, e.Fingerprint, strings.Join(e.Known, ", "), e.KnownFile, knownhosts.Normalize(e.Addr))
 	}
 	return fmt.Sprintf("host key of %s is unknown: it offered %s %s, which is not in %s. "+
 		"Check the fingerprint on the host (ssh-keygen -lf /etc/ssh/ssh_host_*_key.pub), then run again with --accept-new-host-keys to record it",
@@ -284,7 +286,7 @@ func (d *Dialer) hostKeyCheck(ep *Endpoint) (ssh.HostKeyCallback, []string, erro
 		switch {
 		case knownhosts.IsHostKeyChanged(err):
 			hk.Changed = true
-			hk.Known = changedLocations(err)
+			hk.Known, hk.KnownFile = changedLocations(err)
 			return hk
 		case knownhosts.IsHostUnknown(err) || errors.Is(err, errUnknownHost):
 			if !accept {
@@ -311,15 +313,19 @@ func (*unknownHostError) Is(t error) bool {
 	return t == errUnknownHost
 }
 
-func changedLocations(err error) []string {
-	var out []string
+// changedLocations lists where known_hosts records the expected keys, and
+// the first such file.
+func changedLocations(err error) (locations []string, file string) {
 	var keyErr *xknownhosts.KeyError
 	if errors.As(err, &keyErr) {
 		for _, w := range keyErr.Want {
-			out = append(out, fmt.Sprintf("%s:%d %s", w.Filename, w.Line, w.Key.Type()))
+			locations = append(locations, fmt.Sprintf("%s:%d %s", w.Filename, w.Line, w.Key.Type()))
+		}
+		if len(keyErr.Want) > 0 {
+			file = keyErr.Want[0].Filename
 		}
 	}
-	return out
+	return locations, file
 }
 
 func (d *Dialer) recordHostKey(file, hostname string, remote net.Addr, key ssh.PublicKey) error {
