@@ -80,11 +80,10 @@ func runList(ctx context.Context, g *globals, opts listOptions, args []string) e
 	for _, e := range entries {
 		target := "-"
 		if e.TargetHost != nil {
-			target = e.User + "@" + *e.TargetHost
+			target = e.User + "@" + *e.TargetHost + ":" + strconv.Itoa(e.Port)
 			if *e.TargetHost != e.HostName {
 				target += " (" + e.HostName + ")"
 			}
-			target += ":" + strconv.Itoa(e.Port)
 		}
 		deployable := "yes"
 		if !e.Deployable {

@@ -1,0 +1,62 @@
+# deployctl's deployment options, declared inside each host's own NixOS
+# configuration. The names and shapes are Colmena's, so an existing
+# `deployment` block evaluates unchanged. deployctl applies the same defaults
+# itself when a configuration does not import this module.
+{ config, lib, ... }:
+
+let
+  inherit (lib) mkOption types literalExpression;
+in
+{
+  options.deployment = {
+    targetHost = mkOption {
+      type = types.nullOr types.str;
+      default = config.networking.hostName;
+      defaultText = literalExpression "config.networking.hostName";
+      description = ''
+        The SSH destination of this host: an address, a host name, or an
+        alias from the SSH configuration. `null` makes the host build-only:
+        deployctl builds it but never deploys it.
+      '';
+    };
+    targetPort = mkOption {
+      type = types.nullOr types.port;
+      default = null;
+      description = "The SSH port. `null` leaves it to the SSH configuration, else 22.";
+    };
+    targetUser = mkOption {
+      type = types.nullOr types.str;
+      default = "root";
+      description = ''
+        The user deployctl logs in as. `null` leaves it to the SSH
+        configuration. A user other than root runs deployctl's commands
+        through `privilegeEscalationCommand`.
+      '';
+    };
+    tags = mkOption {
+      type = types.listOf types.str;
+      default = [ ];
+      example = [ "web" "eu" ];
+      description = "Tags to select hosts by: `deployctl deploy @web`.";
+    };
+    buildOnTarget = mkOption {
+      type = types.bool;
+      default = false;
+      description = "Build this host's system on the host itself rather than on the deploying machine.";
+    };
+    privilegeEscalationCommand = mkOption {
+      type = types.listOf types.str;
+      default = [ "sudo" "-H" "--" ];
+      description = "The command prefix that runs a command as root when `targetUser` is not root.";
+    };
+    sshOptions = mkOption {
+      type = types.listOf types.str;
+      default = [ ];
+      example = [ "-J" "bastion" "-o" "ServerAliveInterval=5" ];
+      description = ''
+        Extra OpenSSH options for this host: `-o Key=Value`, `-p`, `-l`,
+        `-i` and `-J`. They override the SSH configuration.
+      '';
+    };
+  };
+}
