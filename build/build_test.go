@@ -4,25 +4,19 @@ import (
 	"context"
 	"log/slog"
 	"os"
-	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strings"
 	"testing"
 
 	"github.com/deployctl/deployctl/internal/nix"
+	"github.com/deployctl/deployctl/internal/nixtest"
 )
 
 // TestBuildKeepsGoing builds three derivations in one call, one of which
 // fails: the other two are built and the failing one carries Nix's error.
 func TestBuildKeepsGoing(t *testing.T) {
-	if _, err := exec.LookPath("nix"); err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatal("nix is missing in CI: run scripts/setup.sh")
-		}
-		t.Skip("nix is not installed")
-	}
-	system := map[string]string{"amd64": "x86_64", "arm64": "aarch64"}[runtime.GOARCH] + "-linux"
+	nixtest.Require(t, "nix")
+	system := nixtest.System()
 	dir := t.TempDir()
 	// The unique salt makes fresh derivations, so the test really builds.
 	expr := `salt: let mk = name: script: derivation { inherit name; system = "` + system + `"; builder = "/bin/sh"; args = [ "-c" script ]; salt = salt; }; in {

@@ -3,22 +3,18 @@
 package nixmodule
 
 import (
-	"os"
 	"os/exec"
 	"strings"
 	"testing"
+
+	"github.com/deployctl/deployctl/internal/nixtest"
 )
 
 // TestModuleParses checks that the module is valid Nix and declares the
 // options deployctl reads. Evaluating it needs nixpkgs' lib, which this
 // machine lacks.
 func TestModuleParses(t *testing.T) {
-	if _, err := exec.LookPath("nix-instantiate"); err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatal("nix-instantiate is missing in CI: run scripts/setup.sh")
-		}
-		t.Skip("nix-instantiate is not installed")
-	}
+	nixtest.Require(t, "nix-instantiate")
 	out, err := exec.Command("nix-instantiate", "--parse", "default.nix").CombinedOutput()
 	if err != nil {
 		t.Fatalf("default.nix does not parse: %v\n%s", err, out)

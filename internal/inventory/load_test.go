@@ -6,43 +6,27 @@ import (
 	"io"
 	"log/slog"
 	"os"
-	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strings"
 	"testing"
 
 	"github.com/deployctl/deployctl/internal/nix"
+	"github.com/deployctl/deployctl/internal/nixtest"
 )
-
-func requireNix(t *testing.T) {
-	t.Helper()
-	if _, err := exec.LookPath("nix"); err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatal("nix is not installed, and CI must run this test (run scripts/setup.sh)")
-		}
-		t.Skip("nix is not installed: run scripts/setup.sh")
-	}
-}
-
-func nixSystem() string {
-	arch := map[string]string{"amd64": "x86_64", "arm64": "aarch64"}[runtime.GOARCH]
-	return arch + "-linux"
-}
 
 // TestLoadEvaluatesOnlySelectedToplevels checks on real Nix that one eval
 // returns every host's deployment options, that the Nix side of selection
 // agrees with Go's (a disagreement is an error from Load), and that an
 // unselected host's toplevel is never evaluated: here it would throw.
 func TestLoadEvaluatesOnlySelectedToplevels(t *testing.T) {
-	requireNix(t)
+	nixtest.Require(t, "nix")
 	dir := t.TempDir()
 	flake := `{
   outputs = { self }: let
     sys = name: deployment: {
       config.deployment = deployment;
       config.system.build.toplevel = derivation {
-        inherit name; system = "` + nixSystem() + `"; builder = "/bin/sh"; args = [ "-c" "echo > $out" ];
+        inherit name; system = "` + nixtest.System() + `"; builder = "/bin/sh"; args = [ "-c" "echo > $out" ];
       };
     };
   in {
