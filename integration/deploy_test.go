@@ -218,3 +218,15 @@ func TestVerbosePrintsEveryCommand(t *testing.T) {
 		}
 	}
 }
+
+// TestInterruptExits130: an interrupted deploy stops, reports the hosts it
+// did not finish as interrupted, and exits 130.
+func TestInterruptExits130(t *testing.T) {
+	e := startFleet(t, fixture.Host{Name: "alpha"})
+	r := e.deployctlInterrupted("[alpha] pushed", "deploy", "alpha")
+	r.wantCode(t, 130)
+	if !regexp.MustCompile(`(?m)^  alpha +FAILED +\S+ +activate: interrupted$`).MatchString(r.stderr) ||
+		!strings.Contains(r.stderr, "deployctl: interrupted") {
+		t.Errorf("interruption not reported as such:\n%s", r.stderr)
+	}
+}

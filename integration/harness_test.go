@@ -7,6 +7,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -92,13 +93,45 @@ type result struct {
 // deployctl runs deployctl in-process against the fleet and its flake.
 func (e *testEnv) deployctl(args ...string) result {
 	e.t.Helper()
+	return e.deployctlInterrupted("", args...)
+}
+
+// deployctlInterrupted runs deployctl and interrupts it (as Ctrl-C does)
+// as soon as its stderr contains when; "" never interrupts.
+func (e *testEnv) deployctlInterrupted(when string, args ...string) result {
+	e.t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
-	var stdout, stderr bytes.Buffer
+	var stdout bytes.Buffer
+	stderr := &watchWriter{when: when, cancel: cancel}
 	full := append([]string{"--flake", e.flake, "--ssh-config", e.fleet.SSHConfig}, args...)
-	code := cli.Main(ctx, cli.Invocation{Args: full, Stdin: strings.NewReader(""), Stdout: &stdout, Stderr: &stderr, Env: e.env()})
+	code := cli.Main(ctx, cli.Invocation{Args: full, Stdin: strings.NewReader(""), Stdout: &stdout, Stderr: stderr, Env: e.env()})
 	e.t.Logf("deployctl %s → exit %d\n%s", strings.Join(args, " "), code, stderr.String())
 	return result{code, stdout.String(), stderr.String()}
+}
+
+// watchWriter collects output and calls cancel once it contains when.
+type watchWriter struct {
+	mu     sync.Mutex
+	buf    bytes.Buffer
+	when   string
+	cancel func()
+}
+
+func (w *watchWriter) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.buf.Write(p)
+	if w.when != "" && strings.Contains(w.buf.String(), w.when) {
+		w.cancel()
+	}
+	return len(p), nil
+}
+
+func (w *watchWriter) String() string {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.buf.String()
 }
 
 // ssh runs a command on a host with OpenSSH, failing the test on error.

@@ -68,7 +68,10 @@ func Main(ctx context.Context, inv Invocation) int {
 		err = ctx.Err()
 	}
 	code := exitCode(ctx, err)
-	if err != nil && !isReported(err) {
+	switch {
+	case code == exitInterrupted:
+		fmt.Fprintln(inv.Stderr, "deployctl: interrupted")
+	case err != nil && !isReported(err):
 		fmt.Fprintf(inv.Stderr, "deployctl: %v\n", err)
 		if code == exitUsage {
 			fmt.Fprintln(inv.Stderr, "Run 'deployctl --help' for usage.")

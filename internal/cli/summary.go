@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -15,9 +16,15 @@ import (
 func stepOf(err error) (step, msg string) {
 	var se *rollout.StepError
 	if errors.As(err, &se) {
-		return se.Step, se.Err.Error()
+		step = se.Step
 	}
-	return "", err.Error()
+	switch {
+	case errors.Is(err, context.Canceled):
+		return step, "interrupted"
+	case se != nil:
+		return step, se.Err.Error()
+	}
+	return step, err.Error()
 }
 
 // printSummary writes one line per host: ok with its system, or failed with

@@ -89,6 +89,9 @@ func (c *Conn) CommandLine(cmd Cmd) string {
 // Run runs cmd and waits for it. When ctx ends first, the remote command is
 // sent SIGTERM, the session closed, and ctx's error returned.
 func (c *Conn) Run(ctx context.Context, cmd Cmd) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
 	line := shell.Join(c.argv(cmd))
 	c.log.Debug("exec", "host", c.name, "cmd", c.CommandLine(cmd))
 	sess, err := c.client.NewSession()
