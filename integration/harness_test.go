@@ -73,7 +73,7 @@ func (e *testEnv) writeFlake(specs ...fixture.Host) {
 
 // env is the environment deployctl and nix run with in tests: no binary
 // cache (unreachable here), no ssh agent, a home of the test's own.
-func (e *testEnv) env() []string {
+func (e *testEnv) env(extra ...string) []string {
 	var env []string
 	for _, kv := range os.Environ() {
 		k, _, _ := strings.Cut(kv, "=")
@@ -81,7 +81,7 @@ func (e *testEnv) env() []string {
 			env = append(env, kv)
 		}
 	}
-	return append(env, "NIX_CONFIG=substituters =", "HOME="+e.home)
+	return append(append(env, "NIX_CONFIG=substituters =", "HOME="+e.home), extra...)
 }
 
 // result is one deployctl run.
@@ -93,19 +93,30 @@ type result struct {
 // deployctl runs deployctl in-process against the fleet and its flake.
 func (e *testEnv) deployctl(args ...string) result {
 	e.t.Helper()
-	return e.deployctlInterrupted("", args...)
+	return e.run("", nil, args...)
+}
+
+// deployctlWith runs deployctl with extra environment variables.
+func (e *testEnv) deployctlWith(env []string, args ...string) result {
+	e.t.Helper()
+	return e.run("", env, args...)
 }
 
 // deployctlInterrupted runs deployctl and interrupts it (as Ctrl-C does)
 // as soon as its stderr contains when; "" never interrupts.
 func (e *testEnv) deployctlInterrupted(when string, args ...string) result {
 	e.t.Helper()
+	return e.run(when, nil, args...)
+}
+
+func (e *testEnv) run(when string, env []string, args ...string) result {
+	e.t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	var stdout bytes.Buffer
 	stderr := &watchWriter{when: when, cancel: cancel}
 	full := append([]string{"--flake", e.flake, "--ssh-config", e.fleet.SSHConfig}, args...)
-	code := cli.Main(ctx, cli.Invocation{Args: full, Stdin: strings.NewReader(""), Stdout: &stdout, Stderr: stderr, Env: e.env()})
+	code := cli.Main(ctx, cli.Invocation{Args: full, Stdin: strings.NewReader(""), Stdout: &stdout, Stderr: stderr, Env: e.env(env...)})
 	e.t.Logf("deployctl %s → exit %d\n%s", strings.Join(args, " "), code, stderr.String())
 	return result{code, stdout.String(), stderr.String()}
 }

@@ -180,8 +180,9 @@ func (d *Dialer) connect(ctx context.Context, ep *Endpoint, via *ssh.Client) (*s
 		return nil, fmt.Errorf("connect to %s: %w", addr, err)
 	}
 	// ClientConfig.Timeout covers only the TCP connect: bound the handshake
-	// too, and abandon it when ctx ends.
-	handshakeTimeout := ep.ConnectTimeout + 5*time.Second
+	// (banner, key exchange, authentication) by ConnectTimeout as well, as
+	// OpenSSH does, and abandon it when ctx ends.
+	handshakeTimeout := ep.ConnectTimeout
 	_ = conn.SetDeadline(time.Now().Add(handshakeTimeout))
 	stop := context.AfterFunc(ctx, func() { conn.Close() })
 	c, chans, reqs, err := ssh.NewClientConn(conn, addr, cfg)
@@ -195,7 +196,8 @@ func (d *Dialer) connect(ctx context.Context, ep *Endpoint, via *ssh.Client) (*s
 		if errors.As(err, &hk) {
 			return nil, hk
 		}
-		if os.IsTimeout(err) {
+		var ne net.Error
+		if errors.As(err, &ne) && ne.Timeout() || os.IsTimeout(err) {
 			return nil, fmt.Errorf("ssh handshake with %s: no answer within %s", addr, handshakeTimeout)
 		}
 		return nil, fmt.Errorf("ssh to %s@%s: %w", ep.User, addr, err)
