@@ -21,7 +21,7 @@ fi
 
 # Go is the toolchain, not a runtime dependency: say so rather than install a distro Go.
 if [[ " ${missing[*]-} " == *" golang "* ]]; then
-  echo "setup: Go is missing: install Go 1.22 or newer (https://go.dev/dl) and put it on PATH" >&2
+  echo "setup: Go is missing: install Go 1.26 or newer (https://go.dev/dl) and put it on PATH" >&2
   exit 1
 fi
 pkgs=$(printf '%s\n' "${missing[@]-}" | sed '/^$/d' | sort -u | tr '\n' ' ')
