@@ -21,6 +21,9 @@ import (
 // fails it in CI, where a skipped fleet would prove nothing.
 func requireFleet(t *testing.T) {
 	t.Helper()
+	if testing.Short() {
+		t.Skip("fleet tests are left out with -short (make test-quick)")
+	}
 	if err := fleet.Prerequisites(); err != nil {
 		nixtest.Unavailable(t, "this machine cannot run a test fleet: "+err.Error())
 	}
