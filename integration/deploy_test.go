@@ -177,16 +177,29 @@ func TestBadDeploymentOptionTouchesNothing(t *testing.T) {
 		fixture.Host{Name: "alpha"},
 		fixture.Host{Name: "beta", Deployment: map[string]any{"targetPort": "twenty-two"}},
 	)
-	r := e.deployctl("deploy", "--all")
-	r.wantCode(t, 2)
-	if !strings.Contains(r.stderr, `beta: deployment.targetPort: expected an integer, got "twenty-two"`) {
-		t.Errorf("error does not name host and option:\n%s", r.stderr)
+	for _, tc := range []struct {
+		beta map[string]any
+		want string
+	}{
+		{map[string]any{"targetPort": "twenty-two"}, `beta: deployment.targetPort: expected an integer, got "twenty-two"`},
+		{map[string]any{"sshOptions": []string{"-J", "bastion:abc"}}, `beta: ProxyJump bastion:abc: "abc" is not a TCP port`},
+		{map[string]any{"sshOptions": []string{"-o", "ProxyCommand=nc %h %p"}}, "beta: ProxyCommand is not supported"},
+		{map[string]any{"sshOptions": []string{"-i", "/keys/with space"}}, `beta: nix copy cannot pass the ssh argument "/keys/with space"`},
+	} {
+		e.writeFlake(fixture.Host{Name: "alpha"}, fixture.Host{Name: "beta", Deployment: tc.beta})
+		r := e.deployctl("deploy", "--all")
+		r.wantCode(t, 2)
+		if !strings.Contains(r.stderr, tc.want) {
+			t.Errorf("error does not name host and problem %q:\n%s", tc.want, r.stderr)
+		}
+		if strings.Contains(r.stderr, "connected") {
+			t.Errorf("a host was contacted although the run was refused:\n%s", r.stderr)
+		}
+		if got := e.currentSystem("alpha"); got != "" {
+			t.Errorf("alpha was switched to %s although the run was refused", got)
+		}
 	}
-	if got := e.currentSystem("alpha"); got != "" {
-		t.Errorf("alpha was switched to %s although the run was refused", got)
-	}
-	r = e.deployctl("deploy", "alpha", "--action", "reboot")
-	r.wantCode(t, 2)
+	e.deployctl("deploy", "alpha", "--action", "reboot").wantCode(t, 2)
 }
 
 // TestVerbosePrintsEveryCommand: -v shows each local and remote command as a
@@ -199,9 +212,9 @@ func TestVerbosePrintsEveryCommand(t *testing.T) {
 	for _, want := range []string{
 		"[local] + nix --extra-experimental-features 'nix-command flakes' eval --json",
 		"[local] + nix --extra-experimental-features 'nix-command flakes' build --json",
-		"[local] + NIX_SSHOPTS='-F " + e.fleet.SSHConfig + "' nix --extra-experimental-features 'nix-command flakes' copy --to ssh://root@alpha " + top,
-		"[alpha] + ssh -F " + e.fleet.SSHConfig + " root@alpha 'nix-env -p /nix/var/nix/profiles/system --set " + top + "'",
-		"[alpha] + ssh -F " + e.fleet.SSHConfig + " root@alpha '" + top + "/bin/switch-to-configuration switch'",
+		"[local] + NIX_SSHOPTS='-F " + e.fleet.SSHConfig + " -p 22' nix --extra-experimental-features 'nix-command flakes' copy --to ssh://root@alpha " + top,
+		"[alpha] + ssh -F " + e.fleet.SSHConfig + " -p 22 root@alpha 'nix-env -p /nix/var/nix/profiles/system --set " + top + "'",
+		"[alpha] + ssh -F " + e.fleet.SSHConfig + " -p 22 root@alpha '" + top + "/bin/switch-to-configuration switch'",
 	} {
 		if !strings.Contains(r.stderr, want) {
 			t.Errorf("-v output lacks %q", want)
@@ -223,8 +236,11 @@ func TestVerbosePrintsEveryCommand(t *testing.T) {
 // did not finish as interrupted, and exits 130.
 func TestInterruptExits130(t *testing.T) {
 	e := startFleet(t, fixture.Host{Name: "alpha"})
-	r := e.deployctlInterrupted("[alpha] pushed", "deploy", "alpha")
+	r := e.deployctlInterrupted("[alpha] pushed", "deploy", "--json", "alpha")
 	r.wantCode(t, 130)
+	if !strings.Contains(r.stdout, `"command": "deploy (interrupted)"`) || !strings.Contains(r.stdout, `"error": "interrupted"`) {
+		t.Errorf("--json prints no summary of an interrupted deploy:\n%s", r.stdout)
+	}
 	if !regexp.MustCompile(`(?m)^  alpha +FAILED +\S+ +activate: interrupted$`).MatchString(r.stderr) ||
 		!strings.Contains(r.stderr, "deployctl: interrupted") {
 		t.Errorf("interruption not reported as such:\n%s", r.stderr)

@@ -15,16 +15,27 @@ import (
 // lacks. OpenSSH gets the same settings as deployctl's own connection
 // (config file, port, options) through NIX_SSHOPTS.
 func NixCopy(ctx context.Context, n *nix.CLI, ep *remote.Endpoint, sshConfigFile, toplevel string) error {
-	opts := ep.OpenSSHArgs(sshConfigFile)
-	for _, o := range opts {
-		if strings.ContainsAny(o, " \t\n") {
-			return fmt.Errorf("nix copy cannot pass the ssh argument %q: Nix splits NIX_SSHOPTS on white space", o)
-		}
+	sshOpts, err := NixSSHOpts(ep, sshConfigFile)
+	if err != nil {
+		return err
 	}
-	env := []string{"NIX_SSHOPTS=" + strings.Join(opts, " ")}
+	env := []string{"NIX_SSHOPTS=" + sshOpts}
 	args := nix.NixArgs("copy", "--to", "ssh://"+ep.Destination(), toplevel)[1:]
-	if _, err := n.Run(ctx, env, "nix", args...); err != nil {
+	if _, err = n.Run(ctx, env, "nix", args...); err != nil {
 		return fmt.Errorf("nix copy: %w", err)
 	}
 	return nil
+}
+
+// NixSSHOpts is the NIX_SSHOPTS value that makes OpenSSH connect as
+// deployctl does, or an error when an argument cannot be carried in it.
+// Callers check it before a run starts, so no host is left half-done.
+func NixSSHOpts(ep *remote.Endpoint, sshConfigFile string) (string, error) {
+	opts := ep.OpenSSHArgs(sshConfigFile)
+	for _, o := range opts {
+		if strings.ContainsAny(o, " \t\n") {
+			return "", fmt.Errorf("nix copy cannot pass the ssh argument %q: Nix splits NIX_SSHOPTS on white space", o)
+		}
+	}
+	return strings.Join(opts, " "), nil
 }

@@ -170,10 +170,17 @@ func (g *globals) dialer() (*remote.Dialer, error) {
 // selection is how a command was told which hosts to work on.
 type selection struct {
 	all bool
+	// deployableOnly makes --all leave out build-only hosts.
+	deployableOnly bool
 }
 
-func (s *selection) register(cmd *cobra.Command) {
-	cmd.Flags().BoolVar(&s.all, "all", false, "select every deployable host")
+func (s *selection) register(cmd *cobra.Command, deployableOnly bool) {
+	s.deployableOnly = deployableOnly
+	help := "select every host"
+	if deployableOnly {
+		help = "select every deployable host"
+	}
+	cmd.Flags().BoolVar(&s.all, "all", false, help)
 }
 
 // load evaluates the flake and selects hosts. required makes "no selector
@@ -193,14 +200,14 @@ func (g *globals) load(ctx context.Context, args []string, sel selection, requir
 	if err != nil {
 		return nil, usageError{err}
 	}
-	inv, err := inventory.Load(ctx, g.nix(), ref, inventory.LoadOptions{Selectors: sels, All: sel.all, Toplevel: toplevel})
+	inv, err := inventory.Load(ctx, g.nix(), ref, inventory.LoadOptions{Selectors: sels, All: sel.all, DeployableOnly: sel.deployableOnly, Toplevel: toplevel})
 	if err != nil {
 		if ctx.Err() != nil {
 			return nil, ctx.Err()
 		}
 		var se *inventory.SelectionError
-		var ne *nix.Error
-		if errors.As(err, &se) || !errors.As(err, &ne) {
+		var oe *inventory.OptionError
+		if errors.As(err, &se) || errors.As(err, &oe) {
 			// Selection and deployment option errors are the user's input.
 			return nil, usageError{err}
 		}

@@ -28,7 +28,7 @@ reported with Nix's error; the others still build.`,
 			return runBuild(cmd.Context(), g, opts, args)
 		},
 	}
-	opts.register(cmd)
+	opts.register(cmd, false)
 	return cmd
 }
 

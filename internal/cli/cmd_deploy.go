@@ -34,7 +34,7 @@ others; a summary ends the run.`,
 			return runDeploy(cmd.Context(), g, opts, args)
 		},
 	}
-	opts.register(cmd)
+	opts.register(cmd, true)
 	cmd.Flags().StringVar(&opts.action, "action", "switch", "switch-to-configuration `ACTION`: switch, boot, test or dry-activate")
 	return cmd
 }
@@ -59,7 +59,11 @@ func runDeploy(ctx context.Context, g *globals, opts deployOptions, args []strin
 	// Resolve every target before anything runs, so a bad sshOptions or
 	// ssh config entry stops the run with nothing done.
 	for _, h := range inv.Selected {
-		if _, err := d.Resolve(targetOf(h)); err != nil {
+		ep, err := d.Resolve(targetOf(h))
+		if err == nil {
+			_, err = push.NixSSHOpts(ep, g.sshConfig)
+		}
+		if err != nil {
 			return usageErrorf("%s: %w", h.Name, err)
 		}
 	}
@@ -88,7 +92,8 @@ func runDeploy(ctx context.Context, g *globals, opts deployOptions, args []strin
 		}
 	}
 	if ctx.Err() != nil {
-		printSummary(g.inv.Stderr, "deploy (interrupted)", outcomes)
+		// Some hosts may have switched: say which, on stdout too.
+		_ = g.summarize("deploy (interrupted)", outcomes)
 		return ctx.Err()
 	}
 	return g.summarize("deploy", outcomes)

@@ -26,7 +26,7 @@ With selectors, only the hosts they match.`,
 			return runList(cmd.Context(), g, opts, args)
 		},
 	}
-	opts.register(cmd)
+	opts.register(cmd, true)
 	return cmd
 }
 

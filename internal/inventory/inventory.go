@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"sort"
 	"strings"
 
@@ -42,6 +43,12 @@ type Host struct {
 	EvalError string
 }
 
+// OptionError is a deployment option the flake sets wrongly.
+type OptionError struct{ err error }
+
+func (e *OptionError) Error() string { return e.err.Error() }
+func (e *OptionError) Unwrap() error { return e.err }
+
 // Deployable reports whether the host has a target to deploy to.
 func (h *Host) Deployable() bool { return h.TargetHost != "" }
 
@@ -56,7 +63,9 @@ type Inventory struct {
 // needed. With no selectors and All unset, nothing is selected.
 type LoadOptions struct {
 	Selectors []Selector
-	All       bool
+	// All selects every host; with DeployableOnly, every deployable one.
+	All            bool
+	DeployableOnly bool
 	// Toplevel evaluates config.system.build.toplevel of the selected hosts.
 	Toplevel bool
 }
@@ -72,7 +81,7 @@ func Load(ctx context.Context, n *nix.CLI, flakeRef string, opts LoadOptions) (*
 	for i, s := range opts.Selectors {
 		sels[i] = sel{s.Tag, s.Regex}
 	}
-	arg, err := json.Marshal(map[string]any{"all": opts.All, "sels": sels, "toplevel": opts.Toplevel})
+	arg, err := json.Marshal(map[string]any{"all": opts.All, "deployableOnly": opts.DeployableOnly, "sels": sels, "toplevel": opts.Toplevel})
 	if err != nil {
 		return nil, err
 	}
@@ -107,11 +116,11 @@ func Load(ctx context.Context, n *nix.CLI, flakeRef string, opts LoadOptions) (*
 		inv.Hosts = append(inv.Hosts, h)
 	}
 	if len(errs) > 0 {
-		return nil, errors.Join(errs...)
+		return nil, &OptionError{errors.Join(errs...)}
 	}
 	sort.Slice(inv.Hosts, func(i, j int) bool { return inv.Hosts[i].Name < inv.Hosts[j].Name })
 	if len(opts.Selectors) > 0 || opts.All {
-		inv.Selected, err = Select(inv.Hosts, opts.Selectors, opts.All)
+		inv.Selected, err = Select(inv.Hosts, opts.Selectors, opts.All, opts.DeployableOnly)
 		if err != nil {
 			return nil, err
 		}
@@ -149,7 +158,7 @@ const evalExpr = `configs:
     strings = l: if builtins.isList l then builtins.filter builtins.isString l else [ ];
     matches = re: s: builtins.match re s != null;
     selected = name: d:
-      if args.all then !(d ? targetHost && d.targetHost == null)
+      if args.all then !(args.deployableOnly && d ? targetHost && d.targetHost == null)
       else builtins.any (s:
         if s.tag then builtins.any (matches s.re) (strings (d.tags or [ ]))
         else matches s.re name) args.sels;
@@ -189,13 +198,13 @@ func decodeHost(name string, raw json.RawMessage) (*Host, error) {
 		Name:                       name,
 		TargetHost:                 name,
 		TargetUser:                 "root",
-		PrivilegeEscalationCommand: DefaultPrivilegeEscalation,
+		PrivilegeEscalationCommand: slices.Clone(DefaultPrivilegeEscalation),
 		Extra:                      map[string]json.RawMessage{},
 	}
 	var fields map[string]json.RawMessage
 	if len(raw) > 0 && string(raw) != "null" {
 		if err := json.Unmarshal(raw, &fields); err != nil {
-			return nil, fmt.Errorf("%s: deployment: expected an attribute set, got %s", name, abbrev(raw))
+			return nil, &OptionError{fmt.Errorf("%s: deployment: expected an attribute set, got %s", name, abbrev(raw))}
 		}
 	}
 	var errs []error
@@ -240,7 +249,7 @@ func decodeHost(name string, raw json.RawMessage) (*Host, error) {
 		h.Extra[k] = v
 	}
 	if len(errs) > 0 {
-		return nil, errors.Join(errs...)
+		return nil, &OptionError{errors.Join(errs...)}
 	}
 	return h, nil
 }

@@ -55,19 +55,51 @@ func TestSelect(t *testing.T) {
 		{[]string{"@eu", "web-10", "db-1"}, false, "db-1,web-10"},
 		{[]string{"@*eu"}, false, "db-1,web-1"},
 		{[]string{"builder"}, false, "builder"},
-		{nil, true, "db-1,db-2,web-1,web-2,web-10"},
+		{nil, true, "db-1,db-2,web-1,web-2,web-10"}, // deployable only
 	} {
 		sels, err := ParseSelectors(tc.args)
 		if err != nil {
 			t.Fatalf("%v: %v", tc.args, err)
 		}
-		got, err := Select(hs, sels, tc.all)
+		got, err := Select(hs, sels, tc.all, true)
 		if err != nil {
 			t.Fatalf("%v: %v", tc.args, err)
 		}
 		if names(got) != tc.want {
 			t.Errorf("Select(%v, all=%v) = %s, want %s", tc.args, tc.all, names(got), tc.want)
 		}
+	}
+}
+
+func TestSelectAll(t *testing.T) {
+	hs := hosts(t, map[string]string{"web-1": `{}`, "builder": `{"targetHost":null}`})
+	if got, _ := Select(hs, nil, true, false); names(got) != "web-1,builder" {
+		t.Errorf("--all for build = %s, want build-only hosts too", names(got))
+	}
+	only := hosts(t, map[string]string{"builder": `{"targetHost":null}`})
+	if _, err := Select(only, nil, true, true); err == nil || !strings.Contains(err.Error(), "no deployable hosts") {
+		t.Errorf("--all with nothing deployable = %v", err)
+	}
+}
+
+func TestDefaultsAreNotShared(t *testing.T) {
+	// Decoding one host's list must not write into another's default.
+	a, err := decodeHost("a", json.RawMessage(`{"privilegeEscalationCommand":["doas"]}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := decodeHost("b", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := decodeHost("c", json.RawMessage(`{"privilegeEscalationCommand":["run0"]}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Join(a.PrivilegeEscalationCommand, " ") != "doas" || strings.Join(b.PrivilegeEscalationCommand, " ") != "sudo -H --" ||
+		strings.Join(c.PrivilegeEscalationCommand, " ") != "run0" || strings.Join(DefaultPrivilegeEscalation, " ") != "sudo -H --" {
+		t.Errorf("escalation commands leaked between hosts: a=%v b=%v c=%v default=%v",
+			a.PrivilegeEscalationCommand, b.PrivilegeEscalationCommand, c.PrivilegeEscalationCommand, DefaultPrivilegeEscalation)
 	}
 }
 
@@ -82,7 +114,7 @@ func TestSelectNoMatchSuggests(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		_, err = Select(hs, sels, false)
+		_, err = Select(hs, sels, false, true)
 		if err == nil || err.Error() != want {
 			t.Errorf("Select(%s) error = %v, want %s", arg, err, want)
 		}

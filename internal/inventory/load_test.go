@@ -58,7 +58,7 @@ func TestLoadEvaluatesOnlySelectedToplevels(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		inv, err := Load(context.Background(), n, ref, LoadOptions{Selectors: sels, All: tc.all, Toplevel: true})
+		inv, err := Load(context.Background(), n, ref, LoadOptions{Selectors: sels, All: tc.all, DeployableOnly: true, Toplevel: true})
 		if err != nil {
 			t.Fatalf("Load(%v): %v", tc.args, err)
 		}

@@ -99,15 +99,23 @@ func (s Selector) matches(h *Host) bool {
 }
 
 // Select returns the hosts that any selector matches, in name order; with
-// all set, every deployable host. A selector that matches nothing is an
-// error that lists close matches.
-func Select(hosts []*Host, sels []Selector, all bool) ([]*Host, error) {
+// all set, every host (every deployable one with deployableOnly). A
+// selector that matches nothing is an error that lists close matches, and
+// so is an --all that finds nothing.
+func Select(hosts []*Host, sels []Selector, all, deployableOnly bool) ([]*Host, error) {
 	var out []*Host
 	if all {
 		for _, h := range hosts {
-			if h.Deployable() {
+			if h.Deployable() || !deployableOnly {
 				out = append(out, h)
 			}
+		}
+		if len(out) == 0 {
+			what := "hosts"
+			if deployableOnly {
+				what = "deployable hosts (every one has deployment.targetHost = null)"
+			}
+			return nil, &SelectionError{Problems: []string{"--all: the flake has no " + what}}
 		}
 		return out, nil
 	}

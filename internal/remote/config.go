@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"net"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -45,8 +46,9 @@ type Endpoint struct {
 	IdentitiesExplicit bool
 	KnownHostsFiles    []string // user files first: new keys go to the first
 	GlobalKnownHosts   []string
-	ProxyJump          []string // hops in order, "" when none
-	StrictHostKey      string   // StrictHostKeyChecking as configured
+	ProxyJump          []string    // hops in order, as written
+	Hops               []*Endpoint // ProxyJump resolved, in order
+	StrictHostKey      string      // StrictHostKeyChecking as configured
 	ConnectTimeout     time.Duration
 	AliveInterval      time.Duration
 	AliveCountMax      int
@@ -166,8 +168,32 @@ func parseOptions(args []string) (map[string][]string, error) {
 }
 
 // resolve applies options, then the target's own port and user, then the
-// ssh config, then defaults.
+// ssh config, then defaults, and resolves the ProxyJump hops the same way.
 func (c *sshConfig) resolve(t Target) (*Endpoint, error) {
+	return c.resolveEndpoint(t, true)
+}
+
+// resolveHop resolves one ProxyJump element, "[user@]host[:port]".
+func (c *sshConfig) resolveHop(hop string) (*Endpoint, error) {
+	t := Target{}
+	if u, h, ok := strings.Cut(hop, "@"); ok {
+		t.User, hop = u, h
+	}
+	if h, p, err := net.SplitHostPort(hop); err == nil {
+		n, err := strconv.Atoi(p)
+		if err != nil || n <= 0 || n > 65535 {
+			return nil, fmt.Errorf("%q is not a TCP port", p)
+		}
+		t.Host, t.Port = h, n
+	} else {
+		t.Host = hop
+	}
+	// A hop's own ProxyJump is not followed: the chain is the one the
+	// target names (and a "Host *" ProxyJump cannot loop).
+	return c.resolveEndpoint(t, false)
+}
+
+func (c *sshConfig) resolveEndpoint(t Target, withHops bool) (*Endpoint, error) {
 	if t.Host == "" {
 		return nil, fmt.Errorf("no target host")
 	}
@@ -238,12 +264,20 @@ func (c *sshConfig) resolve(t Target) (*Endpoint, error) {
 	} else {
 		e.GlobalKnownHosts = []string{"/etc/ssh/ssh_known_hosts", "/etc/ssh/ssh_known_hosts2"}
 	}
-	if v := get("ProxyJump"); v != "" && !strings.EqualFold(v, "none") {
+	if v := get("ProxyJump"); withHops && v != "" && !strings.EqualFold(v, "none") {
 		for _, hop := range strings.Split(v, ",") {
 			if hop = strings.TrimSpace(hop); hop != "" {
+				hep, err := c.resolveHop(hop)
+				if err != nil {
+					return nil, fmt.Errorf("ProxyJump %s: %w", hop, err)
+				}
 				e.ProxyJump = append(e.ProxyJump, hop)
+				e.Hops = append(e.Hops, hep)
 			}
 		}
+	}
+	if v := get("ProxyCommand"); v != "" && !strings.EqualFold(v, "none") {
+		return nil, fmt.Errorf("ProxyCommand is not supported by deployctl's SSH client (use ProxyJump): %s", v)
 	}
 	e.StrictHostKey = strings.ToLower(get("StrictHostKeyChecking"))
 	e.ConnectTimeout = 10 * time.Second
@@ -296,10 +330,9 @@ func (e *Endpoint) OpenSSHArgs(configFile string) []string {
 		args = append(args, "-F", configFile)
 	}
 	args = append(args, e.options...)
-	if e.Port != 22 {
-		args = append(args, "-p", strconv.Itoa(e.Port))
-	}
-	return args
+	// Always the port deployctl connected to, so that OpenSSH cannot pick
+	// another one from the config.
+	return append(args, "-p", strconv.Itoa(e.Port))
 }
 
 // Destination is user@alias, as OpenSSH and Nix's ssh:// store URLs take it.

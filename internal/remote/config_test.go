@@ -47,7 +47,15 @@ Host *
 		KnownHostsFiles:  []string{"/home/u/kh1", "/etc/kh2"},
 		GlobalKnownHosts: []string{"/etc/ssh/ssh_known_hosts", "/etc/ssh/ssh_known_hosts2"},
 		ProxyJump:        []string{"jump1", "ops@jump2:2222"},
-		ConnectTimeout:   3 * time.Second, AliveInterval: 5 * time.Second, AliveCountMax: 3,
+		Hops: []*Endpoint{
+			{Alias: "jump1", HostName: "jump1", Port: 22, User: "root", IdentityFiles: []string{"/home/u/.ssh/id_rsa", "/home/u/.ssh/id_ecdsa", "/home/u/.ssh/id_ecdsa_sk", "/home/u/.ssh/id_ed25519", "/home/u/.ssh/id_ed25519_sk"},
+				KnownHostsFiles: []string{"/home/u/.ssh/known_hosts", "/home/u/.ssh/known_hosts2"}, GlobalKnownHosts: []string{"/etc/ssh/ssh_known_hosts", "/etc/ssh/ssh_known_hosts2"},
+				ConnectTimeout: 3 * time.Second, AliveInterval: 15 * time.Second, AliveCountMax: 3},
+			{Alias: "jump2", HostName: "jump2", Port: 2222, User: "ops", IdentityFiles: []string{"/home/u/.ssh/id_rsa", "/home/u/.ssh/id_ecdsa", "/home/u/.ssh/id_ecdsa_sk", "/home/u/.ssh/id_ed25519", "/home/u/.ssh/id_ed25519_sk"},
+				KnownHostsFiles: []string{"/home/u/.ssh/known_hosts", "/home/u/.ssh/known_hosts2"}, GlobalKnownHosts: []string{"/etc/ssh/ssh_known_hosts", "/etc/ssh/ssh_known_hosts2"},
+				ConnectTimeout: 3 * time.Second, AliveInterval: 15 * time.Second, AliveCountMax: 3},
+		},
+		ConnectTimeout: 3 * time.Second, AliveInterval: 5 * time.Second, AliveCountMax: 3,
 	}
 	if !reflect.DeepEqual(e, want) {
 		t.Errorf("resolve =\n%+v\nwant\n%+v", e, want)
@@ -83,6 +91,8 @@ func TestResolveRejects(t *testing.T) {
 		{Target{Host: "h", Options: []string{"-o"}}, "needs a value"},
 		{Target{Host: "h", Options: []string{"-p", "x"}}, "not a TCP port"},
 		{Target{Host: "h", Options: []string{"plain"}}, "unsupported argument"},
+		{Target{Host: "h", Options: []string{"-J", "bastion:abc"}}, `ProxyJump bastion:abc: "abc" is not a TCP port`},
+		{Target{Host: "h", Options: []string{"-o", "ProxyCommand=nc %h %p"}}, "ProxyCommand is not supported"},
 	} {
 		if _, err := c.resolve(tc.t); err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("resolve(%+v) = %v, want error containing %q", tc.t, err, tc.want)

@@ -12,7 +12,6 @@ import (
 	"net"
 	"os"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -103,16 +102,11 @@ func (d *Dialer) Dial(ctx context.Context, t Target) (*Conn, error) {
 		}
 	}
 	var via *ssh.Client
-	for _, hop := range ep.ProxyJump {
-		hep, err := d.resolveHop(hop)
-		if err != nil {
-			closeHops()
-			return nil, fmt.Errorf("ProxyJump %s: %w", hop, err)
-		}
+	for i, hep := range ep.Hops {
 		c, err := d.connect(ctx, hep, via)
 		if err != nil {
 			closeHops()
-			return nil, fmt.Errorf("ProxyJump %s: %w", hop, err)
+			return nil, fmt.Errorf("ProxyJump %s: %w", ep.ProxyJump[i], err)
 		}
 		hops = append(hops, c)
 		via = c
@@ -123,30 +117,6 @@ func (d *Dialer) Dial(ctx context.Context, t Target) (*Conn, error) {
 		return nil, err
 	}
 	return &Conn{name: t.Name, client: client, hops: hops, ep: ep, escalation: t.Escalation, configFile: d.opts.ConfigFile, log: d.log}, nil
-}
-
-// resolveHop resolves one ProxyJump element, "[user@]host[:port]". A hop's
-// own ProxyJump is not followed: the chain is the one the target names.
-func (d *Dialer) resolveHop(hop string) (*Endpoint, error) {
-	t := Target{}
-	if u, h, ok := strings.Cut(hop, "@"); ok {
-		t.User, hop = u, h
-	}
-	if h, p, err := net.SplitHostPort(hop); err == nil {
-		n, err := strconv.Atoi(p)
-		if err != nil {
-			return nil, fmt.Errorf("bad port in %q", hop)
-		}
-		t.Host, t.Port = h, n
-	} else {
-		t.Host = hop
-	}
-	ep, err := d.config.resolve(t)
-	if err != nil {
-		return nil, err
-	}
-	ep.ProxyJump = nil
-	return ep, nil
 }
 
 // connect opens one SSH connection to ep, directly or through via.
