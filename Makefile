@@ -4,6 +4,8 @@
 GO      ?= go
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -X github.com/deployctl/deployctl/internal/cli.Version=$(VERSION)
+# The race detector needs cgo, so a C compiler: use it where there is one.
+RACE    ?= $(shell command -v gcc >/dev/null 2>&1 && echo -race)
 
 .PHONY: build setup test test-quick demo lint clean
 
@@ -20,7 +22,7 @@ lint:
 
 # Everything, the fleet tests included (they need root; as root they run).
 test: setup lint
-	$(GO) test -count=1 -timeout 30m ./...
+	$(GO) test $(RACE) -count=1 -timeout 30m ./...
 
 # Unit tests only: no fleet, no root needed.
 test-quick: lint

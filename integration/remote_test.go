@@ -92,6 +92,37 @@ func TestHandshakeDeadline(t *testing.T) {
 	}
 }
 
+// TestHandshakeDeadlineThroughJump: the same through a ProxyJump hop,
+// whose channel has no deadlines of its own. The config reaches the fleet's
+// hosts through an Include.
+func TestHandshakeDeadlineThroughJump(t *testing.T) {
+	e := startFleet(t, fixture.Host{Name: "alpha"})
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			defer c.Close()
+		}
+	}()
+	d := newDialer(t, fmt.Sprintf("Host silent\n  HostName 127.0.0.1\n  Port %d\n  ConnectTimeout 1\n  ProxyJump alpha\n\nInclude %s\n",
+		ln.Addr().(*net.TCPAddr).Port, e.fleet.SSHConfig))
+	start := time.Now()
+	_, err = d.Dial(context.Background(), remote.Target{Name: "silent", Host: "silent"})
+	if err == nil || !strings.Contains(err.Error(), "no answer within 1s") {
+		t.Errorf("Dial through a jump host to a silent server = %v", err)
+	}
+	if took := time.Since(start); took > 8*time.Second {
+		t.Errorf("Dial took %s with ConnectTimeout 1", took)
+	}
+}
+
 // TestKeepaliveClosesDeadConnection: when the network to a host goes
 // silent mid-command, keepalives close the connection and the command
 // fails with an unknown outcome, rather than waiting forever.

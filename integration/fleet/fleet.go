@@ -70,9 +70,10 @@ type Host struct {
 	// KnownHostsLine is the host's key as a known_hosts line.
 	KnownHostsLine string
 
-	cmd    *exec.Cmd
-	exited chan struct{}
-	stderr *lockedBuffer
+	cmd      *exec.Cmd
+	exited   chan struct{}
+	stderr   *lockedBuffer
+	stopOnce sync.Once
 }
 
 var (
@@ -129,6 +130,11 @@ func Start(ctx context.Context, opts Options) (_ *Fleet, err error) {
 	if _, err := os.Stat("/nix"); err != nil {
 		return nil, fmt.Errorf("/nix does not exist on this machine: is Nix installed? %w", err)
 	}
+	// All hosts' sshd write to one log: serialise them.
+	var log io.Writer
+	if opts.Log != nil {
+		log = &lockedWriter{w: opts.Log}
+	}
 	var known, config strings.Builder
 	for _, name := range opts.Hosts {
 		addr, err := allocAddr()
@@ -139,7 +145,7 @@ func Start(ctx context.Context, opts Options) (_ *Fleet, err error) {
 		if err := h.prepare(ctx, f.Identity+".pub"); err != nil {
 			return nil, fmt.Errorf("host %s: %w", name, err)
 		}
-		if err := h.start(opts.Log); err != nil {
+		if err := h.start(log); err != nil {
 			return nil, fmt.Errorf("host %s: %w", name, err)
 		}
 		f.Hosts = append(f.Hosts, h)
@@ -280,13 +286,16 @@ func (f *Fleet) Stop() {
 }
 
 // Stop kills the host: its unshare process, whose death kills the
-// namespace's PID 1 and with it every process of the host.
+// namespace's PID 1 and with it every process of the host. Only the first
+// call acts: the process group may be reused once the host is reaped.
 func (h *Host) Stop() {
 	if h.cmd == nil || h.cmd.Process == nil {
 		return
 	}
-	_ = syscall.Kill(-h.cmd.Process.Pid, syscall.SIGKILL)
-	<-h.exited
+	h.stopOnce.Do(func() {
+		_ = syscall.Kill(-h.cmd.Process.Pid, syscall.SIGKILL)
+		<-h.exited
+	})
 }
 
 // Host returns the named host, or nil.
@@ -326,6 +335,17 @@ func (b *lockedBuffer) String() string {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return b.buf.String()
+}
+
+type lockedWriter struct {
+	mu sync.Mutex
+	w  io.Writer
+}
+
+func (l *lockedWriter) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.w.Write(p)
 }
 
 type prefixWriter struct {

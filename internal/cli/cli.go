@@ -157,6 +157,7 @@ func (g *globals) dialer() (*remote.Dialer, error) {
 	d, err := remote.NewDialer(remote.Options{
 		ConfigFile:        g.sshConfig,
 		Home:              g.getenv("HOME"),
+		LocalUser:         g.getenv("USER"),
 		AgentSocket:       g.getenv("SSH_AUTH_SOCK"),
 		AcceptNewHostKeys: g.acceptNewHostKeys,
 		Log:               g.log,

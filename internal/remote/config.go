@@ -1,13 +1,13 @@
 package remote
 
 import (
-	"bytes"
 	"errors"
 	"fmt"
 	"io/fs"
 	"net"
 	"os"
 	"path/filepath"
+	"sort"
 	"strconv"
 	"strings"
 	"time"
@@ -71,32 +71,141 @@ func joinHostPort(host string, port int) string {
 // sshConfig is the parsed ssh configuration: either the --ssh-config file
 // alone (as `ssh -F`), or ~/.ssh/config then /etc/ssh/ssh_config.
 type sshConfig struct {
-	custom string
-	files  []*sshconfig.Config
-	home   string
+	custom    string
+	files     []*sshconfig.Config
+	home      string
+	localUser string
 }
 
-func loadSSHConfig(custom, home string) (*sshConfig, error) {
-	c := &sshConfig{custom: custom, home: home}
-	paths := []string{filepath.Join(home, ".ssh", "config"), "/etc/ssh/ssh_config"}
-	if custom != "" {
-		paths = []string{custom}
+func loadSSHConfig(custom, home, localUser string) (*sshConfig, error) {
+	c := &sshConfig{custom: custom, home: home, localUser: localUser}
+	type source struct {
+		path, includeDir string
 	}
-	for _, p := range paths {
-		data, err := os.ReadFile(p)
+	sources := []source{{filepath.Join(home, ".ssh", "config"), filepath.Join(home, ".ssh")}, {"/etc/ssh/ssh_config", "/etc/ssh"}}
+	if custom != "" {
+		sources = []source{{custom, filepath.Join(home, ".ssh")}}
+	}
+	for _, s := range sources {
+		text, err := c.flatten(s.path, s.includeDir, 0)
 		if err != nil {
 			if errors.Is(err, fs.ErrNotExist) && custom == "" {
 				continue
 			}
 			return nil, fmt.Errorf("ssh config: %w", err)
 		}
-		cfg, err := sshconfig.Decode(bytes.NewReader(data))
+		cfg, err := sshconfig.Decode(strings.NewReader(text))
 		if err != nil {
-			return nil, fmt.Errorf("ssh config %s: %w", p, err)
+			return nil, fmt.Errorf("ssh config %s: %w", s.path, err)
 		}
 		c.files = append(c.files, cfg)
 	}
 	return c, nil
+}
+
+// flatten reads an ssh_config file with its Include directives inlined
+// (relative paths resolve against includeDir, as OpenSSH does) and its
+// Match blocks rewritten into Host blocks the parser understands:
+// "Match all" and "Match final all" apply to every host, "Match host P"
+// to the hosts P matches, and any other criterion (user, exec, …) to none,
+// so such a block is ignored.
+func (c *sshConfig) flatten(path, includeDir string, depth int) (string, error) {
+	if depth > 16 {
+		return "", fmt.Errorf("%s: Include nested too deeply", path)
+	}
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return "", err
+	}
+	var b strings.Builder
+	for _, line := range strings.Split(string(data), "\n") {
+		key, rest := splitDirective(line)
+		switch strings.ToLower(key) {
+		case "include":
+			for _, pat := range splitArgs(rest) {
+				pat = c.expand(pat, tokens{})
+				if !filepath.IsAbs(pat) {
+					pat = filepath.Join(includeDir, pat)
+				}
+				matches, err := filepath.Glob(pat)
+				if err != nil {
+					return "", fmt.Errorf("%s: Include %s: %w", path, pat, err)
+				}
+				sort.Strings(matches)
+				for _, m := range matches {
+					text, err := c.flatten(m, includeDir, depth+1)
+					if err != nil {
+						return "", err
+					}
+					b.WriteString(text + "\n")
+				}
+			}
+		case "match":
+			b.WriteString(matchAsHost(splitArgs(rest)) + "\n")
+		default:
+			b.WriteString(line + "\n")
+		}
+	}
+	return b.String(), nil
+}
+
+// splitDirective splits a config line into its keyword and the rest
+// ("Key Value", "Key=Value", "Key = Value").
+func splitDirective(line string) (key, rest string) {
+	line = strings.TrimSpace(line)
+	i := strings.IndexAny(line, " \t=")
+	if i < 0 {
+		return line, ""
+	}
+	rest = strings.TrimLeft(line[i:], " \t")
+	rest = strings.TrimPrefix(rest, "=")
+	return line[:i], strings.TrimSpace(rest)
+}
+
+// splitArgs splits a directive's arguments on white space, keeping
+// double-quoted arguments whole.
+func splitArgs(s string) []string {
+	var out []string
+	var cur strings.Builder
+	inQuote, have := false, false
+	for _, r := range s {
+		switch {
+		case r == '"':
+			inQuote, have = !inQuote, true
+		case (r == ' ' || r == '\t') && !inQuote:
+			if have {
+				out = append(out, cur.String())
+				cur.Reset()
+				have = false
+			}
+		default:
+			cur.WriteRune(r)
+			have = true
+		}
+	}
+	if have {
+		out = append(out, cur.String())
+	}
+	return out
+}
+
+// neverHost is a Host pattern that matches no host name.
+const neverHost = "deployctl-unsupported-match.invalid"
+
+func matchAsHost(criteria []string) string {
+	var rest []string
+	for _, c := range criteria {
+		if l := strings.ToLower(c); l != "final" && l != "canonical" {
+			rest = append(rest, c)
+		}
+	}
+	switch {
+	case len(rest) == 1 && strings.EqualFold(rest[0], "all"):
+		return "Host *"
+	case len(rest) == 2 && strings.EqualFold(rest[0], "host"):
+		return "Host " + strings.ReplaceAll(rest[1], ",", " ")
+	}
+	return "Host " + neverHost
 }
 
 // get returns the first value for key among the option overrides, then the
@@ -208,7 +317,7 @@ func (c *sshConfig) resolveEndpoint(t Target, withHops bool) (*Endpoint, error) 
 	get := func(key string) string { return c.get(over, alias, key) }
 	e := &Endpoint{Alias: alias, options: t.Options}
 
-	e.HostName = expandTokens(get("HostName"), alias, "", c.home)
+	e.HostName = c.expand(get("HostName"), tokens{host: alias, alias: alias})
 	if e.HostName == "" {
 		e.HostName = alias
 	}
@@ -247,20 +356,27 @@ func (c *sshConfig) resolveEndpoint(t Target, withHops bool) (*Endpoint, error) 
 			ids = append(ids, filepath.Join(c.home, ".ssh", n))
 		}
 	}
+	tok := tokens{host: e.HostName, alias: alias, user: e.User, port: e.Port}
 	for _, id := range ids {
-		e.IdentityFiles = append(e.IdentityFiles, expandTokens(id, alias, e.User, c.home))
+		// One file per IdentityFile line, possibly quoted.
+		if len(id) >= 2 && id[0] == '"' && id[len(id)-1] == '"' {
+			id = id[1 : len(id)-1]
+		}
+		e.IdentityFiles = append(e.IdentityFiles, c.expand(id, tok))
 	}
 	e.IdentitiesOnly = strings.EqualFold(get("IdentitiesOnly"), "yes")
 
 	if v := get("UserKnownHostsFile"); v != "" {
-		for _, f := range strings.Fields(v) {
-			e.KnownHostsFiles = append(e.KnownHostsFiles, expandTokens(f, alias, e.User, c.home))
+		for _, f := range splitArgs(v) {
+			e.KnownHostsFiles = append(e.KnownHostsFiles, c.expand(f, tok))
 		}
 	} else {
 		e.KnownHostsFiles = []string{filepath.Join(c.home, ".ssh", "known_hosts"), filepath.Join(c.home, ".ssh", "known_hosts2")}
 	}
 	if v := get("GlobalKnownHostsFile"); v != "" {
-		e.GlobalKnownHosts = strings.Fields(v)
+		for _, f := range splitArgs(v) {
+			e.GlobalKnownHosts = append(e.GlobalKnownHosts, c.expand(f, tok))
+		}
 	} else {
 		e.GlobalKnownHosts = []string{"/etc/ssh/ssh_known_hosts", "/etc/ssh/ssh_known_hosts2"}
 	}
@@ -308,17 +424,29 @@ func (c *sshConfig) resolveEndpoint(t Target, withHops bool) (*Endpoint, error) 
 	return e, nil
 }
 
-// expandTokens expands ~ and the %d %h %u %r %% tokens OpenSSH allows in
-// paths and HostName.
-func expandTokens(s, host, user, home string) string {
+// tokens are the values of OpenSSH's % tokens for one connection.
+type tokens struct {
+	host  string // %h: the HostName
+	alias string // %n: the name as given
+	user  string // %r: the remote user
+	port  int    // %p
+}
+
+// expand expands a leading ~ and the tokens %% %d %h %n %p %r %u, as
+// OpenSSH does in IdentityFile, UserKnownHostsFile, Include and HostName.
+func (c *sshConfig) expand(s string, t tokens) string {
 	if strings.HasPrefix(s, "~/") || s == "~" {
-		s = home + s[1:]
+		s = c.home + s[1:]
 	}
 	if !strings.Contains(s, "%") {
 		return s
 	}
-	r := strings.NewReplacer("%%", "%", "%d", home, "%h", host, "%r", user, "%u", user)
-	return r.Replace(s)
+	port := ""
+	if t.port != 0 {
+		port = strconv.Itoa(t.port)
+	}
+	return strings.NewReplacer("%%", "%", "%d", c.home, "%h", t.host, "%n", t.alias,
+		"%p", port, "%r", t.user, "%u", c.localUser).Replace(s)
 }
 
 // OpenSSHArgs returns the arguments that make OpenSSH's ssh connect the same

@@ -32,7 +32,7 @@ Host web-*
 Host *
   ConnectTimeout 3
 `)
-	c, err := loadSSHConfig(cfg, "/home/u")
+	c, err := loadSSHConfig(cfg, "/home/u", "me")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -78,7 +78,7 @@ Host *
 }
 
 func TestResolveRejects(t *testing.T) {
-	c, err := loadSSHConfig(writeConfig(t, ""), "/home/u")
+	c, err := loadSSHConfig(writeConfig(t, ""), "/home/u", "me")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -98,13 +98,13 @@ func TestResolveRejects(t *testing.T) {
 			t.Errorf("resolve(%+v) = %v, want error containing %q", tc.t, err, tc.want)
 		}
 	}
-	if _, err := loadSSHConfig("/nonexistent/ssh_config", "/"); err == nil {
+	if _, err := loadSSHConfig("/nonexistent/ssh_config", "/", "me"); err == nil {
 		t.Error("a missing --ssh-config file was accepted")
 	}
 }
 
 func TestCommandLine(t *testing.T) {
-	c, err := loadSSHConfig(writeConfig(t, ""), "/home/u")
+	c, err := loadSSHConfig(writeConfig(t, ""), "/home/u", "me")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -117,5 +117,50 @@ func TestCommandLine(t *testing.T) {
 	want := `ssh -F '/etc/my ssh' -p 2222 deploy@h1 'sudo -H -- nix-env -p /nix/var/nix/profiles/system --set '\''/nix/store/x y'\'''`
 	if got != want {
 		t.Errorf("CommandLine =\n%s\nwant\n%s", got, want)
+	}
+}
+
+func TestIncludeMatchAndTokens(t *testing.T) {
+	dir := t.TempDir()
+	inc := filepath.Join(dir, "conf.d")
+	if err := os.MkdirAll(inc, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	// As Fedora ships it: a Match criterion the parser does not know.
+	if err := os.WriteFile(filepath.Join(inc, "50-redhat.conf"), []byte("Match final all\n  ServerAliveInterval 7\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cfg := writeConfig(t, `Include `+inc+`/*.conf
+Match user alice exec "true"
+  Port 9999
+Match host db-*,web-1
+  User ops
+Host *
+  HostName %n.internal
+  IdentityFile "~/keys/%u %r@%h:%p"
+  UserKnownHostsFile "/kh/with space" /kh/2
+`)
+	c, err := loadSSHConfig(cfg, "/home/u", "me")
+	if err != nil {
+		t.Fatal(err)
+	}
+	e, err := c.resolve(Target{Host: "db-1", User: ""})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if e.AliveInterval != 7*time.Second {
+		t.Errorf("Included 'Match final all' not applied: ServerAliveInterval %s", e.AliveInterval)
+	}
+	if e.Port != 22 {
+		t.Errorf("a Match block with unsupported criteria was applied: port %d", e.Port)
+	}
+	if e.User != "ops" || e.HostName != "db-1.internal" {
+		t.Errorf("Match host not applied: %s@%s", e.User, e.HostName)
+	}
+	if want := "/home/u/keys/me ops@db-1.internal:22"; len(e.IdentityFiles) != 1 || e.IdentityFiles[0] != want {
+		t.Errorf("IdentityFile = %q, want %q", e.IdentityFiles, want)
+	}
+	if strings.Join(e.KnownHostsFiles, "|") != "/kh/with space|/kh/2" {
+		t.Errorf("UserKnownHostsFile = %q", e.KnownHostsFiles)
 	}
 }

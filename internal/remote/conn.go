@@ -8,6 +8,7 @@ import (
 	"io"
 	"log/slog"
 	"strings"
+	"time"
 
 	"golang.org/x/crypto/ssh"
 
@@ -86,8 +87,10 @@ func (c *Conn) CommandLine(cmd Cmd) string {
 	return shell.Join(args)
 }
 
-// Run runs cmd and waits for it. When ctx ends first, the remote command is
-// sent SIGTERM, the session closed, and ctx's error returned.
+// Run runs cmd and waits for it. When ctx ends first, Run closes the
+// session and returns ctx's error. It sends the remote command no signal:
+// an interrupted deploy must not kill a switch halfway (the command sees
+// its input and output close instead).
 func (c *Conn) Run(ctx context.Context, cmd Cmd) error {
 	if err := ctx.Err(); err != nil {
 		return err
@@ -115,8 +118,13 @@ func (c *Conn) Run(ctx context.Context, cmd Cmd) error {
 	select {
 	case err = <-done:
 	case <-ctx.Done():
-		_ = sess.Signal(ssh.SIGTERM)
 		sess.Close()
+		// Let the session's copying goroutines finish with our writers
+		// before handing them back.
+		select {
+		case <-done:
+		case <-time.After(5 * time.Second):
+		}
 		return ctx.Err()
 	}
 	var exitErr *ssh.ExitError

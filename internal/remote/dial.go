@@ -14,6 +14,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/skeema/knownhosts"
@@ -28,6 +29,8 @@ type Options struct {
 	ConfigFile string
 	// Home is the user's home directory, for ~ and the default files.
 	Home string
+	// LocalUser is the local user name, for the %u token.
+	LocalUser string
 	// AgentSocket is SSH_AUTH_SOCK; "" disables the agent.
 	AgentSocket string
 	// AcceptNewHostKeys records the key of a host that known_hosts does
@@ -47,7 +50,7 @@ type Dialer struct {
 
 // NewDialer reads the ssh configuration.
 func NewDialer(opts Options) (*Dialer, error) {
-	cfg, err := loadSSHConfig(opts.ConfigFile, opts.Home)
+	cfg, err := loadSSHConfig(opts.ConfigFile, opts.Home, opts.LocalUser)
 	if err != nil {
 		return nil, err
 	}
@@ -152,27 +155,33 @@ func (d *Dialer) connect(ctx context.Context, ep *Endpoint, via *ssh.Client) (*s
 	// ClientConfig.Timeout covers only the TCP connect: bound the handshake
 	// (banner, key exchange, authentication) by ConnectTimeout as well, as
 	// OpenSSH does, and abandon it when ctx ends.
+	// A timer that closes the connection works for direct connections and
+	// for channels through a ProxyJump hop alike (those have no deadlines).
 	handshakeTimeout := ep.ConnectTimeout
-	_ = conn.SetDeadline(time.Now().Add(handshakeTimeout))
+	var timedOut atomic.Bool
+	timer := time.AfterFunc(handshakeTimeout, func() { timedOut.Store(true); conn.Close() })
 	stop := context.AfterFunc(ctx, func() { conn.Close() })
 	c, chans, reqs, err := ssh.NewClientConn(conn, addr, cfg)
+	timer.Stop()
 	stop()
 	if err != nil {
 		conn.Close()
 		if ctx.Err() != nil {
 			return nil, ctx.Err()
 		}
+		if timedOut.Load() {
+			return nil, fmt.Errorf("ssh handshake with %s: no answer within %s", addr, handshakeTimeout)
+		}
 		var hk *HostKeyError
 		if errors.As(err, &hk) {
 			return nil, hk
 		}
-		var ne net.Error
-		if errors.As(err, &ne) && ne.Timeout() || os.IsTimeout(err) {
-			return nil, fmt.Errorf("ssh handshake with %s: no answer within %s", addr, handshakeTimeout)
-		}
 		return nil, fmt.Errorf("ssh to %s@%s: %w", ep.User, addr, err)
 	}
-	_ = conn.SetDeadline(time.Time{})
+	if timedOut.Load() {
+		c.Close()
+		return nil, fmt.Errorf("ssh handshake with %s: no answer within %s", addr, handshakeTimeout)
+	}
 	client := ssh.NewClient(c, chans, reqs)
 	if ep.AliveInterval > 0 {
 		go keepAlive(client, ep.AliveInterval, ep.AliveCountMax)

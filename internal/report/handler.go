@@ -98,14 +98,20 @@ func (h *Handler) Lines(host string) io.WriteCloser {
 	return &lineWriter{w: h.w, mu: h.mu, prefix: "[" + host + "] "}
 }
 
+// lineWriter may be written from several goroutines at once (a remote
+// command's stdout and stderr are copied separately): bufMu guards buf, mu
+// (the handler's) the output.
 type lineWriter struct {
 	w      io.Writer
 	mu     *sync.Mutex
 	prefix string
+	bufMu  sync.Mutex
 	buf    []byte
 }
 
 func (l *lineWriter) Write(p []byte) (int, error) {
+	l.bufMu.Lock()
+	defer l.bufMu.Unlock()
 	l.buf = append(l.buf, p...)
 	for {
 		i := strings.IndexByte(string(l.buf), '\n')
@@ -126,6 +132,8 @@ func (l *lineWriter) emit(line string) {
 
 // Close writes out a last line that had no newline.
 func (l *lineWriter) Close() error {
+	l.bufMu.Lock()
+	defer l.bufMu.Unlock()
 	if len(l.buf) > 0 {
 		l.emit(string(l.buf))
 		l.buf = nil
