@@ -18,6 +18,7 @@ func TestBuildKeepsGoing(t *testing.T) {
 		fixture.Host{Name: "alpha"},
 		fixture.Host{Name: "beta", EvalFail: "beta's configuration is broken on purpose"},
 		fixture.Host{Name: "gamma", BuildFail: true, Revision: t.Name()},
+		fixture.Host{Name: "delta", EvalMissingAttr: true},
 	)
 	r := e.deployctl("build", "--all", "--json")
 	r.wantCode(t, 3)
@@ -42,14 +43,18 @@ func TestBuildKeepsGoing(t *testing.T) {
 			if h.OK || h.Step != "eval" || !strings.Contains(h.Error, "beta's configuration is broken on purpose") {
 				t.Errorf("beta: %+v", h)
 			}
+		case "delta":
+			if h.OK || h.Step != "eval" || !strings.Contains(h.Error, "fixtureMissingAttribute") {
+				t.Errorf("delta: %+v", h)
+			}
 		case "gamma":
 			if h.OK || h.Step != "build" || !strings.Contains(h.Error, "this build fails on purpose") {
 				t.Errorf("gamma: %+v", h)
 			}
 		}
 	}
-	if len(got) != 3 {
-		t.Errorf("build reported %v, want alpha, beta and gamma", got)
+	if len(got) != 4 {
+		t.Errorf("build reported %v, want alpha, beta, gamma and delta", got)
 	}
 	if !regexp.MustCompile(`(?m)^  gamma +FAILED +build: `).MatchString(r.stderr) {
 		t.Errorf("summary does not show gamma's failed build:\n%s", r.stderr)

@@ -73,33 +73,20 @@ type LoadOptions struct {
 // Load evaluates the flake once: every host's deployment options and, when
 // asked, the selected hosts' toplevel derivations.
 func Load(ctx context.Context, n *nix.CLI, flakeRef string, opts LoadOptions) (*Inventory, error) {
-	type sel struct {
-		Tag bool   `json:"tag"`
-		Re  string `json:"re"`
+	raw, err := evaluate(ctx, n, flakeRef, opts, opts.Toplevel)
+	perHost := false
+	if err != nil && opts.Toplevel && ctx.Err() == nil {
+		// builtins.tryEval catches throw and assert, not a missing
+		// attribute or a type error: one such toplevel fails the whole
+		// evaluation. Evaluate the options alone, then each selected
+		// toplevel alone, so that only the broken host fails.
+		var err2 error
+		if raw, err2 = evaluate(ctx, n, flakeRef, opts, false); err2 == nil {
+			err, perHost = nil, true
+		}
 	}
-	sels := make([]sel, len(opts.Selectors))
-	for i, s := range opts.Selectors {
-		sels[i] = sel{s.Tag, s.Regex}
-	}
-	arg, err := json.Marshal(map[string]any{"all": opts.All, "deployableOnly": opts.DeployableOnly, "sels": sels, "toplevel": opts.Toplevel})
 	if err != nil {
 		return nil, err
-	}
-	// One line, so that the command -v prints stays readable.
-	expr := strings.Join(strings.Fields(evalExpr), " ")
-	apply := fmt.Sprintf("let args = builtins.fromJSON %s; in %s", nixString(string(arg)), expr)
-	out, err := n.Nix(ctx, "eval", "--json", flakeRef+"#nixosConfigurations", "--apply", apply)
-	if err != nil {
-		return nil, fmt.Errorf("evaluate %s: %w", flakeRef, err)
-	}
-	var raw map[string]struct {
-		Deployment json.RawMessage `json:"deployment"`
-		DrvPath    string          `json:"drvPath"`
-		OutPath    string          `json:"toplevel"`
-		Failed     bool            `json:"failed"`
-	}
-	if err := json.Unmarshal(out, &raw); err != nil {
-		return nil, fmt.Errorf("evaluate %s: reading nix eval output: %w", flakeRef, err)
 	}
 	inv := &Inventory{FlakeRef: flakeRef}
 	var errs []error
@@ -127,16 +114,65 @@ func Load(ctx context.Context, n *nix.CLI, flakeRef string, opts LoadOptions) (*
 	}
 	if opts.Toplevel {
 		for _, h := range inv.Selected {
-			if h.EvalError != "" {
-				h.EvalError = evalErrorText(ctx, n, flakeRef, h.Name)
-				continue
-			}
-			if h.DrvPath == "" {
+			switch {
+			case perHost || h.EvalError != "":
+				// Alone, Nix says what is wrong.
+				h.DrvPath, h.OutPath, h.EvalError = evalToplevel(ctx, n, flakeRef, h.Name)
+			case h.DrvPath == "":
 				return nil, fmt.Errorf("%s: internal error: selected in Go but not by the evaluation", h.Name)
 			}
 		}
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
 	}
 	return inv, nil
+}
+
+type evaluated struct {
+	Deployment json.RawMessage `json:"deployment"`
+	DrvPath    string          `json:"drvPath"`
+	OutPath    string          `json:"toplevel"`
+	Failed     bool            `json:"failed"`
+}
+
+// evaluate runs the one nix eval over nixosConfigurations.
+func evaluate(ctx context.Context, n *nix.CLI, flakeRef string, opts LoadOptions, toplevel bool) (map[string]evaluated, error) {
+	type sel struct {
+		Tag bool    `json:"tag"`
+		Re  string  `json:"re"`
+		Lit *string `json:"lit"`
+	}
+	sels := make([]sel, len(opts.Selectors))
+	for i, s := range opts.Selectors {
+		sels[i] = sel{Tag: s.Tag, Re: s.Regex}
+		if s.Literal {
+			lit := s.Raw
+			if s.Tag {
+				lit = s.Raw[1:]
+			}
+			sels[i].Lit = &lit
+		}
+	}
+	arg, err := json.Marshal(map[string]any{"all": opts.All, "deployableOnly": opts.DeployableOnly, "sels": sels, "toplevel": toplevel})
+	if err != nil {
+		return nil, err
+	}
+	// One line, so that the command -v prints stays readable.
+	expr := strings.Join(strings.Fields(evalExpr), " ")
+	apply := fmt.Sprintf("let args = builtins.fromJSON %s; in %s", nixString(string(arg)), expr)
+	out, err := n.Nix(ctx, "eval", "--json", flakeRef+"#nixosConfigurations", "--apply", apply)
+	if err != nil {
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
+		return nil, fmt.Errorf("evaluate %s: %w", flakeRef, err)
+	}
+	var raw map[string]evaluated
+	if err := json.Unmarshal(out, &raw); err != nil {
+		return nil, fmt.Errorf("evaluate %s: reading nix eval output: %w", flakeRef, err)
+	}
+	return raw, nil
 }
 
 // evalExpr maps nixosConfigurations to { deployment; drvPath; toplevel; failed; }
@@ -144,8 +180,8 @@ func Load(ctx context.Context, n *nix.CLI, flakeRef string, opts LoadOptions) (*
 // The deployment set is made JSON-safe without copying anything into the
 // store: paths become strings (a key file given as a path must not be copied
 // into the world-readable store), derivations their outPath, functions null.
-// Selection is repeated here (args.sels, from the same regexes Go uses) so
-// that only the selected hosts' toplevels are evaluated.
+// Selection is repeated here (args.sels: the literal names and the same
+// regexes Go uses) so that only the selected hosts' toplevels are evaluated.
 const evalExpr = `configs:
   let
     clean = v:
@@ -156,12 +192,12 @@ const evalExpr = `configs:
         (if v ? outPath then toString v.outPath else builtins.mapAttrs (_: clean) v)
       else v;
     strings = l: if builtins.isList l then builtins.filter builtins.isString l else [ ];
-    matches = re: s: builtins.match re s != null;
+    matches = s: v: if s.lit != null then v == s.lit else builtins.match s.re v != null;
     selected = name: d:
       if args.all then !(args.deployableOnly && d ? targetHost && d.targetHost == null)
       else builtins.any (s:
-        if s.tag then builtins.any (matches s.re) (strings (d.tags or [ ]))
-        else matches s.re name) args.sels;
+        if s.tag then builtins.any (matches s) (strings (d.tags or [ ]))
+        else matches s name) args.sels;
   in builtins.mapAttrs (name: c:
     let
       d = c.config.deployment or { };
@@ -174,15 +210,21 @@ const evalExpr = `configs:
           else { failed = true; })
   ) configs`
 
-// evalErrorText re-evaluates one host whose toplevel failed, only to show
-// Nix's own error message.
-func evalErrorText(ctx context.Context, n *nix.CLI, flakeRef, host string) string {
-	attr := fmt.Sprintf("%s#nixosConfigurations.%s.config.system.build.toplevel.drvPath", flakeRef, nixString(host))
-	_, err := n.Nix(ctx, "eval", "--raw", attr)
-	if err == nil {
-		return "evaluation of config.system.build.toplevel failed"
+// evalToplevel evaluates one host's toplevel alone: its derivation and
+// output paths, or Nix's own error message.
+func evalToplevel(ctx context.Context, n *nix.CLI, flakeRef, host string) (drv, out, evalErr string) {
+	// The host is picked inside the expression: any attribute name works
+	// there, while a URL fragment refuses some.
+	apply := fmt.Sprintf("cs: let t = cs.${%s}.config.system.build.toplevel; in { drv = t.drvPath; out = t.outPath; }", nixString(host))
+	res, err := n.Nix(ctx, "eval", "--json", flakeRef+"#nixosConfigurations", "--apply", apply)
+	if err != nil {
+		return "", "", err.Error()
 	}
-	return err.Error()
+	var v struct{ Drv, Out string }
+	if err := json.Unmarshal(res, &v); err != nil || v.Drv == "" {
+		return "", "", fmt.Sprintf("reading nix eval output %q: %v", res, err)
+	}
+	return v.Drv, v.Out, ""
 }
 
 // nixString quotes s as a Nix string literal.

@@ -122,23 +122,39 @@ func TestSelectNoMatchSuggests(t *testing.T) {
 }
 
 func TestParseSelectorsRejects(t *testing.T) {
-	for _, bad := range []string{"-oProxyCommand=x", "@", "web[", `a\b`, "@-x"} {
+	for _, bad := range []string{"-oProxyCommand=x", "@", "web[", `a\b*`, "@-x"} {
 		if _, err := ParseSelectors([]string{bad}); err == nil {
 			t.Errorf("ParseSelectors(%q) accepted it", bad)
 		}
 	}
 }
 
-func TestGlobRegexEscapesPunctuation(t *testing.T) {
-	sels, err := ParseSelectors([]string{"a.b+c"})
+func TestNonASCII(t *testing.T) {
+	sels, err := ParseSelectors([]string{"café", "@été"})
 	if err != nil {
 		t.Fatal(err)
 	}
-	h := &Host{Name: "a.b+c"}
+	if !sels[0].matches(&Host{Name: "café"}) || !sels[1].matches(&Host{Name: "x", Tags: []string{"été"}}) {
+		t.Error("exact non-ASCII names and tags must select")
+	}
+	if _, err := ParseSelectors([]string{"caf?"}); err != nil {
+		t.Errorf("an ASCII glob was refused: %v", err)
+	}
+	if _, err := ParseSelectors([]string{"caf*é"}); err == nil || !strings.Contains(err.Error(), "must be ASCII") {
+		t.Errorf("a non-ASCII glob = %v, want a refusal", err)
+	}
+}
+
+func TestGlobRegexEscapesPunctuation(t *testing.T) {
+	sels, err := ParseSelectors([]string{"a.b+c*"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := &Host{Name: "a.b+cd"}
 	if !sels[0].matches(h) {
 		t.Errorf("%s does not match itself (regex %s)", h.Name, sels[0].Regex)
 	}
-	if sels[0].matches(&Host{Name: "aXb+c"}) {
+	if sels[0].matches(&Host{Name: "aXb+cd"}) {
 		t.Errorf("'.' in a glob matched any character (regex %s)", sels[0].Regex)
 	}
 }

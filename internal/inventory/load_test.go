@@ -34,6 +34,8 @@ func TestLoadEvaluatesOnlySelectedToplevels(t *testing.T) {
       "web-1" = sys "web-1" { tags = [ "web" "edge-eu" ]; keyFile = ./flake.nix; };
       "web-2" = sys "web-2" { tags = [ "web" ]; targetPort = 2222; };
       "db.1" = sys "db" { tags = [ "db" ]; };
+      "café" = sys "cafe" { tags = [ "été" ]; };
+      typo = { config.system.build.toplevel = { }.missing-attribute; };
       builder = sys "builder" { targetHost = null; };
       broken = { config.system.build.toplevel = throw "broken on purpose"; };
     };
@@ -52,7 +54,9 @@ func TestLoadEvaluatesOnlySelectedToplevels(t *testing.T) {
 	}{
 		{[]string{"@edge-*", "db.1"}, false, "db.1,web-1"},
 		{[]string{"web-?"}, false, "web-1,web-2"},
-		{nil, true, "broken,db.1,web-1,web-2"},
+		{[]string{"café", "@été"}, false, "café"},
+		{[]string{"d?.[0-9]"}, false, "db.1"},
+		{nil, true, "broken,café,db.1,typo,web-1,web-2"},
 	} {
 		sels, err := ParseSelectors(tc.args)
 		if err != nil {
@@ -66,9 +70,9 @@ func TestLoadEvaluatesOnlySelectedToplevels(t *testing.T) {
 			t.Errorf("Load(%v) selected %s, want %s", tc.args, got, tc.want)
 		}
 		for _, h := range inv.Selected {
-			if h.Name == "broken" {
+			if h.Name == "broken" || h.Name == "typo" {
 				if h.EvalError == "" {
-					t.Errorf("broken host selected by --all has no evaluation error")
+					t.Errorf("%s, selected by --all, has no evaluation error", h.Name)
 				}
 				continue
 			}
@@ -94,13 +98,18 @@ func TestLoadEvaluatesOnlySelectedToplevels(t *testing.T) {
 			}
 		}
 	}
-	sels, _ := ParseSelectors([]string{"broken"})
+	// A throw (caught by tryEval) and a missing attribute (not caught)
+	// each fail only their host, with Nix's message.
+	sels, _ := ParseSelectors([]string{"broken", "typo", "web-1"})
 	inv, err := Load(context.Background(), n, ref, LoadOptions{Selectors: sels, Toplevel: true})
 	if err != nil {
 		t.Fatalf("a host whose toplevel fails must not fail the whole load: %v", err)
 	}
-	if got := inv.Selected[0].EvalError; !strings.Contains(got, "broken on purpose") {
-		t.Errorf("eval error of broken host = %q, want Nix's message", got)
+	for _, h := range inv.Selected {
+		want := map[string]string{"broken": "broken on purpose", "typo": "missing-attribute", "web-1": ""}[h.Name]
+		if want == "" && (h.EvalError != "" || h.DrvPath == "") || want != "" && !strings.Contains(h.EvalError, want) {
+			t.Errorf("%s: eval error %q drv %q, want error containing %q", h.Name, h.EvalError, h.DrvPath, want)
+		}
 	}
 }
 

@@ -12,6 +12,9 @@ import (
 type Selector struct {
 	Raw string
 	Tag bool
+	// Literal is a selector without glob characters: it is compared as a
+	// string, so any host name can be selected exactly.
+	Literal bool
 	// Regex is a POSIX extended / RE2 expression (the common subset) that
 	// matches the whole name or tag. Nix's builtins.match and Go's regexp
 	// read it the same way.
@@ -35,6 +38,11 @@ func ParseSelectors(args []string) ([]Selector, error) {
 		if strings.HasPrefix(pat, "-") {
 			return nil, fmt.Errorf("selector %q: names may not begin with '-'", a)
 		}
+		if !strings.ContainsAny(pat, "*?[") {
+			s.Literal = true
+			sels = append(sels, s)
+			continue
+		}
 		re, err := globRegex(pat)
 		if err != nil {
 			return nil, fmt.Errorf("selector %q: %w", a, err)
@@ -51,8 +59,15 @@ func ParseSelectors(args []string) ([]Selector, error) {
 
 // globRegex turns a shell glob (*, ?, [class], [!class]) into a regular
 // expression in the subset that POSIX ERE and RE2 agree on: literal
-// punctuation is written as a one-character bracket expression.
+// punctuation is written as a one-character bracket expression. Globs are
+// ASCII only: Nix matches bytes where Go matches characters, so "?" would
+// mean different things for other text.
 func globRegex(glob string) (string, error) {
+	for _, r := range glob {
+		if r > 0x7e {
+			return "", fmt.Errorf("glob patterns must be ASCII (%q is not); name such a host exactly", r)
+		}
+	}
 	var b strings.Builder
 	for i := 0; i < len(glob); i++ {
 		c := glob[i]
@@ -88,14 +103,21 @@ func globRegex(glob string) (string, error) {
 
 func (s Selector) matches(h *Host) bool {
 	if !s.Tag {
-		return s.re.MatchString(h.Name)
+		return s.match(h.Name)
 	}
 	for _, t := range h.Tags {
-		if s.re.MatchString(t) {
+		if s.match(t) {
 			return true
 		}
 	}
 	return false
+}
+
+func (s Selector) match(v string) bool {
+	if s.Literal {
+		return v == strings.TrimPrefix(s.Raw, "@")
+	}
+	return s.re.MatchString(v)
 }
 
 // Select returns the hosts that any selector matches, in name order; with
