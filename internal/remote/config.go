@@ -222,18 +222,6 @@ func (c *sshConfig) get(over map[string][]string, alias, key string) string {
 	return ""
 }
 
-func (c *sshConfig) getAll(over map[string][]string, alias, key string) []string {
-	if v := over[strings.ToLower(key)]; len(v) > 0 {
-		return v
-	}
-	for _, f := range c.files {
-		if v, err := f.GetAll(alias, key); err == nil && len(v) > 0 {
-			return v
-		}
-	}
-	return nil
-}
-
 // parseOptions reads OpenSSH command-line options into ssh_config keys.
 func parseOptions(args []string) (map[string][]string, error) {
 	over := map[string][]string{}
@@ -349,7 +337,14 @@ func (c *sshConfig) resolveEndpoint(t Target, withHops bool) (*Endpoint, error) 
 		e.User = "root"
 	}
 
-	ids := c.getAll(over, alias, "IdentityFile")
+	// IdentityFile accumulates, as in OpenSSH: -i first, then every
+	// matching line of every file.
+	ids := append([]string{}, over["identityfile"]...)
+	for _, f := range c.files {
+		if v, err := f.GetAll(alias, "IdentityFile"); err == nil {
+			ids = append(ids, v...)
+		}
+	}
 	e.IdentitiesExplicit = len(ids) > 0
 	if !e.IdentitiesExplicit {
 		for _, n := range []string{"id_rsa", "id_ecdsa", "id_ecdsa_sk", "id_ed25519", "id_ed25519_sk"} {

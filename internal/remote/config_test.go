@@ -65,9 +65,12 @@ Host *
 	if err != nil || e.Port != 22 || e.User != "root" {
 		t.Errorf("target port/user did not override config: %+v %v", e, err)
 	}
-	e, err = c.resolve(Target{Host: "web-1", Port: 22, User: "root", Options: []string{"-p", "2300", "-oUser=bob", "-o", "ProxyJump=none"}})
+	e, err = c.resolve(Target{Host: "web-1", Port: 22, User: "root", Options: []string{"-p", "2300", "-oUser=bob", "-o", "ProxyJump=none", "-i", "/k"}})
 	if err != nil || e.Port != 2300 || e.User != "bob" || e.ProxyJump != nil {
 		t.Errorf("sshOptions did not override: %+v %v", e, err)
+	}
+	if strings.Join(e.IdentityFiles, " ") != "/k /home/u/.ssh/deploy_key" {
+		t.Errorf("identity files %v, want -i's first, then the config's", e.IdentityFiles)
 	}
 	// A host the config does not mention gets the defaults.
 	e, err = c.resolve(Target{Host: "db"})
