@@ -66,24 +66,10 @@ func TestAgentAuthentication(t *testing.T) {
 // TestHandshakeDeadline: a server that accepts TCP but never speaks SSH
 // fails the connection after ConnectTimeout instead of hanging it.
 func TestHandshakeDeadline(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			defer c.Close() // hold it open, silent
-		}
-	}()
-	port := ln.Addr().(*net.TCPAddr).Port
+	port := silentServer(t)
 	d := newDialer(t, fmt.Sprintf("Host silent\n  HostName 127.0.0.1\n  Port %d\n  ConnectTimeout 1\n", port))
 	start := time.Now()
-	_, err = d.Dial(context.Background(), remote.Target{Name: "silent", Host: "silent"})
+	_, err := d.Dial(context.Background(), remote.Target{Name: "silent", Host: "silent"})
 	if err == nil || !strings.Contains(err.Error(), "no answer within 1s") {
 		t.Errorf("Dial to a silent server = %v", err)
 	}
@@ -97,24 +83,10 @@ func TestHandshakeDeadline(t *testing.T) {
 // hosts through an Include.
 func TestHandshakeDeadlineThroughJump(t *testing.T) {
 	e := startFleet(t, fixture.Host{Name: "alpha"})
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			defer c.Close()
-		}
-	}()
 	d := newDialer(t, fmt.Sprintf("Host silent\n  HostName 127.0.0.1\n  Port %d\n  ConnectTimeout 1\n  ProxyJump alpha\n\nInclude %s\n",
-		ln.Addr().(*net.TCPAddr).Port, e.fleet.SSHConfig))
+		silentServer(t), e.fleet.SSHConfig))
 	start := time.Now()
-	_, err = d.Dial(context.Background(), remote.Target{Name: "silent", Host: "silent"})
+	_, err := d.Dial(context.Background(), remote.Target{Name: "silent", Host: "silent"})
 	if err == nil || !strings.Contains(err.Error(), "no answer within 1s") {
 		t.Errorf("Dial through a jump host to a silent server = %v", err)
 	}
@@ -156,6 +128,27 @@ func TestKeepaliveClosesDeadConnection(t *testing.T) {
 	case <-time.After(15 * time.Second):
 		t.Fatal("the command still waits 15s after the network died: keepalives did not close the connection")
 	}
+}
+
+// silentServer listens on a loopback port, accepts connections and never
+// says anything on them, until the test ends.
+func silentServer(t *testing.T) int {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			t.Cleanup(func() { c.Close() })
+		}
+	}()
+	return ln.Addr().(*net.TCPAddr).Port
 }
 
 func newDialer(t *testing.T, config string) *remote.Dialer {

@@ -239,7 +239,7 @@ exec ` + sshdPath + ` -D -e -f /run/fleet/sshd_config
 func (h *Host) start(log io.Writer) error {
 	cmd := exec.Command("unshare", "--mount", "--pid", "--fork", "--kill-child", "--propagation", "private", "--mount-proc",
 		"sh", "-c", hostScript, "fleet-host", h.Root)
-	h.stderr = &lockedBuffer{}
+	h.stderr = newLockedBuffer()
 	var w io.Writer = h.stderr
 	if log != nil {
 		w = io.MultiWriter(h.stderr, &prefixWriter{w: log, prefix: "[" + h.Name + " sshd] "})
@@ -320,23 +320,7 @@ func (f *Fleet) SSH(ctx context.Context, host, command string) (string, error) {
 	return stdout.String(), nil
 }
 
-type lockedBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *lockedBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *lockedBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
+// lockedWriter serialises writes to w.
 type lockedWriter struct {
 	mu sync.Mutex
 	w  io.Writer
@@ -346,6 +330,24 @@ func (l *lockedWriter) Write(p []byte) (int, error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return l.w.Write(p)
+}
+
+// lockedBuffer is a bytes.Buffer that goroutines may write and read.
+type lockedBuffer struct {
+	buf bytes.Buffer
+	lockedWriter
+}
+
+func newLockedBuffer() *lockedBuffer {
+	b := &lockedBuffer{}
+	b.lockedWriter.w = &b.buf
+	return b
+}
+
+func (b *lockedBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
 }
 
 type prefixWriter struct {
