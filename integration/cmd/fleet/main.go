@@ -70,6 +70,8 @@ func run() int {
 	cmd := exec.CommandContext(ctx, flag.Arg(0), flag.Args()[1:]...)
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = os.Stdin, os.Stdout, os.Stderr
 	cmd.Env = append(os.Environ(), "FLEET_DIR="+*dir, "FLEET_SSH_CONFIG="+f.SSHConfig, "FLEET_FLAKE="+flakeDir)
+	// The command goes when the fleet does, even if this process is killed.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	if err := cmd.Run(); err != nil {
 		if ee, ok := err.(*exec.ExitError); ok {
 			return ee.ExitCode()
