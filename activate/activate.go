@@ -25,12 +25,16 @@ type Options struct {
 	Stdout, Stderr io.Writer
 }
 
-// Activate makes toplevel the target's system for action: for switch and
-// boot it sets the system profile, then it runs the toplevel's own
-// switch-to-configuration.
+// Activate makes toplevel the target's system for action: it realises the
+// toplevel in the target's store (a no-op when pushed; from the target's
+// own substituters otherwise), for switch and boot sets the system profile,
+// then runs the toplevel's own switch-to-configuration.
 func Activate(ctx context.Context, r Runner, toplevel, action string, opts Options) error {
 	if !validAction(action) {
 		return fmt.Errorf("unknown action %q (want switch, boot, test or dry-activate)", action)
+	}
+	if err := r.Run(ctx, remote.Cmd{Argv: []string{"nix-store", "--realise", toplevel}, Root: true, Stdout: opts.Stdout, Stderr: opts.Stderr}); err != nil {
+		return fmt.Errorf("realise %s: %w", toplevel, err)
 	}
 	if action == "switch" || action == "boot" {
 		err := r.Run(ctx, remote.Cmd{Argv: []string{"nix-env", "-p", SystemProfile, "--set", toplevel}, Root: true, Stdout: opts.Stdout, Stderr: opts.Stderr})

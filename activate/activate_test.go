@@ -27,14 +27,17 @@ func (r *recorder) Run(_ context.Context, cmd remote.Cmd) error {
 	return nil
 }
 
-const top = "/nix/store/aaaa-nixos-system-h1"
+const (
+	top     = "/nix/store/aaaa-nixos-system-h1"
+	realise = "nix-store --realise " + top
+)
 
 func TestActivateRunsProfileThenSwitch(t *testing.T) {
 	for action, want := range map[string][]string{
-		"switch":       {"nix-env -p " + SystemProfile + " --set " + top, top + "/bin/switch-to-configuration switch"},
-		"boot":         {"nix-env -p " + SystemProfile + " --set " + top, top + "/bin/switch-to-configuration boot"},
-		"test":         {top + "/bin/switch-to-configuration test"},
-		"dry-activate": {top + "/bin/switch-to-configuration dry-activate"},
+		"switch":       {realise, "nix-env -p " + SystemProfile + " --set " + top, top + "/bin/switch-to-configuration switch"},
+		"boot":         {realise, "nix-env -p " + SystemProfile + " --set " + top, top + "/bin/switch-to-configuration boot"},
+		"test":         {realise, top + "/bin/switch-to-configuration test"},
+		"dry-activate": {realise, top + "/bin/switch-to-configuration dry-activate"},
 	} {
 		r := &recorder{}
 		if err := Activate(context.Background(), r, top, action, Options{}); err != nil {
@@ -60,8 +63,13 @@ func TestActivateErrors(t *testing.T) {
 	}
 	r = &recorder{fail: "nix-env"}
 	err = Activate(context.Background(), r, top, "switch", Options{})
-	if err == nil || !strings.HasPrefix(err.Error(), "set system profile: ") || len(r.cmds) != 1 {
+	if err == nil || !strings.HasPrefix(err.Error(), "set system profile: ") || len(r.cmds) != 2 {
 		t.Errorf("a failed profile update must stop before the switch: %v, ran %v", err, r.cmds)
+	}
+	r = &recorder{fail: "--realise"}
+	err = Activate(context.Background(), r, top, "switch", Options{})
+	if err == nil || !strings.HasPrefix(err.Error(), "realise "+top+": ") || len(r.cmds) != 1 {
+		t.Errorf("a path missing on the target must stop before the profile: %v, ran %v", err, r.cmds)
 	}
 	r = &recorder{}
 	if err := Activate(context.Background(), r, top, "reboot", Options{}); err == nil || len(r.cmds) != 0 {

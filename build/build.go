@@ -6,6 +6,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"slices"
 	"strings"
 
 	"github.com/deployctl/deployctl/internal/nix"
@@ -65,12 +66,16 @@ func Build(ctx context.Context, n *nix.CLI, reqs []Request) ([]Result, error) {
 		}
 	} else {
 		// Some may have built: ask the store which outputs exist.
-		valid, err := validPaths(ctx, n, reqs)
+		outs := make([]string, len(reqs))
+		for i, r := range reqs {
+			outs[i] = r.OutPath
+		}
+		missing, err := Missing(ctx, n, outs)
 		if err != nil {
 			return nil, fmt.Errorf("build: %w (and checking which outputs exist: %v)", buildErr, err)
 		}
 		for _, r := range reqs {
-			if valid[r.OutPath] {
+			if !slices.Contains(missing, r.OutPath) {
 				built[r.DrvPath] = r.OutPath
 			}
 		}
@@ -89,23 +94,15 @@ func Build(ctx context.Context, n *nix.CLI, reqs []Request) ([]Result, error) {
 	return results, nil
 }
 
-// validPaths asks the local store which of the requests' outputs are valid.
-func validPaths(ctx context.Context, n *nix.CLI, reqs []Request) (map[string]bool, error) {
-	args := []string{"--check-validity", "--print-invalid"}
-	for _, r := range reqs {
-		args = append(args, r.OutPath)
+// Missing returns those of paths that the local store does not hold, with
+// one nix-store call.
+func Missing(ctx context.Context, n *nix.CLI, paths []string) ([]string, error) {
+	if len(paths) == 0 {
+		return nil, nil
 	}
-	out, err := n.Run(ctx, nil, "nix-store", args...)
+	out, err := n.Run(ctx, nil, "nix-store", append([]string{"--check-validity", "--print-invalid"}, paths...)...)
 	if err != nil {
 		return nil, err
 	}
-	invalid := map[string]bool{}
-	for _, l := range strings.Split(string(out), "\n") {
-		invalid[strings.TrimSpace(l)] = true
-	}
-	valid := map[string]bool{}
-	for _, r := range reqs {
-		valid[r.OutPath] = !invalid[r.OutPath]
-	}
-	return valid, nil
+	return strings.Fields(string(out)), nil
 }

@@ -13,7 +13,10 @@ import (
 	"github.com/deployctl/deployctl/internal/rollout"
 )
 
-type buildOptions struct{ selection }
+type buildOptions struct {
+	selection
+	manifestOut string
+}
 
 func newBuildCommand(g *globals) *cobra.Command {
 	var opts buildOptions
@@ -23,12 +26,17 @@ func newBuildCommand(g *globals) *cobra.Command {
 		Long: `Evaluate the selected hosts in one Nix evaluation and build all their
 config.system.build.toplevel derivations in one 'nix build', so shared
 dependencies are built once. A host whose evaluation or build fails is
-reported with Nix's error; the others still build.`,
+reported with Nix's error; the others still build.
+
+--manifest-out writes a manifest (and --json prints it on stdout): per host
+its system, derivation, closure size and deployment options, so that push,
+activate and deploy --manifest can run later, elsewhere, without evaluating.`,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return runBuild(cmd.Context(), g, opts, args)
 		},
 	}
 	opts.register(cmd, false)
+	cmd.Flags().StringVar(&opts.manifestOut, "manifest-out", "", "write the build manifest to `FILE`")
 	return cmd
 }
 
@@ -61,7 +69,60 @@ func runBuild(ctx context.Context, g *globals, opts buildOptions, args []string)
 			outcomes[i].OK = true
 		}
 	}
-	return g.summarize("build", outcomes)
+	if opts.manifestOut != "" || g.json {
+		m, err := g.manifest(ctx, inv, results)
+		if err != nil {
+			return err
+		}
+		if opts.manifestOut != "" {
+			if err := build.WriteManifest(opts.manifestOut, m); err != nil {
+				return err
+			}
+			g.log.Info("wrote manifest " + opts.manifestOut)
+		}
+		if g.json {
+			enc := json.NewEncoder(g.inv.Stdout)
+			enc.SetIndent("", "  ")
+			if err := enc.Encode(m); err != nil {
+				return err
+			}
+		}
+	}
+	printSummary(g.inv.Stderr, "build", outcomes)
+	return failures(outcomes)
+}
+
+// manifest records a build: the flake as given and locked, and per host
+// its system, derivation, closure size and deployment options.
+func (g *globals) manifest(ctx context.Context, inv *inventory.Inventory, results map[string]built) (*build.Manifest, error) {
+	n := g.nix()
+	flake, err := build.ResolveFlake(ctx, n, inv.FlakeRef)
+	if err != nil {
+		return nil, err
+	}
+	var tops []string
+	for _, h := range inv.Selected {
+		if t := results[h.Name].Toplevel; t != "" {
+			tops = append(tops, t)
+		}
+	}
+	stats, err := build.Closures(ctx, n, tops)
+	if err != nil {
+		return nil, err
+	}
+	m := &build.Manifest{Version: build.ManifestVersion, Deployctl: Version, Created: time.Now().UTC().Truncate(time.Second), Flake: flake, Hosts: map[string]*build.ManifestHost{}}
+	for _, h := range inv.Selected {
+		r := results[h.Name]
+		mh := &build.ManifestHost{DrvPath: h.DrvPath, Deployment: h.Deployment}
+		if r.Err != nil {
+			mh.Step, mh.Error = stepOf(r.Err)
+		} else {
+			st := stats[r.Toplevel]
+			mh.Toplevel, mh.BuiltOn, mh.ClosurePaths, mh.NarSize = r.Toplevel, "local", st.Paths, st.NarSize
+		}
+		m.Hosts[h.Name] = mh
+	}
+	return m, nil
 }
 
 // built is a host's toplevel, or the error (step-tagged) that kept it from
@@ -99,12 +160,8 @@ func buildSelected(ctx context.Context, g *globals, hosts []*inventory.Host) (ma
 // summarize prints the outcomes (a table on stderr; JSON on stdout with
 // --json) and returns the error that sets the exit code.
 func (g *globals) summarize(command string, outcomes []hostOutcome) error {
-	failed := 0
 	for i := range outcomes {
 		outcomes[i].Millis = outcomes[i].Duration.Milliseconds()
-		if !outcomes[i].OK {
-			failed++
-		}
 	}
 	if g.json {
 		enc := json.NewEncoder(g.inv.Stdout)
@@ -119,6 +176,17 @@ func (g *globals) summarize(command string, outcomes []hostOutcome) error {
 		}
 	}
 	printSummary(g.inv.Stderr, command, outcomes)
+	return failures(outcomes)
+}
+
+// failures is the error that sets the exit code for outcomes, or nil.
+func failures(outcomes []hostOutcome) error {
+	failed := 0
+	for _, o := range outcomes {
+		if !o.OK {
+			failed++
+		}
+	}
 	if failed > 0 {
 		return &hostsFailedError{failed: failed, total: len(outcomes)}
 	}

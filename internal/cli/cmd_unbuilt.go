@@ -20,16 +20,6 @@ func notBuilt(use, short, why string) *cobra.Command {
 	}
 }
 
-func newPushCommand(*globals) *cobra.Command {
-	return notBuilt("push [SELECTORS…]", "Copy built closures to their targets",
-		"pushing on its own needs the build manifest, which comes with the build phase; 'deployctl deploy' pushes today")
-}
-
-func newActivateCommand(*globals) *cobra.Command {
-	return notBuilt("activate [SELECTORS…]", "Activate pushed systems on their targets",
-		"activating on its own needs the build manifest, which comes with the build phase; 'deployctl deploy' activates today")
-}
-
 func newRollbackCommand(*globals) *cobra.Command {
 	return notBuilt("rollback [SELECTORS…]", "Put hosts back on the system that ran before the last deploy",
 		"rollback needs the per-host deploy journal of the activate phase")

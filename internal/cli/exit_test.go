@@ -51,7 +51,9 @@ func TestMainExitCodes(t *testing.T) {
 		{[]string{"list", "--bogus"}, 2},
 		{[]string{"-p", "0", "list"}, 2},
 		{[]string{"deploy", "--all", "--action", "x"}, 2},
-		{[]string{"push"}, 1},
+		{[]string{"push"}, 2},
+		{[]string{"activate", "--manifest", "/nonexistent", "--all"}, 2},
+		{[]string{"rollback"}, 1},
 		{[]string{"status"}, 1},
 	} {
 		if got, stderr := run(tc.args...); got != tc.want {

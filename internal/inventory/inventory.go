@@ -36,6 +36,8 @@ type Host struct {
 	// Extra holds the deployment options this phase does not read
 	// (healthChecks, keys, …), as Nix gave them.
 	Extra map[string]json.RawMessage
+	// Deployment is config.deployment as Nix gave it, for the manifest.
+	Deployment json.RawMessage
 
 	// DrvPath and OutPath are the toplevel's, set only for selected hosts.
 	DrvPath, OutPath string
@@ -91,7 +93,7 @@ func Load(ctx context.Context, n *nix.CLI, flakeRef string, opts LoadOptions) (*
 	inv := &Inventory{FlakeRef: flakeRef}
 	var errs []error
 	for name, r := range raw {
-		h, err := decodeHost(name, r.Deployment)
+		h, err := Decode(name, r.Deployment)
 		if err != nil {
 			errs = append(errs, err)
 			continue
@@ -235,9 +237,15 @@ func nixString(s string) string {
 	return strings.ReplaceAll(string(b), "${", `\${`)
 }
 
-func decodeHost(name string, raw json.RawMessage) (*Host, error) {
+// Decode reads one host's config.deployment (nil or null: all defaults),
+// checking each option's type.
+func Decode(name string, raw json.RawMessage) (*Host, error) {
+	if len(raw) == 0 {
+		raw = json.RawMessage("null")
+	}
 	h := &Host{
 		Name:                       name,
+		Deployment:                 raw,
 		TargetHost:                 name,
 		TargetUser:                 "root",
 		PrivilegeEscalationCommand: slices.Clone(DefaultPrivilegeEscalation),

@@ -14,7 +14,7 @@ func hosts(t *testing.T, specs map[string]string) []*Host {
 		if !ok {
 			continue
 		}
-		h, err := decodeHost(name, json.RawMessage(d))
+		h, err := Decode(name, json.RawMessage(d))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -84,15 +84,15 @@ func TestSelectAll(t *testing.T) {
 
 func TestDefaultsAreNotShared(t *testing.T) {
 	// Decoding one host's list must not write into another's default.
-	a, err := decodeHost("a", json.RawMessage(`{"privilegeEscalationCommand":["doas"]}`))
+	a, err := Decode("a", json.RawMessage(`{"privilegeEscalationCommand":["doas"]}`))
 	if err != nil {
 		t.Fatal(err)
 	}
-	b, err := decodeHost("b", nil)
+	b, err := Decode("b", nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	c, err := decodeHost("c", json.RawMessage(`{"privilegeEscalationCommand":["run0"]}`))
+	c, err := Decode("c", json.RawMessage(`{"privilegeEscalationCommand":["run0"]}`))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -160,7 +160,7 @@ func TestGlobRegexEscapesPunctuation(t *testing.T) {
 }
 
 func TestDecodeHostDefaults(t *testing.T) {
-	h, err := decodeHost("h1", nil)
+	h, err := Decode("h1", nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -168,7 +168,7 @@ func TestDecodeHostDefaults(t *testing.T) {
 		strings.Join(h.PrivilegeEscalationCommand, " ") != "sudo -H --" {
 		t.Errorf("defaults wrong: %+v", h)
 	}
-	h, err = decodeHost("h2", json.RawMessage(`{"targetHost":null,"targetUser":null,"targetPort":2222,"healthChecks":{"cmd":[]},"keys":{}}`))
+	h, err = Decode("h2", json.RawMessage(`{"targetHost":null,"targetUser":null,"targetPort":2222,"healthChecks":{"cmd":[]},"keys":{}}`))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -189,9 +189,9 @@ func TestDecodeHostTypeErrorsNameHostAndOption(t *testing.T) {
 		`{"privilegeEscalationCommand":null}`: `web-1: deployment.privilegeEscalationCommand: expected a list of strings, got null`,
 		`[1]`:                                 `web-1: deployment: expected an attribute set, got [1]`,
 	} {
-		_, err := decodeHost("web-1", json.RawMessage(raw))
+		_, err := Decode("web-1", json.RawMessage(raw))
 		if err == nil || err.Error() != want {
-			t.Errorf("decodeHost(%s) error = %v, want %s", raw, err, want)
+			t.Errorf("Decode(%s) error = %v, want %s", raw, err, want)
 		}
 	}
 }

@@ -63,3 +63,25 @@ func TestFlakeRef(t *testing.T) {
 		t.Error("FlakeRef of a directory without flake.nix succeeded")
 	}
 }
+
+func TestParsePathInfoBothShapes(t *testing.T) {
+	old := `[{"path":"/nix/store/a-x","narHash":"sha256-A","narSize":10,"references":["/nix/store/b-y"]},
+	         {"path":"/nix/store/b-y","narHash":"sha256-B","narSize":5,"references":[]},
+	         {"path":"/nix/store/c-invalid","valid":false}]`
+	current := `{"/nix/store/a-x":{"narHash":"sha256-A","narSize":10,"references":["/nix/store/b-y"]},
+	             "/nix/store/b-y":{"narHash":"sha256-B","narSize":5,"references":[]},
+	             "/nix/store/c-invalid":null}`
+	for name, in := range map[string]string{"2.8": old, "2.19+": current} {
+		got, err := ParsePathInfo([]byte(in))
+		if err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		if len(got) != 2 || got["/nix/store/a-x"].NarSize != 10 || got["/nix/store/a-x"].References[0] != "/nix/store/b-y" ||
+			got["/nix/store/b-y"].Path != "/nix/store/b-y" {
+			t.Errorf("%s: %+v", name, got)
+		}
+	}
+	if _, err := ParsePathInfo([]byte(`"nonsense"`)); err == nil {
+		t.Error("nonsense accepted")
+	}
+}

@@ -1,0 +1,180 @@
+package build
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/deployctl/deployctl/internal/nix"
+)
+
+// ManifestVersion is the version of the manifest format this code writes
+// and reads.
+const ManifestVersion = 1
+
+// Manifest records what a build produced: for each host, its system
+// closure and where it lives, and the deployment options push and
+// activate need, so that they can run later, elsewhere, without evaluating.
+type Manifest struct {
+	Version   int                      `json:"version"`
+	Deployctl string                   `json:"deployctl"`
+	Created   time.Time                `json:"created"`
+	Flake     FlakeInfo                `json:"flake"`
+	Hosts     map[string]*ManifestHost `json:"hosts"`
+}
+
+// FlakeInfo is the flake a manifest was built from.
+type FlakeInfo struct {
+	// Ref is the reference as the user gave it (after a plain directory
+	// became path:DIR).
+	Ref string `json:"ref"`
+	// URL is the locked reference; Revision the git revision, if any.
+	URL      string `json:"url,omitempty"`
+	Revision string `json:"revision,omitempty"`
+}
+
+// ManifestHost is one host's entry.
+type ManifestHost struct {
+	Toplevel string `json:"toplevel,omitempty"`
+	DrvPath  string `json:"drvPath,omitempty"`
+	// BuiltOn is "local", "target", or the builder's name.
+	BuiltOn      string `json:"builtOn,omitempty"`
+	ClosurePaths int    `json:"closurePaths,omitempty"`
+	NarSize      int64  `json:"narSize,omitempty"`
+	// Deployment is the host's config.deployment as evaluated.
+	Deployment json.RawMessage `json:"deployment"`
+	// Step and Error say why a host has no toplevel.
+	Step  string `json:"step,omitempty"`
+	Error string `json:"error,omitempty"`
+}
+
+// Names returns the manifest's host names in order.
+func (m *Manifest) Names() []string {
+	names := make([]string, 0, len(m.Hosts))
+	for n := range m.Hosts {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	return names
+}
+
+// WriteManifest writes m to path atomically (a temporary file renamed into
+// place), so a reader never sees half a manifest.
+func WriteManifest(path string, m *Manifest) error {
+	data, err := json.MarshalIndent(m, "", "  ")
+	if err != nil {
+		return err
+	}
+	tmp, err := os.CreateTemp(filepath.Dir(path), ".manifest-*")
+	if err != nil {
+		return fmt.Errorf("write manifest: %w", err)
+	}
+	defer os.Remove(tmp.Name())
+	if _, err := tmp.Write(append(data, '\n')); err != nil {
+		tmp.Close()
+		return fmt.Errorf("write manifest: %w", err)
+	}
+	if err := tmp.Close(); err != nil {
+		return fmt.Errorf("write manifest: %w", err)
+	}
+	if err := os.Chmod(tmp.Name(), 0o644); err != nil {
+		return fmt.Errorf("write manifest: %w", err)
+	}
+	if err := os.Rename(tmp.Name(), path); err != nil {
+		return fmt.Errorf("write manifest: %w", err)
+	}
+	return nil
+}
+
+// ReadManifest reads and checks a manifest.
+func ReadManifest(r io.Reader) (*Manifest, error) {
+	var m Manifest
+	dec := json.NewDecoder(r)
+	if err := dec.Decode(&m); err != nil {
+		return nil, fmt.Errorf("read manifest: %w", err)
+	}
+	if m.Version != ManifestVersion {
+		return nil, fmt.Errorf("read manifest: version %d, but this deployctl reads version %d", m.Version, ManifestVersion)
+	}
+	if len(m.Hosts) == 0 {
+		return nil, errors.New("read manifest: it lists no hosts")
+	}
+	for name, h := range m.Hosts {
+		if h == nil {
+			return nil, fmt.Errorf("read manifest: host %s: empty entry", name)
+		}
+		if h.Error == "" && !strings.HasPrefix(h.Toplevel, "/") {
+			return nil, fmt.Errorf("read manifest: host %s: no toplevel and no error", name)
+		}
+	}
+	return &m, nil
+}
+
+// ResolveFlake asks Nix for the locked URL and revision of ref, without
+// evaluating it.
+func ResolveFlake(ctx context.Context, n *nix.CLI, ref string) (FlakeInfo, error) {
+	out, err := n.Nix(ctx, "flake", "metadata", "--json", ref)
+	if err != nil {
+		return FlakeInfo{}, fmt.Errorf("flake metadata %s: %w", ref, err)
+	}
+	var md struct {
+		URL      string `json:"url"`
+		Revision string `json:"revision"`
+	}
+	if err := json.Unmarshal(out, &md); err != nil {
+		return FlakeInfo{}, fmt.Errorf("flake metadata %s: %w", ref, err)
+	}
+	return FlakeInfo{Ref: ref, URL: md.URL, Revision: md.Revision}, nil
+}
+
+// ClosureStats is the size of one closure.
+type ClosureStats struct {
+	Paths   int
+	NarSize int64
+}
+
+// Closures measures the closure of each toplevel with one `nix path-info
+// --recursive` call for all of them.
+func Closures(ctx context.Context, n *nix.CLI, toplevels []string) (map[string]ClosureStats, error) {
+	if len(toplevels) == 0 {
+		return nil, nil
+	}
+	out, err := n.Nix(ctx, append([]string{"path-info", "--json", "--recursive"}, toplevels...)...)
+	if err != nil {
+		return nil, fmt.Errorf("nix path-info: %w", err)
+	}
+	infos, err := nix.ParsePathInfo(out)
+	if err != nil {
+		return nil, err
+	}
+	stats := map[string]ClosureStats{}
+	for _, top := range toplevels {
+		seen := map[string]bool{}
+		stack := []string{top}
+		var st ClosureStats
+		for len(stack) > 0 {
+			p := stack[len(stack)-1]
+			stack = stack[:len(stack)-1]
+			if seen[p] {
+				continue
+			}
+			seen[p] = true
+			info, ok := infos[p]
+			if !ok {
+				return nil, fmt.Errorf("nix path-info: no information on %s, in the closure of %s", p, top)
+			}
+			st.Paths++
+			st.NarSize += info.NarSize
+			stack = append(stack, info.References...)
+		}
+		stats[top] = st
+	}
+	return stats, nil
+}

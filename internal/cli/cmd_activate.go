@@ -1,0 +1,44 @@
+package cli
+
+import (
+	"context"
+
+	"github.com/spf13/cobra"
+)
+
+type activateOptions struct {
+	selection
+	source
+	action string
+}
+
+func newActivateCommand(g *globals) *cobra.Command {
+	var opts activateOptions
+	cmd := &cobra.Command{
+		Use:   "activate [SELECTORS…|--all]",
+		Short: "Activate the selected hosts' pushed systems",
+		Long: `On each selected host: realise its system in the host's own store (it was
+pushed, or the host's substituters have it), set the system profile (switch
+and boot) and run the system's switch-to-configuration ACTION. With
+--manifest, the systems come from a build manifest and nothing is
+evaluated; otherwise the flake is evaluated and built first.`,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return runActivate(cmd.Context(), g, opts, args)
+		},
+	}
+	opts.selection.register(cmd, true)
+	opts.source.register(cmd.Flags(), false)
+	cmd.Flags().StringVar(&opts.action, "action", "switch", "switch-to-configuration `ACTION`: switch, boot, test or dry-activate")
+	return cmd
+}
+
+func runActivate(ctx context.Context, g *globals, opts activateOptions, args []string) error {
+	if !validAction(opts.action) {
+		return usageErrorf("--action %q: want switch, boot, test or dry-activate", opts.action)
+	}
+	p, err := g.plan(ctx, args, opts.selection, opts.source)
+	if err != nil {
+		return err
+	}
+	return g.runHosts(ctx, "activate", p, g.activateStep(opts.action))
+}

@@ -1,0 +1,260 @@
+package cli
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/deployctl/deployctl/activate"
+	"github.com/deployctl/deployctl/build"
+	"github.com/deployctl/deployctl/internal/inventory"
+	"github.com/deployctl/deployctl/internal/remote"
+	"github.com/deployctl/deployctl/internal/rollout"
+	"github.com/deployctl/deployctl/push"
+)
+
+// plan is the hosts a command works on, and how their systems are had.
+type plan struct {
+	hosts []*inventory.Host
+	// closures builds the flake, or checks that the manifest's (or the
+	// --closure) paths exist. It runs after every target is resolved and
+	// before any host is contacted.
+	closures func(ctx context.Context) (map[string]built, error)
+}
+
+// source says where a command's systems come from.
+type source struct {
+	manifest string // --manifest FILE: no evaluation at all
+	closure  string // --closure PATH: one prebuilt system, one host, no flake
+}
+
+func (s *source) register(f interface {
+	StringVar(*string, string, string, string)
+}, closure bool) {
+	f.StringVar(&s.manifest, "manifest", "", "take the systems from this build manifest (deployctl build --manifest-out) instead of evaluating the flake")
+	if closure {
+		f.StringVar(&s.closure, "closure", "", "deploy this prebuilt system (a /nix/store path) to the one host named, without a flake")
+	}
+}
+
+func (g *globals) plan(ctx context.Context, args []string, sel selection, src source) (*plan, error) {
+	switch {
+	case src.closure != "" && (src.manifest != "" || sel.all || len(args) != 1):
+		return nil, usageErrorf("--closure takes exactly one host name, and no --manifest or --all")
+	case src.closure != "":
+		return g.planClosure(args[0], src.closure)
+	case src.manifest != "":
+		return g.planManifest(args, sel, src.manifest)
+	}
+	inv, err := g.load(ctx, args, sel, true, true)
+	if err != nil {
+		return nil, err
+	}
+	return &plan{hosts: inv.Selected, closures: func(ctx context.Context) (map[string]built, error) {
+		return buildSelected(ctx, g, inv.Selected)
+	}}, nil
+}
+
+func (g *globals) planClosure(host, closure string) (*plan, error) {
+	if !strings.HasPrefix(closure, "/nix/store/") {
+		return nil, usageErrorf("--closure %s: not a /nix/store path", closure)
+	}
+	sels, err := inventory.ParseSelectors([]string{host})
+	if err != nil || !sels[0].Literal || sels[0].Tag {
+		return nil, usageErrorf("--closure: %q is not a host name", host)
+	}
+	h, err := inventory.Decode(host, nil)
+	if err != nil {
+		return nil, usageError{err}
+	}
+	return &plan{hosts: []*inventory.Host{h}, closures: func(ctx context.Context) (map[string]built, error) {
+		if err := g.checkLocal(ctx, []string{closure}); err != nil {
+			return nil, err
+		}
+		if _, err := os.Stat(closure + "/bin/switch-to-configuration"); err != nil {
+			return nil, fmt.Errorf("--closure %s is not a NixOS system: it has no bin/switch-to-configuration", closure)
+		}
+		return map[string]built{host: {Toplevel: closure}}, nil
+	}}, nil
+}
+
+func (g *globals) planManifest(args []string, sel selection, path string) (*plan, error) {
+	if !sel.all && len(args) == 0 {
+		return nil, usageErrorf("no hosts selected: name hosts, globs (web-*) or tags (@db), or pass --all")
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, usageError{err}
+	}
+	defer f.Close()
+	m, err := build.ReadManifest(f)
+	if err != nil {
+		return nil, usageErrorf("%s: %w", path, err)
+	}
+	var hosts []*inventory.Host
+	var errs []error
+	for _, name := range m.Names() {
+		h, err := inventory.Decode(name, m.Hosts[name].Deployment)
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		hosts = append(hosts, h)
+	}
+	if len(errs) > 0 {
+		return nil, usageErrorf("%s: %w", path, errors.Join(errs...))
+	}
+	sels, err := inventory.ParseSelectors(args)
+	if err != nil {
+		return nil, usageError{err}
+	}
+	selected, err := inventory.Select(hosts, sels, sel.all, true)
+	if err != nil {
+		return nil, usageErrorf("%s: %w", path, err)
+	}
+	return &plan{hosts: selected, closures: func(ctx context.Context) (map[string]built, error) {
+		out := map[string]built{}
+		var local []string
+		for _, h := range selected {
+			mh := m.Hosts[h.Name]
+			switch {
+			case mh.Error != "":
+				step := mh.Step
+				if step == "" {
+					step = "build"
+				}
+				out[h.Name] = built{Err: rollout.Step(step, fmt.Errorf("in the manifest: %s", mh.Error))}
+			case mh.BuiltOn != "" && mh.BuiltOn != "local":
+				out[h.Name] = built{Err: rollout.Step("push", fmt.Errorf("built on %s: pushing from a builder is not built yet", mh.BuiltOn))}
+			default:
+				out[h.Name] = built{Toplevel: mh.Toplevel}
+				local = append(local, mh.Toplevel)
+			}
+		}
+		if err := g.checkLocal(ctx, local); err != nil {
+			return nil, fmt.Errorf("%s: %w", path, err)
+		}
+		return out, nil
+	}}, nil
+}
+
+// checkLocal fails, naming them, when any of paths is missing from the
+// local store.
+func (g *globals) checkLocal(ctx context.Context, paths []string) error {
+	missing, err := build.Missing(ctx, g.nix(), paths)
+	if err != nil {
+		return err
+	}
+	if len(missing) > 0 {
+		return fmt.Errorf("not in the local store (garbage-collected? build again, or keep them with GC roots): %s", strings.Join(missing, " "))
+	}
+	return nil
+}
+
+// hostStep is one thing done to a host over its connection.
+type hostStep struct {
+	name string
+	run  func(ctx context.Context, conn *remote.Conn, h *inventory.Host, toplevel string) error
+}
+
+func (g *globals) pushStep() hostStep {
+	return hostStep{"push", func(ctx context.Context, conn *remote.Conn, h *inventory.Host, toplevel string) error {
+		if err := push.NixCopy(ctx, g.nix(), conn.Endpoint(), g.sshConfig, toplevel); err != nil {
+			return err
+		}
+		g.log.Info("pushed", "host", h.Name, "toplevel", toplevel)
+		return nil
+	}}
+}
+
+func (g *globals) activateStep(action string) hostStep {
+	return hostStep{"activate", func(ctx context.Context, conn *remote.Conn, h *inventory.Host, toplevel string) error {
+		var out activate.Options
+		if g.verbose {
+			w := g.handler.Lines(h.Name)
+			defer w.Close()
+			out.Stdout, out.Stderr = w, w
+		} else {
+			out.Stdout = io.Discard
+		}
+		if err := activate.Activate(ctx, conn, toplevel, action, out); err != nil {
+			return err
+		}
+		g.log.Info(action+" done", "host", h.Name)
+		return nil
+	}}
+}
+
+// runHosts checks every selected host can be reached as configured, gets
+// the systems, then runs steps on each host over one SSH connection, at
+// most --parallel at once, and summarises.
+func (g *globals) runHosts(ctx context.Context, command string, p *plan, steps ...hostStep) error {
+	for _, h := range p.hosts {
+		if !h.Deployable() {
+			return usageErrorf("%s is build-only (deployment.targetHost = null): it cannot be deployed", h.Name)
+		}
+	}
+	d, err := g.dialer()
+	if err != nil {
+		return err
+	}
+	// Resolve every target before anything runs, so a bad sshOptions or
+	// ssh config entry stops the run with nothing done.
+	for _, h := range p.hosts {
+		ep, err := d.Resolve(targetOf(h))
+		if err == nil {
+			_, err = push.NixSSHOpts(ep, g.sshConfig)
+		}
+		if err != nil {
+			return usageErrorf("%s: %w", h.Name, err)
+		}
+	}
+	closures, err := p.closures(ctx)
+	if err != nil {
+		return err
+	}
+	byName := map[string]*inventory.Host{}
+	names := make([]string, len(p.hosts))
+	for i, h := range p.hosts {
+		byName[h.Name] = h
+		names[i] = h.Name
+	}
+	results := rollout.Each(ctx, names, g.parallel, func(ctx context.Context, name string) error {
+		b := closures[name]
+		if b.Err != nil {
+			return b.Err
+		}
+		h := byName[name]
+		start := time.Now()
+		conn, err := d.Dial(ctx, targetOf(h))
+		if err != nil {
+			return rollout.Step("connect", err)
+		}
+		defer conn.Close()
+		g.log.Info("connected", "host", name, "to", conn.Endpoint().Destination()+" ("+conn.Endpoint().Addr()+")")
+		for _, s := range steps {
+			if err := s.run(ctx, conn, h, b.Toplevel); err != nil {
+				return rollout.Step(s.name, err)
+			}
+		}
+		g.log.Debug(command+" finished", "host", name, "took", time.Since(start).Round(10*time.Millisecond).String())
+		return nil
+	})
+	outcomes := make([]hostOutcome, len(results))
+	for i, r := range results {
+		outcomes[i] = hostOutcome{Host: r.Host, Toplevel: closures[r.Host].Toplevel, Duration: r.Duration, OK: r.Err == nil}
+		if r.Err != nil {
+			outcomes[i].Step, outcomes[i].Error = stepOf(r.Err)
+		}
+	}
+	if ctx.Err() != nil {
+		// Some hosts may have switched: say which, on stdout too.
+		_ = g.summarize(command+" (interrupted)", outcomes)
+		return ctx.Err()
+	}
+	return g.summarize(command, outcomes)
+}
