@@ -246,3 +246,44 @@ func TestInterruptExits130(t *testing.T) {
 		t.Errorf("interruption not reported as such:\n%s", r.stderr)
 	}
 }
+
+// TestTwoHostsOneTargetRefused: two configurations resolving to the same
+// machine (as with a default networking.hostName) refuse the run.
+func TestTwoHostsOneTargetRefused(t *testing.T) {
+	e := startFleet(t, fixture.Host{Name: "alpha"})
+	e.writeFlake(
+		fixture.Host{Name: "alpha"},
+		fixture.Host{Name: "web-1", Deployment: map[string]any{"targetHost": "alpha"}},
+	)
+	r := e.deployctl("deploy", "--all")
+	r.wantCode(t, 2)
+	if !strings.Contains(r.stderr, "alpha and web-1 both deploy to 127.0.0.") {
+		t.Errorf("the refusal does not name both hosts and the target:\n%s", r.stderr)
+	}
+	if got := e.currentSystem("alpha"); got != "" {
+		t.Errorf("alpha was switched to %s", got)
+	}
+}
+
+// TestBrokenDeploymentBlockFailsOnlyItsHost: a host whose deployment options
+// do not evaluate is left out, with a warning, of selections that do not
+// name it; naming it, or --all, refuses the run.
+func TestBrokenDeploymentBlockFailsOnlyItsHost(t *testing.T) {
+	e := startFleet(t, fixture.Host{Name: "alpha"}, fixture.Host{Name: "beta"})
+	e.writeFlake(fixture.Host{Name: "alpha"}, fixture.Host{Name: "beta", DeploymentThrows: "The option `deployment.helthChecks' does not exist."})
+	r := e.deployctl("deploy", "alpha")
+	r.wantCode(t, 0)
+	if !strings.Contains(r.stderr, "[beta] warning: left out: its config.deployment does not evaluate") {
+		t.Errorf("no warning about beta:\n%s", r.stderr)
+	}
+	for _, args := range [][]string{{"deploy", "beta"}, {"deploy", "--all"}} {
+		r := e.deployctl(args...)
+		r.wantCode(t, 2)
+		if !strings.Contains(r.stderr, "beta: config.deployment does not evaluate") || !strings.Contains(r.stderr, "helthChecks") {
+			t.Errorf("%v: %s", args, r.stderr)
+		}
+	}
+	if got := e.currentSystem("beta"); got != "" {
+		t.Errorf("beta was switched to %s", got)
+	}
+}

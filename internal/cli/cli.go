@@ -214,6 +214,10 @@ func (g *globals) load(ctx context.Context, args []string, sel selection, requir
 		}
 		return nil, err
 	}
+	for _, b := range inv.Broken {
+		first, _, _ := strings.Cut(strings.TrimSpace(b.Err), "\n")
+		g.log.Warn("left out: its config.deployment does not evaluate", "host", b.Name, "err", first)
+	}
 	return inv, nil
 }
 

@@ -203,7 +203,10 @@ func (g *globals) runHosts(ctx context.Context, command string, p *plan, steps .
 		return err
 	}
 	// Resolve every target before anything runs, so a bad sshOptions or
-	// ssh config entry stops the run with nothing done.
+	// ssh config entry stops the run with nothing done, and so does two
+	// hosts resolving to one machine (for example two configurations that
+	// leave networking.hostName at its default).
+	targets := map[string]string{}
 	for _, h := range p.hosts {
 		ep, err := d.Resolve(targetOf(h))
 		if err == nil {
@@ -212,6 +215,14 @@ func (g *globals) runHosts(ctx context.Context, command string, p *plan, steps .
 		if err != nil {
 			return usageErrorf("%s: %w", h.Name, err)
 		}
+		key := ep.Addr()
+		for i := len(ep.Hops) - 1; i >= 0; i-- {
+			key = ep.Hops[i].Addr() + " → " + key
+		}
+		if other, ok := targets[key]; ok {
+			return usageErrorf("%s and %s both deploy to %s: one machine cannot run two systems (check deployment.targetHost)", other, h.Name, key)
+		}
+		targets[key] = h.Name
 	}
 	closures, err := p.closures(ctx)
 	if err != nil {

@@ -59,6 +59,36 @@ type Inventory struct {
 	FlakeRef string
 	Hosts    []*Host
 	Selected []*Host
+	// Broken are hosts whose config.deployment does not evaluate: left out
+	// of Hosts, so a tag cannot select them.
+	Broken []*BrokenHost
+}
+
+// BrokenHost is a host whose deployment options do not evaluate.
+type BrokenHost struct {
+	Name string
+	Err  string
+}
+
+// brokenSelected reports whether a name selector (not a tag: a broken
+// host has no known tags) picks name.
+func brokenSelected(name string, sels []Selector) bool {
+	for _, s := range sels {
+		if !s.Tag && s.match(name) {
+			return true
+		}
+	}
+	return false
+}
+
+// evalDeploymentError evaluates one host's deployment options alone, only
+// to get Nix's error message.
+func evalDeploymentError(ctx context.Context, n *nix.CLI, flakeRef, host string) string {
+	apply := fmt.Sprintf("cs: builtins.deepSeq cs.${%s}.config.deployment null", nixString(host))
+	if _, err := n.Nix(ctx, "eval", "--json", flakeRef+"#nixosConfigurations", "--apply", apply); err != nil {
+		return err.Error()
+	}
+	return "it failed in the combined evaluation"
 }
 
 // LoadOptions says which hosts to select and whether their toplevels are
@@ -93,6 +123,10 @@ func Load(ctx context.Context, n *nix.CLI, flakeRef string, opts LoadOptions) (*
 	inv := &Inventory{FlakeRef: flakeRef}
 	var errs []error
 	for name, r := range raw {
+		if r.DeploymentFailed {
+			inv.Broken = append(inv.Broken, &BrokenHost{Name: name, Err: evalDeploymentError(ctx, n, flakeRef, name)})
+			continue
+		}
 		h, err := Decode(name, r.Deployment)
 		if err != nil {
 			errs = append(errs, err)
@@ -108,6 +142,18 @@ func Load(ctx context.Context, n *nix.CLI, flakeRef string, opts LoadOptions) (*
 		return nil, &OptionError{errors.Join(errs...)}
 	}
 	sort.Slice(inv.Hosts, func(i, j int) bool { return inv.Hosts[i].Name < inv.Hosts[j].Name })
+	sort.Slice(inv.Broken, func(i, j int) bool { return inv.Broken[i].Name < inv.Broken[j].Name })
+	// A broken host that the selection would include fails the run before
+	// anything is done; --all includes every one.
+	var named []string
+	for _, b := range inv.Broken {
+		if opts.All || brokenSelected(b.Name, opts.Selectors) {
+			named = append(named, fmt.Sprintf("%s: config.deployment does not evaluate: %s", b.Name, b.Err))
+		}
+	}
+	if len(named) > 0 {
+		return nil, &OptionError{errors.New(strings.Join(named, "\n"))}
+	}
 	if len(opts.Selectors) > 0 || opts.All {
 		inv.Selected, err = Select(inv.Hosts, opts.Selectors, opts.All, opts.DeployableOnly)
 		if err != nil {
@@ -132,10 +178,11 @@ func Load(ctx context.Context, n *nix.CLI, flakeRef string, opts LoadOptions) (*
 }
 
 type evaluated struct {
-	Deployment json.RawMessage `json:"deployment"`
-	DrvPath    string          `json:"drvPath"`
-	OutPath    string          `json:"toplevel"`
-	Failed     bool            `json:"failed"`
+	Deployment       json.RawMessage `json:"deployment"`
+	DeploymentFailed bool            `json:"deploymentFailed"`
+	DrvPath          string          `json:"drvPath"`
+	OutPath          string          `json:"toplevel"`
+	Failed           bool            `json:"failed"`
 }
 
 // evaluate runs the one nix eval over nixosConfigurations.
@@ -182,6 +229,9 @@ func evaluate(ctx context.Context, n *nix.CLI, flakeRef string, opts LoadOptions
 // The deployment set is made JSON-safe without copying anything into the
 // store: paths become strings (a key file given as a path must not be copied
 // into the world-readable store), derivations their outPath, functions null.
+// A deployment block that does not evaluate (a throw, an undeclared
+// option) marks only its host (deploymentFailed), and its toplevel is not
+// evaluated. The expression must hold no comments: it is sent as one line.
 // Selection is repeated here (args.sels: the literal names and the same
 // regexes Go uses) so that only the selected hosts' toplevels are evaluated.
 const evalExpr = `configs:
@@ -202,11 +252,12 @@ const evalExpr = `configs:
         else matches s name) args.sels;
   in builtins.mapAttrs (name: c:
     let
-      d = c.config.deployment or { };
+      dt = builtins.tryEval (let v = clean (c.config.deployment or { }); in builtins.deepSeq v v);
+      d = if dt.success then dt.value else { };
       top = c.config.system.build.toplevel;
       drv = builtins.tryEval top.drvPath;
-      want = args.toplevel && selected name d;
-    in { deployment = clean d; }
+      want = args.toplevel && dt.success && selected name d;
+    in { deployment = if dt.success then d else null; deploymentFailed = !dt.success; }
       // (if !want then { }
           else if drv.success then { drvPath = drv.value; toplevel = top.outPath; }
           else { failed = true; })
@@ -278,6 +329,7 @@ func Decode(name string, raw json.RawMessage) (*Host, error) {
 		}
 	}
 	var port int
+	emptyTarget := string(fields["targetHost"]) == `""`
 	opt("targetHost", &h.TargetHost, true, func() { h.TargetHost = "" })
 	opt("targetPort", &port, true, nil)
 	opt("targetUser", &h.TargetUser, true, func() { h.TargetUser = "" })
@@ -289,7 +341,9 @@ func Decode(name string, raw json.RawMessage) (*Host, error) {
 	if port < 0 || port > 65535 {
 		errs = append(errs, fmt.Errorf("%s: deployment.targetPort: %d is not a TCP port", name, port))
 	}
-	if strings.HasPrefix(h.TargetHost, "-") || strings.ContainsAny(h.TargetHost, " \t\n") {
+	if emptyTarget {
+		errs = append(errs, fmt.Errorf(`%s: deployment.targetHost is "" (use null to make the host build-only)`, name))
+	} else if strings.HasPrefix(h.TargetHost, "-") || strings.ContainsAny(h.TargetHost, " \t\n") {
 		errs = append(errs, fmt.Errorf("%s: deployment.targetHost: %q is not a host name", name, h.TargetHost))
 	}
 	if strings.HasPrefix(h.TargetUser, "-") || strings.ContainsAny(h.TargetUser, " \t\n@") {

@@ -187,6 +187,7 @@ func TestDecodeHostTypeErrorsNameHostAndOption(t *testing.T) {
 		`{"buildOnTarget":1}`:                 `web-1: deployment.buildOnTarget: expected a boolean, got 1`,
 		`{"targetHost":"-oProxyCommand=x"}`:   `web-1: deployment.targetHost: "-oProxyCommand=x" is not a host name`,
 		`{"privilegeEscalationCommand":null}`: `web-1: deployment.privilegeEscalationCommand: expected a list of strings, got null`,
+		`{"targetHost":""}`:                   `web-1: deployment.targetHost is "" (use null to make the host build-only)`,
 		`[1]`:                                 `web-1: deployment: expected an attribute set, got [1]`,
 	} {
 		_, err := Decode("web-1", json.RawMessage(raw))

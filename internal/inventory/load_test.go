@@ -3,6 +3,7 @@ package inventory
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"io"
 	"log/slog"
 	"os"
@@ -36,6 +37,7 @@ func TestLoadEvaluatesOnlySelectedToplevels(t *testing.T) {
       "db.1" = sys "db" { tags = [ "db" ]; };
       "café" = sys "cafe" { tags = [ "été" ]; };
       typo = { config.system.build.toplevel = { }.missing-attribute; };
+      badopts = { config.deployment = { tags = [ "x" ]; } // throw "no such option deployment.helthChecks"; config.system.build.toplevel = throw "unused"; };
       builder = sys "builder" { targetHost = null; };
       broken = { config.system.build.toplevel = throw "broken on purpose"; };
     };
@@ -56,7 +58,6 @@ func TestLoadEvaluatesOnlySelectedToplevels(t *testing.T) {
 		{[]string{"web-?"}, false, "web-1,web-2"},
 		{[]string{"café", "@été"}, false, "café"},
 		{[]string{"d?.[0-9]"}, false, "db.1"},
-		{nil, true, "broken,café,db.1,typo,web-1,web-2"},
 	} {
 		sels, err := ParseSelectors(tc.args)
 		if err != nil {
@@ -98,10 +99,28 @@ func TestLoadEvaluatesOnlySelectedToplevels(t *testing.T) {
 			}
 		}
 	}
+	// A host whose deployment block does not evaluate is left out (and
+	// reported) unless the selection includes it, which refuses the run.
+	inv, err := Load(context.Background(), n, ref, LoadOptions{})
+	if err != nil {
+		t.Fatalf("an unselected broken deployment block stopped the load: %v", err)
+	}
+	if len(inv.Broken) != 1 || inv.Broken[0].Name != "badopts" || !strings.Contains(inv.Broken[0].Err, "deployment.helthChecks") {
+		t.Errorf("Broken = %+v, want badopts with Nix's message", inv.Broken)
+	}
+	for _, args := range [][]string{{"badopts"}, {"bad*"}, nil} {
+		sels, _ := ParseSelectors(args)
+		_, err := Load(context.Background(), n, ref, LoadOptions{Selectors: sels, All: args == nil, Toplevel: true})
+		var oe *OptionError
+		if !errors.As(err, &oe) || !strings.Contains(err.Error(), "badopts: config.deployment does not evaluate") {
+			t.Errorf("selecting %v (nil: --all) = %v, want an option error naming badopts", args, err)
+		}
+	}
+
 	// A throw (caught by tryEval) and a missing attribute (not caught)
 	// each fail only their host, with Nix's message.
 	sels, _ := ParseSelectors([]string{"broken", "typo", "web-1"})
-	inv, err := Load(context.Background(), n, ref, LoadOptions{Selectors: sels, Toplevel: true})
+	inv, err = Load(context.Background(), n, ref, LoadOptions{Selectors: sels, Toplevel: true})
 	if err != nil {
 		t.Fatalf("a host whose toplevel fails must not fail the whole load: %v", err)
 	}
