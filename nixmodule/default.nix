@@ -58,5 +58,29 @@ in
         `-i` and `-J`. They override the SSH configuration.
       '';
     };
+
+    # Declared so that an existing Colmena or morph `deployment` block
+    # evaluates unchanged. deployctl does not act on these yet; their exact
+    # shapes come with the phases that use them.
+    allowLocalDeployment = mkOption {
+      type = types.bool;
+      default = false;
+      description = "Colmena's option: allow deploying to the machine deployctl runs on. Not acted on yet.";
+    };
+    replaceUnknownProfiles = mkOption {
+      type = types.bool;
+      default = true;
+      description = "Colmena's option. Not acted on yet.";
+    };
+    keys = mkOption {
+      type = types.attrsOf types.anything;
+      default = { };
+      description = "Secrets to upload, in Colmena's shape. Not acted on yet.";
+    };
+    healthChecks = mkOption {
+      type = types.attrsOf types.anything;
+      default = { };
+      description = "Health checks, in morph's shape (`cmd`, `http`). Not acted on yet.";
+    };
   };
 }

@@ -3,10 +3,14 @@
 package nixmodule
 
 import (
+	"encoding/json"
+	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 
+	"github.com/deployctl/deployctl/internal/inventory"
 	"github.com/deployctl/deployctl/internal/nixtest"
 )
 
@@ -19,9 +23,61 @@ func TestModuleParses(t *testing.T) {
 	if err != nil {
 		t.Fatalf("default.nix does not parse: %v\n%s", err, out)
 	}
-	for _, opt := range []string{"targetHost", "targetPort", "targetUser", "tags", "buildOnTarget", "privilegeEscalationCommand", "sshOptions"} {
+	for _, opt := range []string{"targetHost", "targetPort", "targetUser", "tags", "buildOnTarget", "privilegeEscalationCommand", "sshOptions",
+		"allowLocalDeployment", "replaceUnknownProfiles", "keys", "healthChecks"} {
 		if !strings.Contains(string(out), opt+" = ") {
 			t.Errorf("default.nix does not declare deployment.%s", opt)
 		}
+	}
+}
+
+// TestModuleEvaluatesWithNixpkgsLib evaluates the module with the nixpkgs
+// lib checkout named by NIXPKGS_LIB (for example nix-community/nixpkgs.lib),
+// and checks that deployctl reads what it yields as the module means it.
+func TestModuleEvaluatesWithNixpkgsLib(t *testing.T) {
+	libDir := os.Getenv("NIXPKGS_LIB")
+	if libDir == "" {
+		t.Skip("NIXPKGS_LIB is unset: set it to a nixpkgs lib checkout (nix-community/nixpkgs.lib) to evaluate the module")
+	}
+	nixtest.Require(t, "nix-instantiate")
+	lib, err := filepath.Abs(filepath.Join(libDir, "lib"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err := exec.Command("nix-instantiate", "--eval", "--strict", "--json", "testdata/eval.nix", "--arg", "lib", "import "+lib).Output()
+	if err != nil {
+		var stderr []byte
+		if ee, ok := err.(*exec.ExitError); ok {
+			stderr = ee.Stderr
+		}
+		t.Fatalf("evaluating the module: %v\n%s", err, stderr)
+	}
+	var got map[string]json.RawMessage
+	if err := json.Unmarshal(out, &got); err != nil {
+		t.Fatal(err)
+	}
+	colmena, err := inventory.Decode("web-1", got["colmena"])
+	if err != nil {
+		t.Fatalf("deployctl rejects the module's output for a Colmena block: %v", err)
+	}
+	if colmena.TargetHost != "web-1.example.org" || colmena.TargetPort != 2222 || colmena.TargetUser != "deploy" ||
+		strings.Join(colmena.Tags, ",") != "web,eu" || !colmena.BuildOnTarget || strings.Join(colmena.PrivilegeEscalationCommand, " ") != "doas" ||
+		strings.Join(colmena.SSHOptions, " ") != "-J bastion" || colmena.Extra["keys"] == nil {
+		t.Errorf("Colmena block read back as %+v", colmena)
+	}
+	plain, err := inventory.Decode("db-1", got["plain"])
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The module's defaults, as deployctl reads them, are deployctl's own.
+	bare, err := inventory.Decode("db-1", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if plain.TargetHost != bare.TargetHost || plain.TargetPort != bare.TargetPort || plain.TargetUser != bare.TargetUser ||
+		len(plain.Tags) != len(bare.Tags) || plain.BuildOnTarget != bare.BuildOnTarget ||
+		strings.Join(plain.PrivilegeEscalationCommand, " ") != strings.Join(bare.PrivilegeEscalationCommand, " ") ||
+		len(plain.SSHOptions) != len(bare.SSHOptions) {
+		t.Errorf("module defaults %+v differ from deployctl's %+v", plain, bare)
 	}
 }
