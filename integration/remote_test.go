@@ -83,7 +83,7 @@ func TestHandshakeDeadline(t *testing.T) {
 // hosts through an Include.
 func TestHandshakeDeadlineThroughJump(t *testing.T) {
 	e := startFleet(t, fixture.Host{Name: "alpha"})
-	d := newDialer(t, fmt.Sprintf("Host silent\n  HostName 127.0.0.1\n  Port %d\n  ConnectTimeout 1\n  ProxyJump alpha\n\nInclude %s\n",
+	d := newDialer(t, fmt.Sprintf("Host silent\n  HostName 127.0.0.1\n  Port %d\n  ConnectTimeout 1\n  ProxyJump alpha\nHost *\n  Include %s\n",
 		silentServer(t), e.fleet.SSHConfig))
 	start := time.Now()
 	_, err := d.Dial(context.Background(), remote.Target{Name: "silent", Host: "silent"})

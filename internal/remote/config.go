@@ -68,48 +68,90 @@ func joinHostPort(host string, port int) string {
 	return host + ":" + strconv.Itoa(port)
 }
 
-// sshConfig is the parsed ssh configuration: either the --ssh-config file
-// alone (as `ssh -F`), or ~/.ssh/config then /etc/ssh/ssh_config.
+// sshConfig is the ssh configuration: either the --ssh-config file alone
+// (as `ssh -F`), or ~/.ssh/config then /etc/ssh/ssh_config. It is
+// evaluated for each destination, as OpenSSH does, because Include and
+// Match depend on the destination.
 type sshConfig struct {
-	custom    string
-	files     []*sshconfig.Config
+	sources   []configSource
 	home      string
 	localUser string
 }
 
+type configSource struct {
+	path string
+	// includeDir is where relative Include paths resolve.
+	includeDir string
+}
+
 func loadSSHConfig(custom, home, localUser string) (*sshConfig, error) {
-	c := &sshConfig{custom: custom, home: home, localUser: localUser}
-	type source struct {
-		path, includeDir string
-	}
-	sources := []source{{filepath.Join(home, ".ssh", "config"), filepath.Join(home, ".ssh")}, {"/etc/ssh/ssh_config", "/etc/ssh"}}
+	c := &sshConfig{home: home, localUser: localUser}
+	candidates := []configSource{{filepath.Join(home, ".ssh", "config"), filepath.Join(home, ".ssh")}, {"/etc/ssh/ssh_config", "/etc/ssh"}}
 	if custom != "" {
-		sources = []source{{custom, filepath.Join(home, ".ssh")}}
+		candidates = []configSource{{custom, filepath.Join(home, ".ssh")}}
 	}
-	for _, s := range sources {
-		text, err := c.flatten(s.path, s.includeDir, 0)
-		if err != nil {
+	for _, src := range candidates {
+		if _, err := os.Stat(src.path); err != nil {
 			if errors.Is(err, fs.ErrNotExist) && custom == "" {
 				continue
 			}
 			return nil, fmt.Errorf("ssh config: %w", err)
 		}
-		cfg, err := sshconfig.Decode(strings.NewReader(text))
-		if err != nil {
-			return nil, fmt.Errorf("ssh config %s: %w", s.path, err)
-		}
-		c.files = append(c.files, cfg)
+		c.sources = append(c.sources, src)
+	}
+	// Read everything once now, so that a broken file fails the run
+	// before any host is contacted.
+	if _, err := c.viewFor("*"); err != nil {
+		return nil, err
 	}
 	return c, nil
 }
 
-// flatten reads an ssh_config file with its Include directives inlined
-// (relative paths resolve against includeDir, as OpenSSH does) and its
-// Match blocks rewritten into Host blocks the parser understands:
-// "Match all" and "Match final all" apply to every host, "Match host P"
-// to the hosts P matches, and any other criterion (user, exec, …) to none,
-// so such a block is ignored.
-func (c *sshConfig) flatten(path, includeDir string, depth int) (string, error) {
+// view is the configuration as it applies to one destination.
+type view struct {
+	alias string
+	files []*sshconfig.Config
+}
+
+// viewFor evaluates the configuration for alias. "Match host" compares the
+// HostName, so a first pass finds it (matching Match host against the
+// alias) and a second pass uses it.
+func (c *sshConfig) viewFor(alias string) (*view, error) {
+	pass := func(hostName string) (*view, error) {
+		v := &view{alias: alias}
+		for _, src := range c.sources {
+			text, err := c.flatten(src.path, src.includeDir, alias, hostName, 0)
+			if err != nil {
+				return nil, fmt.Errorf("ssh config: %w", err)
+			}
+			cfg, err := sshconfig.Decode(strings.NewReader(text))
+			if err != nil {
+				return nil, fmt.Errorf("ssh config %s: %w", src.path, err)
+			}
+			v.files = append(v.files, cfg)
+		}
+		return v, nil
+	}
+	v, err := pass(alias)
+	if err != nil {
+		return nil, err
+	}
+	if hn := c.expand(v.get(nil, "HostName"), tokens{host: alias, alias: alias}); hn != "" && hn != alias {
+		return pass(hn)
+	}
+	return v, nil
+}
+
+// flatten reads an ssh_config file for one destination into text the
+// parser understands, with OpenSSH's semantics for what it does not:
+//   - Include is inlined where its enclosing block applies to the
+//     destination and dropped where it does not; after it, the enclosing
+//     block resumes. Relative paths resolve against includeDir.
+//   - Match becomes "Host *" where its criteria hold for the destination
+//     and a block that applies to nothing where they do not. Criteria that
+//     cannot be judged before connecting (exec, user, …) do not hold, so
+//     such a block is ignored.
+func (c *sshConfig) flatten(path, includeDir, alias, hostName string, depth int) (string, error) {
 	if depth > 16 {
 		return "", fmt.Errorf("%s: Include nested too deeply", path)
 	}
@@ -118,12 +160,26 @@ func (c *sshConfig) flatten(path, includeDir string, depth int) (string, error) 
 		return "", err
 	}
 	var b strings.Builder
+	active, header := true, "Host *"
 	for _, line := range strings.Split(string(data), "\n") {
 		key, rest := splitDirective(line)
 		switch strings.ToLower(key) {
+		case "host":
+			active, header = hostMatches(splitArgs(rest), alias), line
+			b.WriteString(line + "\n")
+		case "match":
+			active = c.matchHolds(splitArgs(rest), alias, hostName)
+			header = "Host " + neverHost
+			if active {
+				header = "Host *"
+			}
+			b.WriteString(header + "\n")
 		case "include":
+			if !active {
+				continue
+			}
 			for _, pat := range splitArgs(rest) {
-				pat = c.expand(pat, tokens{})
+				pat = c.expand(pat, tokens{host: hostName, alias: alias})
 				if !filepath.IsAbs(pat) {
 					pat = filepath.Join(includeDir, pat)
 				}
@@ -133,20 +189,60 @@ func (c *sshConfig) flatten(path, includeDir string, depth int) (string, error) 
 				}
 				sort.Strings(matches)
 				for _, m := range matches {
-					text, err := c.flatten(m, includeDir, depth+1)
+					text, err := c.flatten(m, includeDir, alias, hostName, depth+1)
 					if err != nil {
 						return "", err
 					}
-					b.WriteString(text + "\n")
+					b.WriteString(text)
 				}
 			}
-		case "match":
-			b.WriteString(matchAsHost(splitArgs(rest)) + "\n")
+			b.WriteString(header + "\n")
 		default:
 			b.WriteString(line + "\n")
 		}
 	}
 	return b.String(), nil
+}
+
+// hostMatches applies a Host line's patterns to name, negations included.
+func hostMatches(patterns []string, name string) bool {
+	h := &sshconfig.Host{}
+	for _, p := range patterns {
+		for _, q := range strings.Split(p, ",") {
+			if pat, err := sshconfig.NewPattern(q); err == nil && q != "" {
+				h.Patterns = append(h.Patterns, pat)
+			}
+		}
+	}
+	return h.Matches(name)
+}
+
+// matchHolds judges a Match line's criteria for the destination.
+func (c *sshConfig) matchHolds(criteria []string, alias, hostName string) bool {
+	for i := 0; i < len(criteria); i++ {
+		crit := strings.ToLower(criteria[i])
+		negate := strings.HasPrefix(crit, "!")
+		crit = strings.TrimPrefix(crit, "!")
+		var holds bool
+		switch crit {
+		case "all", "final", "canonical":
+			holds = true
+		case "host", "originalhost", "localuser":
+			if i+1 >= len(criteria) {
+				return false
+			}
+			i++
+			subject := map[string]string{"host": hostName, "originalhost": alias, "localuser": c.localUser}[crit]
+			holds = hostMatches([]string{criteria[i]}, subject)
+		default:
+			// exec, user, tagged, localnetwork, …: unknown before connecting.
+			return false
+		}
+		if holds == negate {
+			return false
+		}
+	}
+	return true
 }
 
 // splitDirective splits a config line into its keyword and the rest
@@ -192,34 +288,30 @@ func splitArgs(s string) []string {
 // neverHost is a Host pattern that matches no host name.
 const neverHost = "deployctl-unsupported-match.invalid"
 
-func matchAsHost(criteria []string) string {
-	var rest []string
-	for _, c := range criteria {
-		if l := strings.ToLower(c); l != "final" && l != "canonical" {
-			rest = append(rest, c)
-		}
-	}
-	switch {
-	case len(rest) == 1 && strings.EqualFold(rest[0], "all"):
-		return "Host *"
-	case len(rest) == 2 && strings.EqualFold(rest[0], "host"):
-		return "Host " + strings.ReplaceAll(rest[1], ",", " ")
-	}
-	return "Host " + neverHost
-}
-
 // get returns the first value for key among the option overrides, then the
 // config files; "" when none sets it.
-func (c *sshConfig) get(over map[string][]string, alias, key string) string {
-	if v := over[strings.ToLower(key)]; len(v) > 0 {
-		return v[0]
+func (v *view) get(over map[string][]string, key string) string {
+	if vals := over[strings.ToLower(key)]; len(vals) > 0 {
+		return vals[0]
 	}
-	for _, f := range c.files {
-		if v, err := f.Get(alias, key); err == nil && v != "" {
-			return v
+	for _, f := range v.files {
+		if val, err := f.Get(v.alias, key); err == nil && val != "" {
+			return val
 		}
 	}
 	return ""
+}
+
+// getAll returns every value for key, as for IdentityFile, which
+// accumulates: the overrides first, then every matching line of every file.
+func (v *view) getAll(over map[string][]string, key string) []string {
+	vals := append([]string{}, over[strings.ToLower(key)]...)
+	for _, f := range v.files {
+		if more, err := f.GetAll(v.alias, key); err == nil {
+			vals = append(vals, more...)
+		}
+	}
+	return vals
 }
 
 // parseOptions reads OpenSSH command-line options into ssh_config keys.
@@ -267,11 +359,12 @@ func parseOptions(args []string) (map[string][]string, error) {
 // resolve applies options, then the target's own port and user, then the
 // ssh config, then defaults, and resolves the ProxyJump hops the same way.
 func (c *sshConfig) resolve(t Target) (*Endpoint, error) {
-	return c.resolveEndpoint(t, true)
+	return c.resolveEndpoint(t, nil)
 }
 
-// resolveHop resolves one ProxyJump element, "[user@]host[:port]".
-func (c *sshConfig) resolveHop(hop string) (*Endpoint, error) {
+// resolveHop resolves one ProxyJump element, "[user@]host[:port]"; chain
+// holds the destinations that lead to it, to refuse loops.
+func (c *sshConfig) resolveHop(hop string, chain []string) (*Endpoint, error) {
 	t := Target{}
 	if u, h, ok := strings.Cut(hop, "@"); ok {
 		t.User, hop = u, h
@@ -285,12 +378,18 @@ func (c *sshConfig) resolveHop(hop string) (*Endpoint, error) {
 	} else {
 		t.Host = hop
 	}
-	// A hop's own ProxyJump is not followed: the chain is the one the
-	// target names (and a "Host *" ProxyJump cannot loop).
-	return c.resolveEndpoint(t, false)
+	for _, seen := range chain {
+		if seen == t.Host {
+			return nil, fmt.Errorf("ProxyJump loop: %s → %s (set ProxyJump none for the jump host)", strings.Join(chain, " → "), t.Host)
+		}
+	}
+	return c.resolveEndpoint(t, chain)
 }
 
-func (c *sshConfig) resolveEndpoint(t Target, withHops bool) (*Endpoint, error) {
+// resolveEndpoint resolves a target (chain nil) or a jump host (chain: the
+// destinations that lead to it). As in Colmena, a target's user defaults
+// to root; as in OpenSSH, a jump host's to the local user.
+func (c *sshConfig) resolveEndpoint(t Target, chain []string) (*Endpoint, error) {
 	if t.Host == "" {
 		return nil, fmt.Errorf("no target host")
 	}
@@ -302,7 +401,11 @@ func (c *sshConfig) resolveEndpoint(t Target, withHops bool) (*Endpoint, error) 
 		return nil, err
 	}
 	alias := t.Host
-	get := func(key string) string { return c.get(over, alias, key) }
+	v, err := c.viewFor(alias)
+	if err != nil {
+		return nil, err
+	}
+	get := func(key string) string { return v.get(over, key) }
 	e := &Endpoint{Alias: alias, options: t.Options}
 
 	e.HostName = c.expand(get("HostName"), tokens{host: alias, alias: alias})
@@ -317,7 +420,7 @@ func (c *sshConfig) resolveEndpoint(t Target, withHops bool) (*Endpoint, error) 
 	case t.Port != 0:
 		e.Port = t.Port
 	default:
-		portStr = c.get(nil, alias, "Port")
+		portStr = v.get(nil, "Port")
 	}
 	if portStr != "" {
 		n, err := strconv.Atoi(portStr)
@@ -333,18 +436,13 @@ func (c *sshConfig) resolveEndpoint(t Target, withHops bool) (*Endpoint, error) 
 		e.User = t.User
 	case get("User") != "":
 		e.User = get("User")
+	case chain != nil && c.localUser != "":
+		e.User = c.localUser
 	default:
 		e.User = "root"
 	}
 
-	// IdentityFile accumulates, as in OpenSSH: -i first, then every
-	// matching line of every file.
-	ids := append([]string{}, over["identityfile"]...)
-	for _, f := range c.files {
-		if v, err := f.GetAll(alias, "IdentityFile"); err == nil {
-			ids = append(ids, v...)
-		}
-	}
+	ids := v.getAll(over, "IdentityFile")
 	e.IdentitiesExplicit = len(ids) > 0
 	if !e.IdentitiesExplicit {
 		for _, n := range []string{"id_rsa", "id_ecdsa", "id_ecdsa_sk", "id_ed25519", "id_ed25519_sk"} {
@@ -375,15 +473,18 @@ func (c *sshConfig) resolveEndpoint(t Target, withHops bool) (*Endpoint, error) 
 	} else {
 		e.GlobalKnownHosts = []string{"/etc/ssh/ssh_known_hosts", "/etc/ssh/ssh_known_hosts2"}
 	}
-	if v := get("ProxyJump"); withHops && v != "" && !strings.EqualFold(v, "none") {
+	if v := get("ProxyJump"); v != "" && !strings.EqualFold(v, "none") {
 		for _, hop := range strings.Split(v, ",") {
 			if hop = strings.TrimSpace(hop); hop != "" {
-				hep, err := c.resolveHop(hop)
+				hep, err := c.resolveHop(hop, append(append([]string{}, chain...), alias))
 				if err != nil {
 					return nil, fmt.Errorf("ProxyJump %s: %w", hop, err)
 				}
-				e.ProxyJump = append(e.ProxyJump, hop)
-				e.Hops = append(e.Hops, hep)
+				// A jump host reached through its own jump hosts: those
+				// come first, in one flat chain.
+				e.ProxyJump = append(append(e.ProxyJump, hep.ProxyJump...), hop)
+				e.Hops = append(append(e.Hops, hep.Hops...), hep)
+				hep.ProxyJump, hep.Hops = nil, nil
 			}
 		}
 	}

@@ -2,11 +2,15 @@ package remote
 
 import (
 	"os"
+	"os/exec"
 	"path/filepath"
 	"reflect"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/deployctl/deployctl/internal/nixtest"
 )
 
 func writeConfig(t *testing.T, text string) string {
@@ -48,7 +52,7 @@ Host *
 		GlobalKnownHosts: []string{"/etc/ssh/ssh_known_hosts", "/etc/ssh/ssh_known_hosts2"},
 		ProxyJump:        []string{"jump1", "ops@jump2:2222"},
 		Hops: []*Endpoint{
-			{Alias: "jump1", HostName: "jump1", Port: 22, User: "root", IdentityFiles: []string{"/home/u/.ssh/id_rsa", "/home/u/.ssh/id_ecdsa", "/home/u/.ssh/id_ecdsa_sk", "/home/u/.ssh/id_ed25519", "/home/u/.ssh/id_ed25519_sk"},
+			{Alias: "jump1", HostName: "jump1", Port: 22, User: "me", IdentityFiles: []string{"/home/u/.ssh/id_rsa", "/home/u/.ssh/id_ecdsa", "/home/u/.ssh/id_ecdsa_sk", "/home/u/.ssh/id_ed25519", "/home/u/.ssh/id_ed25519_sk"},
 				KnownHostsFiles: []string{"/home/u/.ssh/known_hosts", "/home/u/.ssh/known_hosts2"}, GlobalKnownHosts: []string{"/etc/ssh/ssh_known_hosts", "/etc/ssh/ssh_known_hosts2"},
 				ConnectTimeout: 3 * time.Second, AliveInterval: 15 * time.Second, AliveCountMax: 3},
 			{Alias: "jump2", HostName: "jump2", Port: 2222, User: "ops", IdentityFiles: []string{"/home/u/.ssh/id_rsa", "/home/u/.ssh/id_ecdsa", "/home/u/.ssh/id_ecdsa_sk", "/home/u/.ssh/id_ed25519", "/home/u/.ssh/id_ed25519_sk"},
@@ -165,5 +169,93 @@ Host *
 	}
 	if strings.Join(e.KnownHostsFiles, "|") != "/kh/with space|/kh/2" {
 		t.Errorf("UserKnownHostsFile = %q", e.KnownHostsFiles)
+	}
+}
+
+// TestResolveAgreesWithOpenSSH resolves destinations through configs with
+// Include and Match and compares HostName, User and Port with what
+// OpenSSH's `ssh -G` says for the same file.
+func TestResolveAgreesWithOpenSSH(t *testing.T) {
+	nixtest.Require(t, "ssh")
+	dir := t.TempDir()
+	write := func(name, text string) string {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, []byte(text), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	write("web.conf", "Host other\n  Port 2200\n")
+	write("bastion.conf", "Port 2300\nUser jumper\n")
+	write("all.conf", "Host *.internal\n  User ops\n")
+	cfg := write("config", `Host web-*
+  Include `+dir+`/web.conf
+  User deploy
+Host db
+  HostName 10.1.2.3
+Match host 10.1.*
+  Port 2022
+Match originalhost other
+  User other-user
+Host bastion
+Include `+dir+`/bastion.conf
+Host *
+  Include `+dir+`/all.conf
+  User fallback
+`)
+	c, err := loadSSHConfig(cfg, dir, "me")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, alias := range []string{"web-1", "other", "db", "bastion", "x.internal", "plain"} {
+		out, err := exec.Command("ssh", "-G", "-F", cfg, alias).Output()
+		if err != nil {
+			t.Fatalf("ssh -G %s: %v", alias, err)
+		}
+		want := map[string]string{}
+		for _, line := range strings.Split(string(out), "\n") {
+			if k, v, ok := strings.Cut(line, " "); ok {
+				want[k] = v
+			}
+		}
+		e, err := c.resolve(Target{Host: alias})
+		if err != nil {
+			t.Fatalf("%s: %v", alias, err)
+		}
+		got := map[string]string{"hostname": e.HostName, "user": e.User, "port": strconv.Itoa(e.Port)}
+		for _, k := range []string{"hostname", "user", "port"} {
+			if got[k] != want[k] {
+				t.Errorf("%s: %s = %q, OpenSSH says %q", alias, k, got[k], want[k])
+			}
+		}
+	}
+}
+
+func TestJumpHostChains(t *testing.T) {
+	c, err := loadSSHConfig(writeConfig(t, `Host inner
+  ProxyJump middle
+Host middle
+  ProxyJump outer
+Host loop-a
+  ProxyJump loop-b
+Host loop-b
+  ProxyJump loop-a
+`), "/home/u", "me")
+	if err != nil {
+		t.Fatal(err)
+	}
+	e, err := c.resolve(Target{Host: "inner"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var hops []string
+	for _, h := range e.Hops {
+		hops = append(hops, h.User+"@"+h.Alias)
+	}
+	if strings.Join(hops, ",") != "me@outer,me@middle" || strings.Join(e.ProxyJump, ",") != "outer,middle" || e.User != "root" {
+		t.Errorf("chain = %v (%v), user %s; want me@outer,me@middle and root for the target", hops, e.ProxyJump, e.User)
+	}
+	if _, err := c.resolve(Target{Host: "loop-a"}); err == nil || !strings.Contains(err.Error(), "ProxyJump loop: loop-a → loop-b → loop-a") {
+		t.Errorf("a ProxyJump loop = %v", err)
 	}
 }
