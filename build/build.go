@@ -5,6 +5,7 @@ package build
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"slices"
 	"strings"
@@ -28,16 +29,26 @@ type Result struct {
 	Err      error
 }
 
+// Options tune a build.
+type Options struct {
+	// OnLog receives each build log line as it comes, with the host whose
+	// toplevel is being built ("" for a dependency) and the derivation.
+	OnLog func(host, drv, line string)
+}
+
 // Build realises every request in one `nix build --keep-going` call, so Nix
 // schedules shared dependencies once. A failed build fails only the hosts
-// whose toplevel is missing afterwards; the others succeed.
-func Build(ctx context.Context, n *nix.CLI, reqs []Request) ([]Result, error) {
+// whose toplevel is missing afterwards, each with its own error: the
+// toplevel's build log, or the dependency that failed.
+func Build(ctx context.Context, n *nix.CLI, reqs []Request, opts Options) ([]Result, error) {
 	if len(reqs) == 0 {
 		return nil, nil
 	}
 	args := []string{"build", "--json", "--no-link", "--keep-going"}
 	seen := map[string]bool{}
+	hostOf := map[string]string{}
 	for _, r := range reqs {
+		hostOf[r.DrvPath] = r.Host
 		if seen[r.DrvPath] {
 			continue
 		}
@@ -48,7 +59,11 @@ func Build(ctx context.Context, n *nix.CLI, reqs []Request) ([]Result, error) {
 		}
 		args = append(args, inst)
 	}
-	out, buildErr := n.Nix(ctx, args...)
+	blog := nix.NewBuildLog()
+	if opts.OnLog != nil {
+		blog.OnLine = func(drv, line string) { opts.OnLog(hostOf[drv], drv, line) }
+	}
+	out, buildErr := n.NixLogged(ctx, blog, args...)
 	if ctx.Err() != nil {
 		return nil, ctx.Err()
 	}
@@ -86,12 +101,62 @@ func Build(ctx context.Context, n *nix.CLI, reqs []Request) ([]Result, error) {
 		switch {
 		case results[i].Toplevel != "":
 		case buildErr != nil:
-			results[i].Err = fmt.Errorf("nix build %s: %w", r.DrvPath, buildErr)
+			results[i].Err = hostBuildError(ctx, n, blog, r.DrvPath, buildErr)
 		default:
 			results[i].Err = fmt.Errorf("nix build %s: reported no output", r.DrvPath)
 		}
 	}
 	return results, nil
+}
+
+// hostBuildError explains why drv did not build: its own failure with the
+// end of its log, or the dependencies that failed before it could start.
+func hostBuildError(ctx context.Context, n *nix.CLI, blog *nix.BuildLog, drv string, buildErr error) error {
+	if blog.Started(drv) || len(blog.ErrorsAbout(drv)) > 0 {
+		msg := strings.Join(blog.ErrorsAbout(drv), "\n")
+		if msg == "" {
+			msg = fmt.Sprintf("builder for '%s' failed", drv)
+		}
+		return errors.New(msg + logTail(blog.Lines(drv)))
+	}
+	// It never started: a dependency failed. Name the ones Nix reported.
+	out, err := n.Run(ctx, nil, "nix-store", "--query", "--requisites", drv)
+	if err == nil {
+		var parts []string
+		for _, dep := range strings.Fields(string(out)) {
+			if dep == drv || !strings.HasSuffix(dep, ".drv") {
+				continue
+			}
+			if errs := blog.ErrorsAbout(dep); len(errs) > 0 || blog.Started(dep) && len(blog.Lines(dep)) > 0 && !depBuilt(ctx, n, dep) {
+				msg := strings.Join(errs, "\n")
+				if msg == "" {
+					msg = fmt.Sprintf("builder for '%s' failed", dep)
+				}
+				parts = append(parts, msg+logTail(blog.Lines(dep)))
+			}
+		}
+		if len(parts) > 0 {
+			return fmt.Errorf("a dependency of %s failed to build:\n%s", drv, strings.Join(parts, "\n"))
+		}
+	}
+	return fmt.Errorf("nix build %s: %w", drv, buildErr)
+}
+
+// depBuilt reports whether every output of dep is in the store.
+func depBuilt(ctx context.Context, n *nix.CLI, dep string) bool {
+	out, err := n.Run(ctx, nil, "nix-store", "--query", "--outputs", dep)
+	if err != nil {
+		return false
+	}
+	missing, err := Missing(ctx, n, strings.Fields(string(out)))
+	return err == nil && len(missing) == 0
+}
+
+func logTail(lines []string) string {
+	if len(lines) == 0 {
+		return ""
+	}
+	return fmt.Sprintf("\nlast %d log lines:\n> %s", len(lines), strings.Join(lines, "\n> "))
 }
 
 // Missing returns those of paths that the local store does not hold, with

@@ -6,23 +6,28 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/deployctl/deployctl/internal/nix"
 	"github.com/deployctl/deployctl/internal/nixtest"
 )
 
-// TestBuildKeepsGoing builds three derivations in one call, one of which
-// fails: the other two are built and the failing one carries Nix's error.
+// TestBuildKeepsGoing builds five derivations in one call: two fail on
+// their own, one fails because its dependency does, two build. Each failed
+// one carries its own error, never another's.
 func TestBuildKeepsGoing(t *testing.T) {
-	nixtest.Require(t, "nix")
-	system := nixtest.System()
+	nixtest.Require(t, "nix", "nix-store")
 	dir := t.TempDir()
 	// The unique salt makes fresh derivations, so the test really builds.
-	expr := `salt: let mk = name: script: derivation { inherit name; system = "` + system + `"; builder = "/bin/sh"; args = [ "-c" script ]; salt = salt; }; in {
-	  a = mk "a" "echo a > $out";
-	  b = mk "b" "echo this build fails on purpose >&2; exit 1";
-	  c = mk "c" "echo c > $out";
+	expr := `salt: let mk = name: script: deps: derivation { inherit name deps salt; system = "` + nixtest.System() + `"; builder = "/bin/sh"; args = [ "-c" script ]; };
+	  dep = mk "dep" "echo the dependency fails on purpose >&2; exit 1" [ ];
+	in {
+	  a = mk "a" "echo a > $out" [ ];
+	  b = mk "b" "echo b fails on purpose >&2; exit 1" [ ];
+	  c = mk "c" "echo c > $out" [ ];
+	  d = mk "d" "echo d breaks differently >&2; exit 2" [ ];
+	  e = mk "e" "echo e > $out" [ dep ];
 	}`
 	if err := os.WriteFile(filepath.Join(dir, "default.nix"), []byte(expr), 0o644); err != nil {
 		t.Fatal(err)
@@ -30,7 +35,7 @@ func TestBuildKeepsGoing(t *testing.T) {
 	n := nix.New(append(os.Environ(), "NIX_CONFIG=substituters ="), slog.New(slog.DiscardHandler))
 	ctx := context.Background()
 	var reqs []Request
-	for _, name := range []string{"a", "b", "c"} {
+	for _, name := range []string{"a", "b", "c", "d", "e"} {
 		args := []string{"eval", "--raw", "--file", filepath.Join(dir, "default.nix"), "--apply", "f: let d = (f \"" + dir + "\")." + name + "; in d.drvPath + \" \" + d.outPath"}
 		out, err := n.Nix(ctx, args...)
 		if err != nil {
@@ -39,26 +44,46 @@ func TestBuildKeepsGoing(t *testing.T) {
 		drv, outPath, _ := strings.Cut(string(out), " ")
 		reqs = append(reqs, Request{Host: name, DrvPath: drv, OutPath: outPath})
 	}
-	res, err := Build(ctx, n, reqs)
+	var mu sync.Mutex
+	logged := map[string][]string{}
+	res, err := Build(ctx, n, reqs, Options{OnLog: func(host, drv, line string) {
+		mu.Lock()
+		defer mu.Unlock()
+		logged[host] = append(logged[host], line)
+	}})
 	if err != nil {
 		t.Fatal(err)
 	}
+	want := map[string]string{"b": "b fails on purpose", "d": "d breaks differently", "e": "the dependency fails on purpose"}
 	for i, r := range res {
 		if r.Host != reqs[i].Host {
 			t.Fatalf("result %d is for %s, want %s", i, r.Host, reqs[i].Host)
 		}
-		switch r.Host {
-		case "a", "c":
+		msg, fails := want[r.Host]
+		switch {
+		case !fails:
 			if r.Err != nil || r.Toplevel != reqs[i].OutPath {
 				t.Errorf("%s: toplevel %q err %v", r.Host, r.Toplevel, r.Err)
-			}
-			if _, err := os.Stat(r.Toplevel); err != nil {
+			} else if _, err := os.Stat(r.Toplevel); err != nil {
 				t.Errorf("%s: built output missing: %v", r.Host, err)
 			}
-		case "b":
-			if r.Err == nil || !strings.Contains(r.Err.Error(), "this build fails on purpose") {
-				t.Errorf("b: error %v, want Nix's build log", r.Err)
+		case r.Err == nil:
+			t.Errorf("%s: no error", r.Host)
+		default:
+			if !strings.Contains(r.Err.Error(), msg) {
+				t.Errorf("%s: error %q, want it to contain %q", r.Host, r.Err, msg)
+			}
+			for other, otherMsg := range want {
+				if other != r.Host && strings.Contains(r.Err.Error(), otherMsg) {
+					t.Errorf("%s's error carries %s's log: %q", r.Host, other, r.Err)
+				}
 			}
 		}
+	}
+	if got := strings.Join(logged["b"], "|"); got != "b fails on purpose" {
+		t.Errorf("log lines given for host b: %q", got)
+	}
+	if got := strings.Join(logged[""], "|"); !strings.Contains(got, "the dependency fails on purpose") {
+		t.Errorf("the dependency's log lines were not given as such: %q", got)
 	}
 }

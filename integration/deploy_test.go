@@ -211,7 +211,7 @@ func TestVerbosePrintsEveryCommand(t *testing.T) {
 	top := e.toplevel("alpha")
 	for _, want := range []string{
 		"[local] + nix --extra-experimental-features 'nix-command flakes' eval --json",
-		"[local] + nix --extra-experimental-features 'nix-command flakes' build --json",
+		"[local] + nix --extra-experimental-features 'nix-command flakes' --log-format internal-json build --json",
 		"[local] + NIX_SSHOPTS='-F " + e.fleet.SSHConfig + " -p 22' nix --extra-experimental-features 'nix-command flakes' copy --to ssh://root@alpha " + top,
 		"[alpha] + ssh -F " + e.fleet.SSHConfig + " -p 22 root@alpha 'nix-env -p /nix/var/nix/profiles/system --set " + top + "'",
 		"[alpha] + ssh -F " + e.fleet.SSHConfig + " -p 22 root@alpha '" + top + "/bin/switch-to-configuration switch'",

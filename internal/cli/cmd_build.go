@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -147,7 +148,18 @@ func buildSelected(ctx context.Context, g *globals, hosts []*inventory.Host) (ma
 	if len(reqs) > 0 {
 		g.log.Info(fmt.Sprintf("building %d systems", len(reqs)))
 	}
-	results, err := build.Build(ctx, g.nix(), reqs)
+	var opts build.Options
+	if g.verbose {
+		// Nix's build log, each line under the host whose system it is
+		// (a shared dependency's under its derivation's name).
+		opts.OnLog = func(host, drv, line string) {
+			if host == "" {
+				host = "build " + strings.TrimSuffix(drv[strings.IndexByte(drv, '-')+1:], ".drv")
+			}
+			g.log.Info(line, "host", host)
+		}
+	}
+	results, err := build.Build(ctx, g.nix(), reqs, opts)
 	if err != nil {
 		return nil, err
 	}
