@@ -58,6 +58,7 @@ func TestLoadEvaluatesOnlySelectedToplevels(t *testing.T) {
 		{[]string{"web-?"}, false, "web-1,web-2"},
 		{[]string{"café", "@été"}, false, "café"},
 		{[]string{"d?.[0-9]"}, false, "db.1"},
+		{[]string{"caf??"}, false, "café"},
 	} {
 		sels, err := ParseSelectors(tc.args)
 		if err != nil {

@@ -60,8 +60,7 @@ func ParseSelectors(args []string) ([]Selector, error) {
 // globRegex turns a shell glob (*, ?, [class], [!class]) into a regular
 // expression in the subset that POSIX ERE and RE2 agree on: literal
 // punctuation is written as a one-character bracket expression. Globs are
-// ASCII only: Nix matches bytes where Go matches characters, so "?" would
-// mean different things for other text.
+// ASCII, and Go matches them against bytes (see bytewise), as Nix does.
 func globRegex(glob string) (string, error) {
 	for _, r := range glob {
 		if r > 0x7e {
@@ -117,7 +116,17 @@ func (s Selector) match(v string) bool {
 	if s.Literal {
 		return v == strings.TrimPrefix(s.Raw, "@")
 	}
-	return s.re.MatchString(v)
+	return s.re.MatchString(bytewise(v))
+}
+
+// bytewise turns each byte of s into one character, so that Go's regexp
+// matches bytes, as Nix's builtins.match does: "?" is one byte in both.
+func bytewise(s string) string {
+	r := make([]rune, len(s))
+	for i := 0; i < len(s); i++ {
+		r[i] = rune(s[i])
+	}
+	return string(r)
 }
 
 // Select returns the hosts that any selector matches, in name order; with
