@@ -168,6 +168,15 @@ func TestSelection(t *testing.T) {
 			t.Errorf("after deploy @edge-*: %s switched = %v, want %v", host, got, want)
 		}
 	}
+	// A glob that catches a build-only host leaves it out and goes on.
+	r = e.deployctl("deploy", "*")
+	r.wantCode(t, 0)
+	if !strings.Contains(r.stderr, "[builder] warning: left out: build-only") {
+		t.Errorf("no warning that builder was left out:\n%s", r.stderr)
+	}
+	if e.currentSystem("db-1") == "" {
+		t.Error("deploy '*' did not switch db-1")
+	}
 }
 
 // TestBadDeploymentOptionTouchesNothing: a wrongly typed option is a usage

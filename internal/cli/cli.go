@@ -4,6 +4,7 @@ package cli
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -57,6 +58,8 @@ func (g *globals) getenv(key string) string {
 
 // Main runs deployctl and returns its exit code.
 func Main(ctx context.Context, inv Invocation) int {
+	stdout := &countingWriter{w: inv.Stdout}
+	inv.Stdout = stdout
 	g := &globals{inv: inv}
 	root := newRootCommand(g)
 	root.SetArgs(inv.Args)
@@ -68,6 +71,14 @@ func Main(ctx context.Context, inv Invocation) int {
 		err = ctx.Err()
 	}
 	code := exitCode(ctx, err)
+	if g.json && err != nil && stdout.n == 0 {
+		// A --json caller reads stdout: say there what went wrong.
+		msg := err.Error()
+		if code == exitInterrupted {
+			msg = "interrupted"
+		}
+		_ = json.NewEncoder(inv.Stdout).Encode(map[string]any{"version": 1, "error": msg, "exitCode": code})
+	}
 	switch {
 	case code == exitInterrupted:
 		fmt.Fprintln(inv.Stderr, "deployctl: interrupted")
@@ -78,6 +89,18 @@ func Main(ctx context.Context, inv Invocation) int {
 		}
 	}
 	return code
+}
+
+// countingWriter counts what passes through it.
+type countingWriter struct {
+	w io.Writer
+	n int64
+}
+
+func (c *countingWriter) Write(p []byte) (int, error) {
+	n, err := c.w.Write(p)
+	c.n += int64(n)
+	return n, err
 }
 
 const exitCodesHelp = `Exit codes:

@@ -75,7 +75,9 @@ func runList(ctx context.Context, g *globals, opts listOptions, args []string) e
 		enc.SetIndent("", "  ")
 		return enc.Encode(entries)
 	}
-	tw := tabwriter.NewWriter(g.inv.Stdout, 0, 0, 2, ' ', 0)
+	// A table is for people: stderr, like all human output (--json is the
+	// form to pipe).
+	tw := tabwriter.NewWriter(g.inv.Stderr, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "HOST\tTARGET\tTAGS\tDEPLOYABLE")
 	for _, e := range entries {
 		target := "-"

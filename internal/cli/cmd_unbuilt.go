@@ -10,10 +10,10 @@ import (
 // fails rather than pretending.
 func notBuilt(use, short, why string) *cobra.Command {
 	return &cobra.Command{
-		Use:                use,
-		Short:              short + " (not built yet)",
-		Long:               short + ".\n\nNot built yet: " + why,
-		DisableFlagParsing: true,
+		Use:   use,
+		Short: short + " (not built yet)",
+		Long:  short + ".\n\nNot built yet: " + why,
+		Args:  cobra.ArbitraryArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return fmt.Errorf("%s is not built yet: %s", cmd.Name(), why)
 		},

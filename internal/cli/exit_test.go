@@ -54,11 +54,21 @@ func TestMainExitCodes(t *testing.T) {
 		{[]string{"push"}, 2},
 		{[]string{"activate", "--manifest", "/nonexistent", "--all"}, 2},
 		{[]string{"rollback"}, 1},
+		{[]string{"--flake", "./nowhere", "list"}, 2},
+		{[]string{"deploy", "--all", "web-1"}, 2},
+		{[]string{"deploy", "--", "-oProxyCommand=x"}, 2},
+		{[]string{"deploy", "--closure", "/nix/store/x", "a", "b"}, 2},
+		{[]string{"rollback", "--help"}, 0},
 		{[]string{"status"}, 1},
 	} {
 		if got, stderr := run(tc.args...); got != tc.want {
 			t.Errorf("deployctl %v exited %d, want %d\n%s", tc.args, got, tc.want, stderr)
 		}
+	}
+	var jout, jerr bytes.Buffer
+	code := Main(context.Background(), Invocation{Args: []string{"--json", "deploy"}, Stdout: &jout, Stderr: &jerr})
+	if code != 2 || !strings.Contains(jout.String(), `"error":"no hosts selected`) || !strings.Contains(jout.String(), `"exitCode":2`) {
+		t.Errorf("--json usage error: exit %d, stdout %q", code, jout.String())
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"slices"
 	"strings"
 	"time"
 
@@ -20,6 +21,8 @@ import (
 // plan is the hosts a command works on, and how their systems are had.
 type plan struct {
 	hosts []*inventory.Host
+	// named are the host names given outright (not through a glob or tag).
+	named []string
 	// closures builds the flake, or checks that the manifest's (or the
 	// --closure) paths exist. It runs after every target is resolved and
 	// before any host is contacted.
@@ -54,7 +57,7 @@ func (g *globals) plan(ctx context.Context, args []string, sel selection, src so
 	if err != nil {
 		return nil, err
 	}
-	return &plan{hosts: inv.Selected, closures: func(ctx context.Context) (map[string]built, error) {
+	return &plan{hosts: inv.Selected, named: namedHosts(args), closures: func(ctx context.Context) (map[string]built, error) {
 		return buildSelected(ctx, g, inv.Selected)
 	}}, nil
 }
@@ -116,7 +119,7 @@ func (g *globals) planManifest(args []string, sel selection, path string) (*plan
 	if err != nil {
 		return nil, usageErrorf("%s: %w", path, err)
 	}
-	return &plan{hosts: selected, closures: func(ctx context.Context) (map[string]built, error) {
+	return &plan{hosts: selected, named: namedHosts(args), closures: func(ctx context.Context) (map[string]built, error) {
 		out := map[string]built{}
 		var local []string
 		for _, h := range selected {
@@ -140,6 +143,18 @@ func (g *globals) planManifest(args []string, sel selection, path string) (*plan
 		}
 		return out, nil
 	}}, nil
+}
+
+// namedHosts returns the selectors that name a host outright.
+func namedHosts(args []string) []string {
+	sels, _ := inventory.ParseSelectors(args)
+	var out []string
+	for _, s := range sels {
+		if s.Literal && !s.Tag {
+			out = append(out, s.Raw)
+		}
+	}
+	return out
 }
 
 // checkLocal fails, naming them, when any of paths is missing from the
@@ -193,11 +208,23 @@ func (g *globals) activateStep(action string) hostStep {
 // the systems, then runs steps on each host over one SSH connection, at
 // most --parallel at once, and summarises.
 func (g *globals) runHosts(ctx context.Context, command string, p *plan, steps ...hostStep) error {
+	// A build-only host named outright is a mistake; one that a glob or a
+	// tag caught is left out.
+	var hosts []*inventory.Host
 	for _, h := range p.hosts {
-		if !h.Deployable() {
+		switch {
+		case h.Deployable():
+			hosts = append(hosts, h)
+		case slices.Contains(p.named, h.Name):
 			return usageErrorf("%s is build-only (deployment.targetHost = null): it cannot be deployed", h.Name)
+		default:
+			g.log.Warn("left out: build-only (deployment.targetHost = null)", "host", h.Name)
 		}
 	}
+	if len(hosts) == 0 {
+		return usageErrorf("every selected host is build-only (deployment.targetHost = null)")
+	}
+	p.hosts = hosts
 	d, err := g.dialer()
 	if err != nil {
 		return err
