@@ -134,7 +134,7 @@ func Load(ctx context.Context, n *nix.CLI, flakeRef string, opts LoadOptions) (*
 		}
 		h.DrvPath, h.OutPath = r.DrvPath, r.OutPath
 		if r.Failed {
-			h.EvalError = "evaluation of config.system.build.toplevel failed"
+			h.EvalError = caughtEvalError
 		}
 		inv.Hosts = append(inv.Hosts, h)
 	}
@@ -161,12 +161,17 @@ func Load(ctx context.Context, n *nix.CLI, flakeRef string, opts LoadOptions) (*
 		}
 	}
 	if opts.Toplevel {
+		if perHost {
+			if err := bisect(ctx, n, flakeRef, inv.Selected); err != nil {
+				return nil, err
+			}
+		}
 		for _, h := range inv.Selected {
 			switch {
-			case perHost || h.EvalError != "":
+			case h.EvalError == caughtEvalError:
 				// Alone, Nix says what is wrong.
 				h.DrvPath, h.OutPath, h.EvalError = evalToplevel(ctx, n, flakeRef, h.Name)
-			case h.DrvPath == "":
+			case h.EvalError == "" && h.DrvPath == "":
 				return nil, fmt.Errorf("%s: internal error: selected in Go but not by the evaluation", h.Name)
 			}
 		}
@@ -176,6 +181,52 @@ func Load(ctx context.Context, n *nix.CLI, flakeRef string, opts LoadOptions) (*
 	}
 	return inv, nil
 }
+
+// bisect evaluates the toplevels of hosts when evaluating them together
+// failed in a way tryEval cannot catch: in halves, each in one evaluation,
+// down to the hosts that fail alone. One broken host among n costs about
+// 2·log2(n) evaluations, not n.
+func bisect(ctx context.Context, n *nix.CLI, flakeRef string, hosts []*Host) error {
+	if len(hosts) == 0 {
+		return nil
+	}
+	sels := make([]Selector, len(hosts))
+	for i, h := range hosts {
+		sels[i] = Selector{Raw: h.Name, Literal: true}
+	}
+	raw, err := evaluate(ctx, n, flakeRef, LoadOptions{Selectors: sels}, true)
+	switch {
+	case ctx.Err() != nil:
+		return ctx.Err()
+	case err == nil:
+		for _, h := range hosts {
+			r := raw[h.Name]
+			h.DrvPath, h.OutPath = r.DrvPath, r.OutPath
+			if r.Failed {
+				h.EvalError = caughtEvalError
+			}
+		}
+		return nil
+	case len(hosts) == 1:
+		h := hosts[0]
+		h.DrvPath, h.OutPath = "", ""
+		h.EvalError = err.Error()
+		var ne *nix.Error
+		if errors.As(err, &ne) {
+			h.EvalError = ne.Error()
+		}
+		return nil
+	}
+	half := len(hosts) / 2
+	if err := bisect(ctx, n, flakeRef, hosts[:half]); err != nil {
+		return err
+	}
+	return bisect(ctx, n, flakeRef, hosts[half:])
+}
+
+// caughtEvalError marks a toplevel whose evaluation tryEval caught: Nix's
+// own message is fetched afterwards.
+const caughtEvalError = "evaluation of config.system.build.toplevel failed"
 
 type evaluated struct {
 	Deployment       json.RawMessage `json:"deployment"`
