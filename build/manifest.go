@@ -178,3 +178,24 @@ func Closures(ctx context.Context, n *nix.CLI, toplevels []string) (map[string]C
 	}
 	return stats, nil
 }
+
+// AddRoots makes each host's toplevel a garbage-collector root through a
+// link dir/result-HOST (as nix-build's result), so that it survives until
+// pushed. Removing a link releases its root.
+func AddRoots(ctx context.Context, n *nix.CLI, dir string, toplevels map[string]string) error {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return fmt.Errorf("gc roots: %w", err)
+	}
+	hosts := make([]string, 0, len(toplevels))
+	for h := range toplevels {
+		hosts = append(hosts, h)
+	}
+	sort.Strings(hosts)
+	for _, h := range hosts {
+		link := filepath.Join(dir, "result-"+h)
+		if _, err := n.Run(ctx, nil, "nix-store", "--realise", "--add-root", link, "--indirect", toplevels[h]); err != nil {
+			return fmt.Errorf("gc root for %s: %w", h, err)
+		}
+	}
+	return nil
+}

@@ -3,6 +3,7 @@ package integration
 import (
 	"encoding/json"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -151,4 +152,40 @@ func TestDeployClosureWithoutFlake(t *testing.T) {
 	if !strings.Contains(r.stderr, "not in the local store") {
 		t.Errorf("a missing closure: %s", r.stderr)
 	}
+}
+
+// TestGCRoots: build --out-link keeps each system rooted through
+// DIR/result-HOST; deploy roots what it deploys while it runs and leaves
+// no root behind.
+func TestGCRoots(t *testing.T) {
+	e := startFleet(t, fixture.Host{Name: "alpha"}, fixture.Host{Name: "beta"})
+	links := filepath.Join(t.TempDir(), "roots")
+	e.deployctl("build", "--all", "--out-link", links).wantCode(t, 0)
+	for _, h := range []string{"alpha", "beta"} {
+		top := e.toplevel(h)
+		link := filepath.Join(links, "result-"+h)
+		if got, err := os.Readlink(link); err != nil || got != top {
+			t.Errorf("%s: %v → %q, want %s", link, err, got, top)
+		}
+		if roots := queryRoots(t, top); !strings.Contains(roots, link) {
+			t.Errorf("%s is not a GC root of %s:\n%s", link, top, roots)
+		}
+	}
+	r := e.deployctl("-v", "deploy", "alpha")
+	r.wantCode(t, 0)
+	if !strings.Contains(r.stderr, "--add-root") || !strings.Contains(r.stderr, "deployctl-roots-") {
+		t.Errorf("deploy did not root the system it deploys:\n%s", r.stderr)
+	}
+	if roots := queryRoots(t, e.toplevel("alpha")); strings.Contains(roots, "deployctl-roots-") {
+		t.Errorf("deploy left its temporary root behind:\n%s", roots)
+	}
+}
+
+func queryRoots(t *testing.T, path string) string {
+	t.Helper()
+	out, err := exec.Command("nix-store", "--query", "--roots", path).Output()
+	if err != nil {
+		t.Fatalf("nix-store --query --roots %s: %v", path, err)
+	}
+	return string(out)
 }

@@ -17,6 +17,7 @@ import (
 type buildOptions struct {
 	selection
 	manifestOut string
+	outLink     string
 }
 
 func newBuildCommand(g *globals) *cobra.Command {
@@ -38,6 +39,7 @@ activate and deploy --manifest can run later, elsewhere, without evaluating.`,
 	}
 	opts.register(cmd, false)
 	cmd.Flags().StringVar(&opts.manifestOut, "manifest-out", "", "write the build manifest to `FILE`")
+	cmd.Flags().StringVar(&opts.outLink, "out-link", "", "keep each built system from garbage collection with a link `DIR`/result-HOST")
 	return cmd
 }
 
@@ -68,6 +70,17 @@ func runBuild(ctx context.Context, g *globals, opts buildOptions, args []string)
 			outcomes[i].Step, outcomes[i].Error = stepOf(err)
 		} else {
 			outcomes[i].OK = true
+		}
+	}
+	if opts.outLink != "" {
+		tops := map[string]string{}
+		for _, h := range inv.Selected {
+			if t := results[h.Name].Toplevel; t != "" {
+				tops[h.Name] = t
+			}
+		}
+		if err := build.AddRoots(ctx, g.nix(), opts.outLink, tops); err != nil {
+			return err
 		}
 	}
 	if opts.manifestOut != "" || g.json {

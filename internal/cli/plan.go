@@ -145,6 +145,30 @@ func (g *globals) planManifest(args []string, sel selection, path string) (*plan
 	}}, nil
 }
 
+// holdRoots registers the closures as temporary GC roots; release removes
+// them (nothing of them stays on this machine).
+func (g *globals) holdRoots(ctx context.Context, closures map[string]built) (release func(), err error) {
+	tops := map[string]string{}
+	for h, b := range closures {
+		if b.Err == nil && b.Toplevel != "" {
+			tops[h] = b.Toplevel
+		}
+	}
+	if len(tops) == 0 {
+		return func() {}, nil
+	}
+	dir, err := os.MkdirTemp("", "deployctl-roots-")
+	if err != nil {
+		return nil, fmt.Errorf("gc roots: %w", err)
+	}
+	release = func() { os.RemoveAll(dir) }
+	if err := build.AddRoots(ctx, g.nix(), dir, tops); err != nil {
+		release()
+		return nil, err
+	}
+	return release, nil
+}
+
 // namedHosts returns the selectors that name a host outright.
 func namedHosts(args []string) []string {
 	sels, _ := inventory.ParseSelectors(args)
@@ -255,6 +279,13 @@ func (g *globals) runHosts(ctx context.Context, command string, p *plan, steps .
 	if err != nil {
 		return err
 	}
+	// Hold every system as a GC root on this machine until the run ends,
+	// so that a garbage collection meanwhile cannot take it.
+	release, err := g.holdRoots(ctx, closures)
+	if err != nil {
+		return err
+	}
+	defer release()
 	byName := map[string]*inventory.Host{}
 	names := make([]string, len(p.hosts))
 	for i, h := range p.hosts {
