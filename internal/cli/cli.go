@@ -122,7 +122,8 @@ Deployment options are read from each host's config.deployment, with the
 names Colmena uses (targetHost, targetPort, targetUser, tags, …).
 
 Hosts are selected by name, shell glob ("web-*") or tag ("@db", "@edge-*");
-arguments are OR'd, and --all selects every deployable host.
+arguments are OR'd, and --all selects every deployable host (for 'build',
+every host).
 
 ` + exitCodesHelp,
 		Version:       Version,

@@ -38,9 +38,9 @@ type source struct {
 func (s *source) register(f interface {
 	StringVar(*string, string, string, string)
 }, closure bool) {
-	f.StringVar(&s.manifest, "manifest", "", "take the systems from this build manifest (deployctl build --manifest-out) instead of evaluating the flake")
+	f.StringVar(&s.manifest, "manifest", "", "take the systems from the build manifest `FILE` (deployctl build --manifest-out) instead of evaluating the flake")
 	if closure {
-		f.StringVar(&s.closure, "closure", "", "deploy this prebuilt system (a /nix/store path) to the one host named, without a flake")
+		f.StringVar(&s.closure, "closure", "", "deploy the prebuilt system `PATH` (in /nix/store) to the one host named, without a flake")
 	}
 }
 
