@@ -117,7 +117,8 @@ func TestSelection(t *testing.T) {
 		fixture.Host{Name: "web-1", Deployment: map[string]any{"tags": []string{"web", "edge-eu"}}},
 		fixture.Host{Name: "web-2", Deployment: map[string]any{"tags": []string{"web", "edge-us"}}},
 		fixture.Host{Name: "db-1", Deployment: map[string]any{"tags": []string{"db"}}},
-		fixture.Host{Name: "builder", Deployment: map[string]any{"targetHost": nil}},
+		// A build-only host whose build would fail: no deploy may build it.
+		fixture.Host{Name: "builder", Deployment: map[string]any{"targetHost": nil}, BuildFail: true, Revision: t.Name()},
 	)
 	list := func(args ...string) string {
 		r := e.deployctl(append([]string{"list", "--json"}, args...)...)
@@ -171,8 +172,8 @@ func TestSelection(t *testing.T) {
 	// A glob that catches a build-only host leaves it out and goes on.
 	r = e.deployctl("deploy", "*")
 	r.wantCode(t, 0)
-	if !strings.Contains(r.stderr, "[builder] warning: left out: build-only") {
-		t.Errorf("no warning that builder was left out:\n%s", r.stderr)
+	if !strings.Contains(r.stderr, "[builder] warning: left out: build-only") || !strings.Contains(r.stderr, "building 3 systems") {
+		t.Errorf("builder was not left out before building:\n%s", r.stderr)
 	}
 	if e.currentSystem("db-1") == "" {
 		t.Error("deploy '*' did not switch db-1")

@@ -23,10 +23,11 @@ type plan struct {
 	hosts []*inventory.Host
 	// named are the host names given outright (not through a glob or tag).
 	named []string
-	// closures builds the flake, or checks that the manifest's (or the
-	// --closure) paths exist. It runs after every target is resolved and
-	// before any host is contacted.
-	closures func(ctx context.Context) (map[string]built, error)
+	// closures builds the hosts' systems from the flake, or checks that
+	// the manifest's (or the --closure) paths exist. It runs after every
+	// target is resolved and before any host is contacted, for the hosts
+	// that are left by then.
+	closures func(ctx context.Context, hosts []*inventory.Host) (map[string]built, error)
 }
 
 // source says where a command's systems come from.
@@ -57,8 +58,8 @@ func (g *globals) plan(ctx context.Context, args []string, sel selection, src so
 	if err != nil {
 		return nil, err
 	}
-	return &plan{hosts: inv.Selected, named: namedHosts(args), closures: func(ctx context.Context) (map[string]built, error) {
-		return buildSelected(ctx, g, inv.Selected)
+	return &plan{hosts: inv.Selected, named: namedHosts(args), closures: func(ctx context.Context, hosts []*inventory.Host) (map[string]built, error) {
+		return buildSelected(ctx, g, hosts)
 	}}, nil
 }
 
@@ -74,7 +75,7 @@ func (g *globals) planClosure(host, closure string) (*plan, error) {
 	if err != nil {
 		return nil, usageError{err}
 	}
-	return &plan{hosts: []*inventory.Host{h}, closures: func(ctx context.Context) (map[string]built, error) {
+	return &plan{hosts: []*inventory.Host{h}, closures: func(ctx context.Context, _ []*inventory.Host) (map[string]built, error) {
 		if err := g.checkLocal(ctx, []string{closure}); err != nil {
 			return nil, err
 		}
@@ -119,10 +120,10 @@ func (g *globals) planManifest(args []string, sel selection, path string) (*plan
 	if err != nil {
 		return nil, usageErrorf("%s: %w", path, err)
 	}
-	return &plan{hosts: selected, named: namedHosts(args), closures: func(ctx context.Context) (map[string]built, error) {
+	return &plan{hosts: selected, named: namedHosts(args), closures: func(ctx context.Context, hosts []*inventory.Host) (map[string]built, error) {
 		out := map[string]built{}
 		var local []string
-		for _, h := range selected {
+		for _, h := range hosts {
 			mh := m.Hosts[h.Name]
 			switch {
 			case mh.Error != "":
@@ -275,7 +276,7 @@ func (g *globals) runHosts(ctx context.Context, command string, p *plan, steps .
 		}
 		targets[key] = h.Name
 	}
-	closures, err := p.closures(ctx)
+	closures, err := p.closures(ctx, p.hosts)
 	if err != nil {
 		return err
 	}
