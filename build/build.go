@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"sync"
 
 	"github.com/deployctl/deployctl/internal/nix"
 )
@@ -95,13 +96,14 @@ func Build(ctx context.Context, n *nix.CLI, reqs []Request, opts Options) ([]Res
 			}
 		}
 	}
+	fails := &failures{n: n, log: blog}
 	results := make([]Result, len(reqs))
 	for i, r := range reqs {
 		results[i] = Result{Host: r.Host, DrvPath: r.DrvPath, Toplevel: built[r.DrvPath]}
 		switch {
 		case results[i].Toplevel != "":
 		case buildErr != nil:
-			results[i].Err = hostBuildError(ctx, n, blog, r.DrvPath, buildErr)
+			results[i].Err = fails.hostError(ctx, r.DrvPath, buildErr)
 		default:
 			results[i].Err = fmt.Errorf("nix build %s: reported no output", r.DrvPath)
 		}
@@ -109,30 +111,34 @@ func Build(ctx context.Context, n *nix.CLI, reqs []Request, opts Options) ([]Res
 	return results, nil
 }
 
-// hostBuildError explains why drv did not build: its own failure with the
-// end of its log, or the dependencies that failed before it could start.
-func hostBuildError(ctx context.Context, n *nix.CLI, blog *nix.BuildLog, drv string, buildErr error) error {
-	if blog.Started(drv) || len(blog.ErrorsAbout(drv)) > 0 {
-		msg := strings.Join(blog.ErrorsAbout(drv), "\n")
-		if msg == "" {
-			msg = fmt.Sprintf("builder for '%s' failed", drv)
-		}
-		return errors.New(msg + logTail(blog.Lines(drv)))
+// failures explains failed builds from Nix's structured log.
+type failures struct {
+	n   *nix.CLI
+	log *nix.BuildLog
+
+	once  sync.Once
+	named map[string]bool // builders Nix said failed
+	mu    sync.Mutex
+	built map[string]bool // memo: started derivations with all outputs present
+}
+
+// hostError explains why drv (a toplevel, missing after the build) did not
+// build: its own builder failed, with the end of its log, or dependencies
+// did, each with the end of its log.
+func (f *failures) hostError(ctx context.Context, drv string, buildErr error) error {
+	f.once.Do(func() { f.named, f.built = f.log.FailedBuilders(), map[string]bool{} })
+	if f.named[drv] || f.log.Started(drv) {
+		return errors.New(f.builderError(drv))
 	}
-	// It never started: a dependency failed. Name the ones Nix reported.
-	out, err := n.Run(ctx, nil, "nix-store", "--query", "--requisites", drv)
+	// It never started: dependencies failed. Those Nix named, and, as Nix
+	// 2.8's `nix build` leaves some unnamed, those it started whose
+	// outputs are missing.
+	out, err := f.n.Run(ctx, nil, "nix-store", "--query", "--requisites", drv)
 	if err == nil {
 		var parts []string
 		for _, dep := range strings.Fields(string(out)) {
-			if dep == drv || !strings.HasSuffix(dep, ".drv") {
-				continue
-			}
-			if errs := blog.ErrorsAbout(dep); len(errs) > 0 || blog.Started(dep) && len(blog.Lines(dep)) > 0 && !depBuilt(ctx, n, dep) {
-				msg := strings.Join(errs, "\n")
-				if msg == "" {
-					msg = fmt.Sprintf("builder for '%s' failed", dep)
-				}
-				parts = append(parts, msg+logTail(blog.Lines(dep)))
+			if dep != drv && (f.named[dep] || f.log.Started(dep) && !f.depBuilt(ctx, dep)) {
+				parts = append(parts, f.builderError(dep))
 			}
 		}
 		if len(parts) > 0 {
@@ -142,14 +148,29 @@ func hostBuildError(ctx context.Context, n *nix.CLI, blog *nix.BuildLog, drv str
 	return fmt.Errorf("nix build %s: %w", drv, buildErr)
 }
 
-// depBuilt reports whether every output of dep is in the store.
-func depBuilt(ctx context.Context, n *nix.CLI, dep string) bool {
-	out, err := n.Run(ctx, nil, "nix-store", "--query", "--outputs", dep)
-	if err != nil {
-		return false
+func (f *failures) builderError(drv string) string {
+	msg := strings.Join(f.log.BuilderErrors(drv), "\n")
+	if msg == "" {
+		msg = fmt.Sprintf("builder for '%s' failed", drv)
 	}
-	missing, err := Missing(ctx, n, strings.Fields(string(out)))
-	return err == nil && len(missing) == 0
+	return msg + logTail(f.log.Lines(drv))
+}
+
+// depBuilt reports whether every output of dep is in the store, once per
+// derivation however many hosts share it.
+func (f *failures) depBuilt(ctx context.Context, dep string) bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if b, ok := f.built[dep]; ok {
+		return b
+	}
+	b := false
+	if out, err := f.n.Run(ctx, nil, "nix-store", "--query", "--outputs", dep); err == nil {
+		missing, err := Missing(ctx, f.n, strings.Fields(string(out)))
+		b = err == nil && len(missing) == 0
+	}
+	f.built[dep] = b
+	return b
 }
 
 func logTail(lines []string) string {

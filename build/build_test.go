@@ -2,6 +2,7 @@ package build
 
 import (
 	"context"
+	"errors"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -85,5 +86,52 @@ func TestBuildKeepsGoing(t *testing.T) {
 	}
 	if got := strings.Join(logged[""], "|"); !strings.Contains(got, "the dependency fails on purpose") {
 		t.Errorf("the dependency's log lines were not given as such: %q", got)
+	}
+}
+
+// TestHostErrorWithCurrentNixMessages feeds the structured log as current
+// Nix (2.13+) and Lix write it when several builds fail: each builder's
+// failure, "dependencies of derivation … failed", and a closing "build of
+// …, … failed" naming every failed installable. Each host's error must
+// still be its own.
+func TestHostErrorWithCurrentNixMessages(t *testing.T) {
+	nixtest.Require(t, "nix", "nix-store")
+	dir := t.TempDir()
+	expr := `salt: let mk = name: deps: derivation { inherit name deps salt; system = "` + nixtest.System() + `"; builder = "/bin/sh"; args = [ "-c" "exit 1" ]; };
+	  dep = mk "dep" [ ];
+	in { inherit dep; a = mk "a" [ ]; e = mk "e" [ dep ]; }`
+	if err := os.WriteFile(filepath.Join(dir, "default.nix"), []byte(expr), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	n := nix.New(append(os.Environ(), "NIX_CONFIG=substituters ="), slog.New(slog.DiscardHandler))
+	drv := map[string]string{}
+	for _, name := range []string{"dep", "a", "e"} {
+		out, err := n.Nix(context.Background(), "eval", "--raw", "--file", filepath.Join(dir, "default.nix"), "--apply", "f: (f \""+dir+"\")."+name+".drvPath")
+		if err != nil {
+			t.Fatal(err)
+		}
+		drv[name] = string(out)
+	}
+	blog := nix.NewBuildLog()
+	for _, l := range []string{
+		`{"action":"start","id":1,"type":105,"fields":["` + drv["dep"] + `","",1,1]}`,
+		`{"action":"result","id":1,"type":101,"fields":["the dependency fails"]}`,
+		`{"action":"msg","level":0,"msg":"\u001b[31;1merror:\u001b[0m builder for '` + drv["dep"] + `' failed with exit code 1"}`,
+		`{"action":"start","id":2,"type":105,"fields":["` + drv["a"] + `","",1,1]}`,
+		`{"action":"result","id":2,"type":101,"fields":["a fails"]}`,
+		`{"action":"msg","level":0,"msg":"error: builder for '` + drv["a"] + `' failed with exit code 1"}`,
+		`{"action":"msg","level":0,"msg":"error: 1 dependencies of derivation '` + drv["e"] + `' failed to build"}`,
+		`{"action":"msg","level":0,"msg":"error: build of '` + drv["a"] + `^out', '` + drv["e"] + `^out' failed"}`,
+	} {
+		blog.Add("@nix " + l)
+	}
+	f := &failures{n: n, log: blog}
+	errA := f.hostError(context.Background(), drv["a"], errors.New("nix build failed")).Error()
+	errE := f.hostError(context.Background(), drv["e"], errors.New("nix build failed")).Error()
+	if !strings.Contains(errA, "a fails") || strings.Contains(errA, "dependency fails") || strings.Contains(errA, drv["e"]) {
+		t.Errorf("a's error:\n%s", errA)
+	}
+	if !strings.Contains(errE, "a dependency of "+drv["e"]) || !strings.Contains(errE, "the dependency fails") || strings.Contains(errE, "a fails") {
+		t.Errorf("e's error:\n%s", errE)
 	}
 }

@@ -103,15 +103,44 @@ func (b *BuildLog) Lines(drv string) []string {
 	return append([]string{}, b.lines[drv]...)
 }
 
-// ErrorsAbout returns Nix's error messages that name drv.
-func (b *BuildLog) ErrorsAbout(drv string) []string {
+// BuilderErrors returns Nix's messages that drv's own builder failed
+// ("builder for 'drv' failed …"), leaving out those that only mention it:
+// "N dependencies of derivation 'drv' failed" and the closing
+// "build of 'a', 'b' … failed" of newer releases.
+func (b *BuildLog) BuilderErrors(drv string) []string {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	var out []string
 	for _, e := range b.errors {
-		if strings.Contains(e, drv) {
+		if strings.Contains(e, "builder for '"+drv+"'") {
 			out = append(out, e)
 		}
+	}
+	return out
+}
+
+// FailedBuilders returns the derivations whose builder Nix said failed.
+func (b *BuildLog) FailedBuilders() map[string]bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	out := map[string]bool{}
+	for _, e := range b.errors {
+		if _, rest, ok := strings.Cut(e, "builder for '"); ok {
+			if drv, _, ok := strings.Cut(rest, "'"); ok {
+				out[drv] = true
+			}
+		}
+	}
+	return out
+}
+
+// StartedDrvs returns the derivations Nix began building.
+func (b *BuildLog) StartedDrvs() []string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	out := make([]string, 0, len(b.started))
+	for d := range b.started {
+		out = append(out, d)
 	}
 	return out
 }
@@ -140,13 +169,19 @@ func (c *CLI) NixLogged(ctx context.Context, log *BuildLog, args ...string) ([]b
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		sc := bufio.NewScanner(pr)
-		sc.Buffer(make([]byte, 64<<10), 4<<20)
-		for sc.Scan() {
-			if strings.HasPrefix(sc.Text(), "@nix ") {
-				log.Add(sc.Text())
-			} else {
-				plain.WriteString(sc.Text() + "\n")
+		// bufio.Reader, not Scanner: a line has no length limit.
+		r := bufio.NewReader(pr)
+		for {
+			line, err := r.ReadString('\n')
+			if line = strings.TrimRight(line, "\n"); line != "" {
+				if strings.HasPrefix(line, "@nix ") {
+					log.Add(line)
+				} else {
+					plain.WriteString(line + "\n")
+				}
+			}
+			if err != nil {
+				break
 			}
 		}
 		_, _ = io.Copy(io.Discard, pr)
