@@ -84,7 +84,7 @@ func brokenSelected(name string, sels []Selector) bool {
 // evalDeploymentError evaluates one host's deployment options alone, only
 // to get Nix's error message.
 func evalDeploymentError(ctx context.Context, n *nix.CLI, flakeRef, host string) string {
-	apply := fmt.Sprintf("cs: builtins.deepSeq cs.${%s}.config.deployment null", nixString(host))
+	apply := fmt.Sprintf("cs: builtins.deepSeq cs.${%s}.config.deployment null", nix.Quote(host))
 	if _, err := n.Nix(ctx, "eval", "--json", flakeRef+"#nixosConfigurations", "--apply", apply); err != nil {
 		return err.Error()
 	}
@@ -105,16 +105,26 @@ type LoadOptions struct {
 // Load evaluates the flake once: every host's deployment options and, when
 // asked, the selected hosts' toplevel derivations.
 func Load(ctx context.Context, n *nix.CLI, flakeRef string, opts LoadOptions) (*Inventory, error) {
-	raw, err := evaluate(ctx, n, flakeRef, opts, opts.Toplevel)
+	raw, err := evaluate(ctx, n, flakeRef, opts, opts.Toplevel, nil)
 	perHost := false
-	if err != nil && opts.Toplevel && ctx.Err() == nil {
+	broken := map[string]string{}
+	if err != nil && ctx.Err() == nil {
 		// builtins.tryEval catches throw and assert, not a missing
-		// attribute or a type error: one such toplevel fails the whole
-		// evaluation. Evaluate the options alone, then each selected
-		// toplevel alone, so that only the broken host fails.
-		var err2 error
-		if raw, err2 = evaluate(ctx, n, flakeRef, opts, false); err2 == nil {
-			err, perHost = nil, true
+		// attribute or a type error: one such error in any host fails the
+		// whole evaluation. Evaluate the options alone (bisecting over the
+		// hosts if they are where it lies), then the selected toplevels in
+		// halves, so that only the broken hosts fail.
+		raw2, err2 := evaluate(ctx, n, flakeRef, opts, false, nil)
+		if err2 != nil && ctx.Err() == nil {
+			if names, err3 := hostNames(ctx, n, flakeRef); err3 == nil {
+				raw2, err2 = map[string]evaluated{}, nil
+				if err3 = bisectOptions(ctx, n, flakeRef, opts, names, raw2, broken); err3 != nil {
+					err2 = err3
+				}
+			}
+		}
+		if err2 == nil {
+			raw, err, perHost = raw2, nil, opts.Toplevel
 		}
 	}
 	if err != nil {
@@ -122,6 +132,9 @@ func Load(ctx context.Context, n *nix.CLI, flakeRef string, opts LoadOptions) (*
 	}
 	inv := &Inventory{FlakeRef: flakeRef}
 	var errs []error
+	for name, msg := range broken {
+		inv.Broken = append(inv.Broken, &BrokenHost{Name: name, Err: msg})
+	}
 	for name, r := range raw {
 		if r.DeploymentFailed {
 			inv.Broken = append(inv.Broken, &BrokenHost{Name: name, Err: evalDeploymentError(ctx, n, flakeRef, name)})
@@ -182,6 +195,47 @@ func Load(ctx context.Context, n *nix.CLI, flakeRef string, opts LoadOptions) (*
 	return inv, nil
 }
 
+// hostNames lists the flake's nixosConfigurations without evaluating them.
+func hostNames(ctx context.Context, n *nix.CLI, flakeRef string) ([]string, error) {
+	out, err := n.Nix(ctx, "eval", "--json", flakeRef+"#nixosConfigurations", "--apply", "builtins.attrNames")
+	if err != nil {
+		return nil, err
+	}
+	var names []string
+	return names, json.Unmarshal(out, &names)
+}
+
+// bisectOptions evaluates the deployment options of names in halves, down
+// to the hosts whose options fail alone (recorded in broken, with Nix's
+// message); the rest go into raw.
+func bisectOptions(ctx context.Context, n *nix.CLI, flakeRef string, opts LoadOptions, names []string, raw map[string]evaluated, broken map[string]string) error {
+	if len(names) == 0 {
+		return nil
+	}
+	got, err := evaluate(ctx, n, flakeRef, opts, false, names)
+	switch {
+	case ctx.Err() != nil:
+		return ctx.Err()
+	case err == nil:
+		for k, v := range got {
+			raw[k] = v
+		}
+		return nil
+	case len(names) == 1:
+		var ne *nix.Error
+		if !errors.As(err, &ne) {
+			return err
+		}
+		broken[names[0]] = ne.Error()
+		return nil
+	}
+	half := len(names) / 2
+	if err := bisectOptions(ctx, n, flakeRef, opts, names[:half], raw, broken); err != nil {
+		return err
+	}
+	return bisectOptions(ctx, n, flakeRef, opts, names[half:], raw, broken)
+}
+
 // bisect evaluates the toplevels of hosts when evaluating them together
 // failed in a way tryEval cannot catch: in halves, each in one evaluation,
 // down to the hosts that fail alone. One broken host among n costs about
@@ -194,7 +248,7 @@ func bisect(ctx context.Context, n *nix.CLI, flakeRef string, hosts []*Host) err
 	for i, h := range hosts {
 		sels[i] = Selector{Raw: h.Name, Literal: true}
 	}
-	raw, err := evaluate(ctx, n, flakeRef, LoadOptions{Selectors: sels}, true)
+	raw, err := evaluate(ctx, n, flakeRef, LoadOptions{Selectors: sels}, true, hostNamesOf(hosts))
 	switch {
 	case ctx.Err() != nil:
 		return ctx.Err()
@@ -236,8 +290,17 @@ type evaluated struct {
 	Failed           bool            `json:"failed"`
 }
 
-// evaluate runs the one nix eval over nixosConfigurations.
-func evaluate(ctx context.Context, n *nix.CLI, flakeRef string, opts LoadOptions, toplevel bool) (map[string]evaluated, error) {
+func hostNamesOf(hosts []*Host) []string {
+	out := make([]string, len(hosts))
+	for i, h := range hosts {
+		out[i] = h.Name
+	}
+	return out
+}
+
+// evaluate runs the one nix eval over nixosConfigurations, or over the
+// hosts named in only (nil: all).
+func evaluate(ctx context.Context, n *nix.CLI, flakeRef string, opts LoadOptions, toplevel bool, only []string) (map[string]evaluated, error) {
 	type sel struct {
 		Tag bool    `json:"tag"`
 		Re  string  `json:"re"`
@@ -254,13 +317,13 @@ func evaluate(ctx context.Context, n *nix.CLI, flakeRef string, opts LoadOptions
 			sels[i].Lit = &lit
 		}
 	}
-	arg, err := json.Marshal(map[string]any{"all": opts.All, "deployableOnly": opts.DeployableOnly, "sels": sels, "toplevel": toplevel})
+	arg, err := json.Marshal(map[string]any{"all": opts.All, "deployableOnly": opts.DeployableOnly, "sels": sels, "toplevel": toplevel, "only": only})
 	if err != nil {
 		return nil, err
 	}
 	// One line, so that the command -v prints stays readable.
 	expr := strings.Join(strings.Fields(evalExpr), " ")
-	apply := fmt.Sprintf("let args = builtins.fromJSON %s; in %s", nixString(string(arg)), expr)
+	apply := fmt.Sprintf("let args = builtins.fromJSON %s; in %s", nix.Quote(string(arg)), expr)
 	out, err := n.Nix(ctx, "eval", "--json", flakeRef+"#nixosConfigurations", "--apply", apply)
 	if err != nil {
 		if ctx.Err() != nil {
@@ -301,6 +364,8 @@ const evalExpr = `configs:
       else builtins.any (s:
         if s.tag then builtins.any (matches s) (strings (d.tags or [ ]))
         else matches s name) args.sels;
+    restricted = if args.only == null then configs
+      else builtins.intersectAttrs (builtins.listToAttrs (map (n: { name = n; value = null; }) args.only)) configs;
   in builtins.mapAttrs (name: c:
     let
       dt = builtins.tryEval (let v = clean (c.config.deployment or { }); in builtins.deepSeq v v);
@@ -312,14 +377,14 @@ const evalExpr = `configs:
       // (if !want then { }
           else if drv.success then { drvPath = drv.value; toplevel = top.outPath; }
           else { failed = true; })
-  ) configs`
+  ) restricted`
 
 // evalToplevel evaluates one host's toplevel alone: its derivation and
 // output paths, or Nix's own error message.
 func evalToplevel(ctx context.Context, n *nix.CLI, flakeRef, host string) (drv, out, evalErr string) {
 	// The host is picked inside the expression: any attribute name works
 	// there, while a URL fragment refuses some.
-	apply := fmt.Sprintf("cs: let t = cs.${%s}.config.system.build.toplevel; in { drv = t.drvPath; out = t.outPath; }", nixString(host))
+	apply := fmt.Sprintf("cs: let t = cs.${%s}.config.system.build.toplevel; in { drv = t.drvPath; out = t.outPath; }", nix.Quote(host))
 	res, err := n.Nix(ctx, "eval", "--json", flakeRef+"#nixosConfigurations", "--apply", apply)
 	if err != nil {
 		return "", "", err.Error()
@@ -329,14 +394,6 @@ func evalToplevel(ctx context.Context, n *nix.CLI, flakeRef, host string) (drv, 
 		return "", "", fmt.Sprintf("reading nix eval output %q: %v", res, err)
 	}
 	return v.Drv, v.Out, ""
-}
-
-// nixString quotes s as a Nix string literal.
-func nixString(s string) string {
-	b, _ := json.Marshal(s)
-	// A JSON string is a valid Nix string except for "${", which Nix would
-	// read as interpolation.
-	return strings.ReplaceAll(string(b), "${", `\${`)
 }
 
 // Decode reads one host's config.deployment (nil or null: all defaults),

@@ -201,9 +201,3 @@ func TestDecodeHostTypeErrorsNameHostAndOption(t *testing.T) {
 		}
 	}
 }
-
-func TestNixString(t *testing.T) {
-	if got := nixString(`a"b${c}`); got != `"a\"b\${c}"` {
-		t.Errorf("nixString = %s", got)
-	}
-}

@@ -72,12 +72,6 @@ func TestLoadEvaluatesOnlySelectedToplevels(t *testing.T) {
 			t.Errorf("Load(%v) selected %s, want %s", tc.args, got, tc.want)
 		}
 		for _, h := range inv.Selected {
-			if h.Name == "broken" || h.Name == "typo" {
-				if h.EvalError == "" {
-					t.Errorf("%s, selected by --all, has no evaluation error", h.Name)
-				}
-				continue
-			}
 			if h.EvalError != "" {
 				t.Errorf("%s: evaluated an unselected host: %s", h.Name, h.EvalError)
 			}
@@ -134,3 +128,75 @@ func TestLoadEvaluatesOnlySelectedToplevels(t *testing.T) {
 }
 
 func jsonUnmarshal(b []byte, v any) error { return json.Unmarshal(b, v) }
+
+func writeFlake(t *testing.T, hosts string) string {
+	t.Helper()
+	dir := t.TempDir()
+	flake := `{
+  outputs = { self }: let
+    sys = name: deployment: {
+      config.deployment = deployment;
+      config.system.build.toplevel = derivation {
+        inherit name; system = "` + nixtest.System() + `"; builder = "/bin/sh"; args = [ "-c" "echo > $out" ];
+      };
+    };
+  in { nixosConfigurations = { ` + hosts + ` }; };
+}`
+	if err := os.WriteFile(filepath.Join(dir, "flake.nix"), []byte(flake), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return "path:" + dir
+}
+
+// TestLoadOptionsErrorEscapingTryEval: a deployment block with an error
+// tryEval cannot catch (a missing attribute) fails only its host.
+func TestLoadOptionsErrorEscapingTryEval(t *testing.T) {
+	nixtest.Require(t, "nix")
+	n := nix.New(append(os.Environ(), "NIX_CONFIG=substituters ="), slog.New(slog.DiscardHandler))
+	ref := writeFlake(t, `good = sys "good" { tags = [ "x" ]; }; typo = sys "typo" { targetHost = { }.fqdnn; };
+	  "a&b" = { config.system.build.toplevel = throw "the ampersand host is broken"; };`)
+	sels, _ := ParseSelectors([]string{"@x"})
+	inv, err := Load(context.Background(), n, ref, LoadOptions{Selectors: sels, Toplevel: true})
+	if err != nil {
+		t.Fatalf("a broken host's options stopped the load of another: %v", err)
+	}
+	if names(inv.Selected) != "good" || inv.Selected[0].DrvPath == "" {
+		t.Errorf("selected %s", names(inv.Selected))
+	}
+	if len(inv.Broken) != 1 || inv.Broken[0].Name != "typo" || !strings.Contains(inv.Broken[0].Err, "fqdnn") {
+		t.Errorf("Broken = %+v, want typo with Nix's message", inv.Broken)
+	}
+	sels, _ = ParseSelectors([]string{"a&b"})
+	inv, err = Load(context.Background(), n, ref, LoadOptions{Selectors: sels, Toplevel: true})
+	if err != nil || len(inv.Selected) != 1 || !strings.Contains(inv.Selected[0].EvalError, "the ampersand host is broken") {
+		t.Errorf("a&b: %v, %+v", err, inv)
+	}
+	_, err = Load(context.Background(), n, ref, LoadOptions{All: true, DeployableOnly: true, Toplevel: true})
+	if err == nil || !strings.Contains(err.Error(), "typo: config.deployment does not evaluate") {
+		t.Errorf("--all with a broken host = %v", err)
+	}
+}
+
+// TestLoadAllDeployableOnly: --all leaves build-only hosts out on the Nix
+// side too: their toplevels are not even evaluated.
+func TestLoadAllDeployableOnly(t *testing.T) {
+	nixtest.Require(t, "nix")
+	n := nix.New(append(os.Environ(), "NIX_CONFIG=substituters ="), slog.New(slog.DiscardHandler))
+	ref := writeFlake(t, `web = sys "web" { }; builder = sys "builder" { targetHost = null; };`)
+	inv, err := Load(context.Background(), n, ref, LoadOptions{All: true, DeployableOnly: true, Toplevel: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if names(inv.Selected) != "web" {
+		t.Errorf("--all selected %s, want web", names(inv.Selected))
+	}
+	for _, h := range inv.Hosts {
+		if h.Name == "builder" && h.DrvPath != "" {
+			t.Error("the build-only host's toplevel was evaluated")
+		}
+	}
+	inv, err = Load(context.Background(), n, ref, LoadOptions{All: true, Toplevel: true})
+	if err != nil || names(inv.Selected) != "builder,web" || inv.Selected[0].DrvPath == "" {
+		t.Errorf("--all for build: %v, %v", err, inv)
+	}
+}

@@ -1,7 +1,9 @@
 package nix
 
 import (
+	"encoding/json"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"testing"
 )
@@ -83,5 +85,22 @@ func TestParsePathInfoBothShapes(t *testing.T) {
 	}
 	if _, err := ParsePathInfo([]byte(`"nonsense"`)); err == nil {
 		t.Error("nonsense accepted")
+	}
+}
+
+// TestQuoteRoundTripsThroughNix has Nix read back every tricky string.
+func TestQuoteRoundTripsThroughNix(t *testing.T) {
+	if _, err := exec.LookPath("nix-instantiate"); err != nil {
+		t.Skip("nix-instantiate is not installed")
+	}
+	for _, s := range []string{"a&b<c>", `quote " back\slash`, "${x} $y $${z}", "tab\tnl\ncr\r", "café", "''", "$"} {
+		out, err := exec.Command("nix-instantiate", "--eval", "--json", "--expr", Quote(s)).Output()
+		if err != nil {
+			t.Fatalf("%q → %s: %v", s, Quote(s), err)
+		}
+		var got string
+		if err := json.Unmarshal(out, &got); err != nil || got != s {
+			t.Errorf("%q → %s → %q (%v)", s, Quote(s), got, err)
+		}
 	}
 }
