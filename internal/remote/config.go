@@ -101,7 +101,7 @@ func loadSSHConfig(custom, home, localUser string) (*sshConfig, error) {
 	}
 	// Read everything once now, so that a broken file fails the run
 	// before any host is contacted.
-	if _, err := c.viewFor("*"); err != nil {
+	if _, err := c.viewFor(matchState{alias: "*"}); err != nil {
 		return nil, err
 	}
 	return c, nil
@@ -113,31 +113,30 @@ type view struct {
 	files []*sshconfig.Config
 }
 
-// viewFor evaluates the configuration for alias. "Match host" compares the
-// HostName, so a first pass finds it (matching Match host against the
-// alias) and a second pass uses it.
-func (c *sshConfig) viewFor(alias string) (*view, error) {
-	pass := func(hostName string) (*view, error) {
-		v := &view{alias: alias}
-		for _, src := range c.sources {
-			text, err := c.flatten(src.path, src.includeDir, alias, hostName, 0)
-			if err != nil {
-				return nil, fmt.Errorf("ssh config: %w", err)
-			}
-			cfg, err := sshconfig.Decode(strings.NewReader(text))
-			if err != nil {
-				return nil, fmt.Errorf("ssh config %s: %w", src.path, err)
-			}
-			v.files = append(v.files, cfg)
+// matchState is what Match criteria are judged against, as OpenSSH judges
+// them: while reading the files in order.
+type matchState struct {
+	alias string
+	// hostName and user are as set so far: by the command line (or the
+	// target) first, then by the first HostName / User line that applies.
+	hostName, user string
+	// defaultUser is the user when nothing sets one.
+	defaultUser string
+}
+
+// viewFor evaluates the configuration for one destination.
+func (c *sshConfig) viewFor(st matchState) (*view, error) {
+	v := &view{alias: st.alias}
+	for _, src := range c.sources {
+		text, err := c.flatten(src.path, src.includeDir, &st, 0)
+		if err != nil {
+			return nil, fmt.Errorf("ssh config: %w", err)
 		}
-		return v, nil
-	}
-	v, err := pass(alias)
-	if err != nil {
-		return nil, err
-	}
-	if hn := c.expand(v.get(nil, "HostName"), tokens{host: alias, alias: alias}); hn != "" && hn != alias {
-		return pass(hn)
+		cfg, err := sshconfig.Decode(strings.NewReader(text))
+		if err != nil {
+			return nil, fmt.Errorf("ssh config %s: %w", src.path, err)
+		}
+		v.files = append(v.files, cfg)
 	}
 	return v, nil
 }
@@ -147,11 +146,11 @@ func (c *sshConfig) viewFor(alias string) (*view, error) {
 //   - Include is inlined where its enclosing block applies to the
 //     destination and dropped where it does not; after it, the enclosing
 //     block resumes. Relative paths resolve against includeDir.
-//   - Match becomes "Host *" where its criteria hold for the destination
-//     and a block that applies to nothing where they do not. Criteria that
-//     cannot be judged before connecting (exec, user, …) do not hold, so
-//     such a block is ignored.
-func (c *sshConfig) flatten(path, includeDir, alias, hostName string, depth int) (string, error) {
+//   - Match becomes "Host *" where its criteria hold for the destination at
+//     that point of the reading, and a block that applies to nothing where
+//     they do not. Criteria that cannot be judged before connecting (exec,
+//     …) do not hold, so such a block is ignored.
+func (c *sshConfig) flatten(path, includeDir string, st *matchState, depth int) (string, error) {
 	if depth > 16 {
 		return "", fmt.Errorf("%s: Include nested too deeply", path)
 	}
@@ -165,10 +164,10 @@ func (c *sshConfig) flatten(path, includeDir, alias, hostName string, depth int)
 		key, rest := splitDirective(line)
 		switch strings.ToLower(key) {
 		case "host":
-			active, header = hostMatches(splitArgs(rest), alias), line
+			active, header = hostMatches(splitArgs(rest), st.alias), line
 			b.WriteString(line + "\n")
 		case "match":
-			active = c.matchHolds(splitArgs(rest), alias, hostName)
+			active = c.matchHolds(splitArgs(rest), st)
 			header = "Host " + neverHost
 			if active {
 				header = "Host *"
@@ -179,7 +178,7 @@ func (c *sshConfig) flatten(path, includeDir, alias, hostName string, depth int)
 				continue
 			}
 			for _, pat := range splitArgs(rest) {
-				pat = c.expand(pat, tokens{host: hostName, alias: alias})
+				pat = c.expand(pat, tokens{host: st.hostName, alias: st.alias})
 				if !filepath.IsAbs(pat) {
 					pat = filepath.Join(includeDir, pat)
 				}
@@ -189,7 +188,7 @@ func (c *sshConfig) flatten(path, includeDir, alias, hostName string, depth int)
 				}
 				sort.Strings(matches)
 				for _, m := range matches {
-					text, err := c.flatten(m, includeDir, alias, hostName, depth+1)
+					text, err := c.flatten(m, includeDir, st, depth+1)
 					if err != nil {
 						return "", err
 					}
@@ -197,6 +196,16 @@ func (c *sshConfig) flatten(path, includeDir, alias, hostName string, depth int)
 				}
 			}
 			b.WriteString(header + "\n")
+		case "hostname":
+			if active && st.hostName == "" {
+				st.hostName = c.expand(strings.Trim(rest, `"`), tokens{host: st.alias, alias: st.alias})
+			}
+			b.WriteString(line + "\n")
+		case "user":
+			if active && st.user == "" {
+				st.user = strings.Trim(rest, `"`)
+			}
+			b.WriteString(line + "\n")
 		default:
 			b.WriteString(line + "\n")
 		}
@@ -217,25 +226,36 @@ func hostMatches(patterns []string, name string) bool {
 	return h.Matches(name)
 }
 
-// matchHolds judges a Match line's criteria for the destination.
-func (c *sshConfig) matchHolds(criteria []string, alias, hostName string) bool {
+// matchHolds judges a Match line's criteria for the destination as read
+// so far.
+func (c *sshConfig) matchHolds(criteria []string, st *matchState) bool {
+	hostName, user := st.hostName, st.user
+	if hostName == "" {
+		hostName = st.alias
+	}
+	if user == "" {
+		user = st.defaultUser
+	}
 	for i := 0; i < len(criteria); i++ {
 		crit := strings.ToLower(criteria[i])
 		negate := strings.HasPrefix(crit, "!")
 		crit = strings.TrimPrefix(crit, "!")
 		var holds bool
 		switch crit {
-		case "all", "final", "canonical":
+		case "all", "final":
 			holds = true
-		case "host", "originalhost", "localuser":
+		case "canonical":
+			// deployctl does not canonicalize host names.
+			holds = false
+		case "host", "originalhost", "user", "localuser":
 			if i+1 >= len(criteria) {
 				return false
 			}
 			i++
-			subject := map[string]string{"host": hostName, "originalhost": alias, "localuser": c.localUser}[crit]
+			subject := map[string]string{"host": hostName, "originalhost": st.alias, "user": user, "localuser": c.localUser}[crit]
 			holds = hostMatches([]string{criteria[i]}, subject)
 		default:
-			// exec, user, tagged, localnetwork, …: unknown before connecting.
+			// exec, tagged, localnetwork, …: unknown before connecting.
 			return false
 		}
 		if holds == negate {
@@ -401,7 +421,20 @@ func (c *sshConfig) resolveEndpoint(t Target, chain []string) (*Endpoint, error)
 		return nil, err
 	}
 	alias := t.Host
-	v, err := c.viewFor(alias)
+	st := matchState{alias: alias, defaultUser: "root"}
+	if chain != nil && c.localUser != "" {
+		st.defaultUser = c.localUser
+	}
+	if len(over["hostname"]) > 0 {
+		st.hostName = over["hostname"][0]
+	}
+	switch {
+	case len(over["user"]) > 0:
+		st.user = over["user"][0]
+	case t.User != "":
+		st.user = t.User
+	}
+	v, err := c.viewFor(st)
 	if err != nil {
 		return nil, err
 	}

@@ -259,3 +259,53 @@ Host loop-b
 		t.Errorf("a ProxyJump loop = %v", err)
 	}
 }
+
+// TestMatchAgreesWithOpenSSH: Match criteria are judged as OpenSSH judges
+// them, in reading order (a Match host before the HostName line sees the
+// name as given), with canonical not holding and user the remote user.
+func TestMatchAgreesWithOpenSSH(t *testing.T) {
+	nixtest.Require(t, "ssh")
+	dir := t.TempDir()
+	cfg := filepath.Join(dir, "config")
+	if err := os.WriteFile(cfg, []byte(`Match host 10.0.0.5
+  Port 2222
+Host web
+  HostName 10.0.0.5
+Match host 10.0.0.5 user root
+  Port 2250
+Match canonical
+  Port 2300
+Match user deploy
+  Port 2400
+Match originalhost api !user root
+  HostName api.internal
+`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	c, err := loadSSHConfig(cfg, dir, "me")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct{ alias, user string }{{"web", "root"}, {"web", "deploy"}, {"api", "deploy"}, {"api", "root"}, {"other", "deploy"}} {
+		out, err := exec.Command("ssh", "-G", "-F", cfg, "-l", tc.user, tc.alias).Output()
+		if err != nil {
+			t.Fatalf("ssh -G %s: %v", tc.alias, err)
+		}
+		want := map[string]string{}
+		for _, line := range strings.Split(string(out), "\n") {
+			if k, v, ok := strings.Cut(line, " "); ok {
+				want[k] = v
+			}
+		}
+		e, err := c.resolve(Target{Host: tc.alias, User: tc.user})
+		if err != nil {
+			t.Fatalf("%s: %v", tc.alias, err)
+		}
+		got := map[string]string{"hostname": e.HostName, "user": e.User, "port": strconv.Itoa(e.Port)}
+		for _, k := range []string{"hostname", "user", "port"} {
+			if got[k] != want[k] {
+				t.Errorf("%s@%s: %s = %q, OpenSSH says %q", tc.user, tc.alias, k, got[k], want[k])
+			}
+		}
+	}
+}
