@@ -96,48 +96,62 @@ type result struct {
 // deployctl runs deployctl in-process against the fleet and its flake.
 func (e *testEnv) deployctl(args ...string) result {
 	e.t.Helper()
-	return e.run("", nil, args...)
+	return e.run("", nil, nil, args...)
 }
 
 // deployctlWith runs deployctl with extra environment variables.
 func (e *testEnv) deployctlWith(env []string, args ...string) result {
 	e.t.Helper()
-	return e.run("", env, args...)
+	return e.run("", nil, env, args...)
 }
 
 // deployctlInterrupted runs deployctl and interrupts it (as Ctrl-C does)
-// as soon as its stderr contains when; "" never interrupts.
+// as soon as its stderr contains when.
 func (e *testEnv) deployctlInterrupted(when string, args ...string) result {
 	e.t.Helper()
-	return e.run(when, nil, args...)
+	return e.run(when, nil, nil, args...)
 }
 
-func (e *testEnv) run(when string, env []string, args ...string) result {
+// deployctlWatching runs deployctl and calls fn, once, as soon as its
+// stderr contains when; deployctl waits meanwhile.
+func (e *testEnv) deployctlWatching(when string, fn func(), args ...string) result {
+	e.t.Helper()
+	return e.run(when, fn, nil, args...)
+}
+
+// run runs deployctl; when its stderr contains when, it calls fn, or with
+// fn nil interrupts it.
+func (e *testEnv) run(when string, fn func(), env []string, args ...string) result {
 	e.t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
+	if fn == nil {
+		fn = cancel
+	}
 	var stdout bytes.Buffer
-	stderr := &watchWriter{when: when, cancel: cancel}
+	stderr := &watchWriter{when: when, fn: fn}
 	full := append([]string{"--flake", e.flake, "--ssh-config", e.fleet.SSHConfig}, args...)
 	code := cli.Main(ctx, cli.Invocation{Args: full, Stdin: strings.NewReader(""), Stdout: &stdout, Stderr: stderr, Env: e.env(env...)})
 	e.t.Logf("deployctl %s → exit %d\n%s", strings.Join(args, " "), code, stderr.String())
 	return result{code, stdout.String(), stderr.String()}
 }
 
-// watchWriter collects output and calls cancel once it contains when.
+// watchWriter collects output and calls fn once it contains when.
 type watchWriter struct {
-	mu     sync.Mutex
-	buf    bytes.Buffer
-	when   string
-	cancel func()
+	mu    sync.Mutex
+	buf   bytes.Buffer
+	when  string
+	fn    func()
+	fired bool
 }
 
 func (w *watchWriter) Write(p []byte) (int, error) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	w.buf.Write(p)
-	if w.when != "" && strings.Contains(w.buf.String(), w.when) {
-		w.cancel()
+	if w.when != "" && !w.fired && strings.Contains(w.buf.String(), w.when) {
+		w.fired = true
+		w.fn()
 	}
 	return len(p), nil
 }

@@ -5,6 +5,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 
@@ -57,7 +58,7 @@ func TestManifestRoundTrip(t *testing.T) {
 	}
 	r := e.deployctl("-v", "deploy", "--manifest", m, "@web")
 	r.wantCode(t, 0)
-	if strings.Contains(r.stderr, "flakes' eval") || strings.Contains(r.stderr, "flakes' build") {
+	if regexp.MustCompile(`(?m)^\[local\] \+ nix .* (eval|build) `).MatchString(r.stderr) {
 		t.Errorf("deploy --manifest ran nix eval or nix build:\n%s", r.stderr)
 	}
 	if !strings.Contains(r.stderr, "flakes' copy") {
@@ -171,10 +172,12 @@ func TestGCRoots(t *testing.T) {
 			t.Errorf("%s is not a GC root of %s:\n%s", link, top, roots)
 		}
 	}
-	r := e.deployctl("-v", "deploy", "alpha")
+	// While deploy runs (once it has connected), the system is rooted.
+	var during string
+	r := e.deployctlWatching("[alpha] connected", func() { during = queryRoots(t, e.toplevel("alpha")) }, "deploy", "alpha")
 	r.wantCode(t, 0)
-	if !strings.Contains(r.stderr, "--add-root") || !strings.Contains(r.stderr, "deployctl-roots-") {
-		t.Errorf("deploy did not root the system it deploys:\n%s", r.stderr)
+	if !strings.Contains(during, "deployctl-roots-") {
+		t.Errorf("during the deploy, the system had no deployctl root:\n%s", during)
 	}
 	if roots := queryRoots(t, e.toplevel("alpha")); strings.Contains(roots, "deployctl-roots-") {
 		t.Errorf("deploy left its temporary root behind:\n%s", roots)

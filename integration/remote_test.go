@@ -214,6 +214,9 @@ func (p *proxy) pipe(dst io.Writer, src io.Reader) {
 		frozen := p.frozen
 		p.mu.Unlock()
 		if frozen {
+			if err != nil {
+				return
+			}
 			continue // swallow: the packets are lost
 		}
 		if n > 0 {
