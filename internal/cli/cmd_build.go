@@ -154,6 +154,7 @@ func buildSelected(ctx context.Context, g *globals, hosts []*inventory.Host) (ma
 	for _, h := range hosts {
 		if h.EvalError != "" {
 			out[h.Name] = built{Err: rollout.Step("eval", fmt.Errorf("%s", h.EvalError))}
+			g.log.Info("evaluation failed", "host", h.Name)
 			continue
 		}
 		reqs = append(reqs, build.Request{Host: h.Name, DrvPath: h.DrvPath, OutPath: h.OutPath})
@@ -178,6 +179,11 @@ func buildSelected(ctx context.Context, g *globals, hosts []*inventory.Host) (ma
 	}
 	for _, r := range results {
 		out[r.Host] = built{Toplevel: r.Toplevel, Err: rollout.Step("build", r.Err)}
+		if r.Err != nil {
+			g.log.Info("build failed", "host", r.Host)
+		} else {
+			g.log.Info("built", "host", r.Host, "toplevel", r.Toplevel)
+		}
 	}
 	return out, nil
 }
