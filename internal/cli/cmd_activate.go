@@ -28,13 +28,13 @@ evaluated; otherwise the flake is evaluated and built first.`,
 	}
 	opts.selection.register(cmd, true)
 	opts.source.register(cmd.Flags(), false)
-	cmd.Flags().StringVar(&opts.action, "action", "switch", "switch-to-configuration `ACTION`: switch, boot, test or dry-activate")
+	registerAction(cmd, &opts.action)
 	return cmd
 }
 
 func runActivate(ctx context.Context, g *globals, opts activateOptions, args []string) error {
-	if !validAction(opts.action) {
-		return usageErrorf("--action %q: want switch, boot, test or dry-activate", opts.action)
+	if err := checkAction(opts.action); err != nil {
+		return err
 	}
 	p, err := g.plan(ctx, args, opts.selection, opts.source)
 	if err != nil {

@@ -2,6 +2,7 @@ package cli
 
 import (
 	"context"
+	"slices"
 
 	"github.com/spf13/cobra"
 
@@ -34,13 +35,13 @@ evaluated. With --closure PATH HOST, one prebuilt system goes to one host
 	}
 	opts.selection.register(cmd, true)
 	opts.source.register(cmd.Flags(), true)
-	cmd.Flags().StringVar(&opts.action, "action", "switch", "switch-to-configuration `ACTION`: switch, boot, test or dry-activate")
+	registerAction(cmd, &opts.action)
 	return cmd
 }
 
 func runDeploy(ctx context.Context, g *globals, opts deployOptions, args []string) error {
-	if !validAction(opts.action) {
-		return usageErrorf("--action %q: want switch, boot, test or dry-activate", opts.action)
+	if err := checkAction(opts.action); err != nil {
+		return err
 	}
 	p, err := g.plan(ctx, args, opts.selection, opts.source)
 	if err != nil {
@@ -49,11 +50,13 @@ func runDeploy(ctx context.Context, g *globals, opts deployOptions, args []strin
 	return g.runHosts(ctx, "deploy", p, g.pushStep(), g.activateStep(opts.action))
 }
 
-func validAction(a string) bool {
-	for _, x := range activate.Actions {
-		if x == a {
-			return true
-		}
+func registerAction(cmd *cobra.Command, action *string) {
+	cmd.Flags().StringVar(action, "action", "switch", "switch-to-configuration `ACTION`: switch, boot, test or dry-activate")
+}
+
+func checkAction(a string) error {
+	if !slices.Contains(activate.Actions, a) {
+		return usageErrorf("--action %q: want switch, boot, test or dry-activate", a)
 	}
-	return false
+	return nil
 }

@@ -21,17 +21,7 @@ import (
 // unselected host's toplevel is never evaluated: here it would throw.
 func TestLoadEvaluatesOnlySelectedToplevels(t *testing.T) {
 	nixtest.Require(t, "nix")
-	dir := t.TempDir()
-	flake := `{
-  outputs = { self }: let
-    sys = name: deployment: {
-      config.deployment = deployment;
-      config.system.build.toplevel = derivation {
-        inherit name; system = "` + nixtest.System() + `"; builder = "/bin/sh"; args = [ "-c" "echo > $out" ];
-      };
-    };
-  in {
-    nixosConfigurations = {
+	ref := writeFlake(t, `
       "web-1" = sys "web-1" { tags = [ "web" "edge-eu" ]; keyFile = ./flake.nix; };
       "web-2" = sys "web-2" { tags = [ "web" ]; targetPort = 2222; };
       "db.1" = sys "db" { tags = [ "db" ]; };
@@ -39,16 +29,8 @@ func TestLoadEvaluatesOnlySelectedToplevels(t *testing.T) {
       typo = { config.system.build.toplevel = { }.missing-attribute; };
       badopts = { config.deployment = { tags = [ "x" ]; } // throw "no such option deployment.helthChecks"; config.system.build.toplevel = throw "unused"; };
       builder = sys "builder" { targetHost = null; };
-      broken = { config.system.build.toplevel = throw "broken on purpose"; };
-    };
-  };
-}`
-	if err := os.WriteFile(filepath.Join(dir, "flake.nix"), []byte(flake), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	env := append(os.Environ(), "NIX_CONFIG=substituters =")
-	n := nix.New(env, slog.New(slog.NewTextHandler(io.Discard, nil)))
-	ref := "path:" + dir
+      broken = { config.system.build.toplevel = throw "broken on purpose"; };`)
+	n := nix.New(append(os.Environ(), "NIX_CONFIG=substituters ="), slog.New(slog.NewTextHandler(io.Discard, nil)))
 	for _, tc := range []struct {
 		args []string
 		all  bool
