@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 
@@ -35,6 +36,8 @@ type Options struct {
 	// OnLog receives each build log line as it comes, with the host whose
 	// toplevel is being built ("" for a dependency) and the derivation.
 	OnLog func(host, drv, line string)
+	// MaxJobs is Nix's --max-jobs; 0 leaves Nix's own setting.
+	MaxJobs int
 }
 
 // Build realises every request in one `nix build --keep-going` call, so Nix
@@ -46,6 +49,9 @@ func Build(ctx context.Context, n *nix.CLI, reqs []Request, opts Options) ([]Res
 		return nil, nil
 	}
 	args := []string{"build", "--json", "--no-link", "--keep-going"}
+	if opts.MaxJobs > 0 {
+		args = append(args, "--max-jobs", strconv.Itoa(opts.MaxJobs))
+	}
 	seen := map[string]bool{}
 	hostOf := map[string]string{}
 	for _, r := range reqs {

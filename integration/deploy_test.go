@@ -216,12 +216,12 @@ func TestBadDeploymentOptionTouchesNothing(t *testing.T) {
 // shell line, and the remote ones can be pasted to run by hand.
 func TestVerbosePrintsEveryCommand(t *testing.T) {
 	e := startFleet(t, fixture.Host{Name: "alpha"})
-	r := e.deployctl("-v", "deploy", "alpha")
+	r := e.deployctl("-v", "deploy", "--max-jobs", "3", "alpha")
 	r.wantCode(t, 0)
 	top := e.toplevel("alpha")
 	for _, want := range []string{
 		"[local] + nix --extra-experimental-features 'nix-command flakes' eval --json",
-		"[local] + nix --extra-experimental-features 'nix-command flakes' --log-format internal-json build --json",
+		"[local] + nix --extra-experimental-features 'nix-command flakes' --log-format internal-json build --json --no-link --keep-going --max-jobs 3 ",
 		"[local] + NIX_SSHOPTS='-F " + e.fleet.SSHConfig + " -p 22' nix --extra-experimental-features 'nix-command flakes' copy --to ssh://root@alpha " + top,
 		"[alpha] + ssh -F " + e.fleet.SSHConfig + " -p 22 root@alpha 'nix-env -p /nix/var/nix/profiles/system --set " + top + "'",
 		"[alpha] + ssh -F " + e.fleet.SSHConfig + " -p 22 root@alpha '" + top + "/bin/switch-to-configuration switch'",

@@ -41,6 +41,8 @@ type globals struct {
 	verbose           bool
 	sshConfig         string
 	acceptNewHostKeys bool
+	// maxJobs is --max-jobs of the commands that build.
+	maxJobs int
 
 	inv     Invocation
 	log     *slog.Logger
@@ -142,6 +144,9 @@ every host).
 		PersistentPreRunE: func(cmd *cobra.Command, args []string) error {
 			if g.parallel < 1 {
 				return usageErrorf("--parallel must be at least 1, got %d", g.parallel)
+			}
+			if g.maxJobs < 0 {
+				return usageErrorf("--max-jobs must not be negative, got %d", g.maxJobs)
 			}
 			level := slog.LevelInfo
 			if g.verbose {

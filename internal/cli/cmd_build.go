@@ -40,7 +40,13 @@ activate and deploy --manifest can run later, elsewhere, without evaluating.`,
 	opts.register(cmd, false)
 	cmd.Flags().StringVar(&opts.manifestOut, "manifest-out", "", "write the build manifest to `FILE`")
 	cmd.Flags().StringVar(&opts.outLink, "out-link", "", "keep each built system from garbage collection with a link `DIR`/result-HOST")
+	registerMaxJobs(cmd, g)
 	return cmd
+}
+
+// registerMaxJobs adds --max-jobs to a command that may build.
+func registerMaxJobs(cmd *cobra.Command, g *globals) {
+	cmd.Flags().IntVar(&g.maxJobs, "max-jobs", 0, "build at most `N` derivations at once (default: Nix's own max-jobs setting)")
 }
 
 // hostOutcome is one host's result of a command, for the summary.
@@ -162,7 +168,7 @@ func buildSelected(ctx context.Context, g *globals, hosts []*inventory.Host) (ma
 	if len(reqs) > 0 {
 		g.log.Info(fmt.Sprintf("building %d systems", len(reqs)))
 	}
-	var opts build.Options
+	opts := build.Options{MaxJobs: g.maxJobs}
 	if g.verbose {
 		// Nix's build log, each line under the host whose system it is
 		// (a shared dependency's under its derivation's name).

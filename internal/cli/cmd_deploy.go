@@ -34,6 +34,7 @@ evaluated. With --closure PATH HOST, one prebuilt system goes to one host
 		},
 	}
 	opts.selection.register(cmd, true)
+	registerMaxJobs(cmd, g)
 	opts.source.register(cmd.Flags(), true)
 	registerAction(cmd, &opts.action)
 	return cmd

@@ -25,6 +25,7 @@ flake is evaluated and built first.`,
 		},
 	}
 	opts.selection.register(cmd, true)
+	registerMaxJobs(cmd, g)
 	opts.source.register(cmd.Flags(), false)
 	return cmd
 }
