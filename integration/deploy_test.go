@@ -230,6 +230,9 @@ func TestVerbosePrintsEveryCommand(t *testing.T) {
 			t.Errorf("-v output lacks %q", want)
 		}
 	}
+	if n := strings.Count(r.stderr, "[local] + nix --version"); n != 1 {
+		t.Errorf("nix --version ran %d times in one deploy, want once", n)
+	}
 	// Paste the printed switch line into a shell: it runs on the host.
 	for _, line := range strings.Split(r.stderr, "\n") {
 		if strings.HasPrefix(line, "[alpha] + ssh ") && strings.Contains(line, "switch-to-configuration") {

@@ -47,6 +47,7 @@ type globals struct {
 	inv     Invocation
 	log     *slog.Logger
 	handler *report.Handler
+	nixCLI  *nix.CLI
 }
 
 func (g *globals) getenv(key string) string {
@@ -178,8 +179,12 @@ every host).
 	return root
 }
 
+// nix is the run's one Nix CLI, so that `nix --version` runs once.
 func (g *globals) nix() *nix.CLI {
-	return nix.New(g.inv.Env, g.log)
+	if g.nixCLI == nil {
+		g.nixCLI = nix.New(g.inv.Env, g.log)
+	}
+	return g.nixCLI
 }
 
 func (g *globals) dialer() (*remote.Dialer, error) {

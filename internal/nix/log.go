@@ -134,17 +134,6 @@ func (b *BuildLog) FailedBuilders() map[string]bool {
 	return out
 }
 
-// StartedDrvs returns the derivations Nix began building.
-func (b *BuildLog) StartedDrvs() []string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	out := make([]string, 0, len(b.started))
-	for d := range b.started {
-		out = append(out, d)
-	}
-	return out
-}
-
 // Errors returns every error message.
 func (b *BuildLog) Errors() []string {
 	b.mu.Lock()

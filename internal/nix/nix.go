@@ -38,9 +38,6 @@ func New(env []string, log *slog.Logger) *CLI {
 	return &CLI{env: env, log: log}
 }
 
-// Env is the environment the commands run with.
-func (c *CLI) Env() []string { return c.env }
-
 // Version is a Nix implementation and its release.
 type Version struct {
 	Impl                string // "Nix" or "Lix"

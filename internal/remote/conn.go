@@ -1,7 +1,6 @@
 package remote
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -142,14 +141,6 @@ func (c *Conn) Run(ctx context.Context, cmd Cmd) error {
 	default:
 		return fmt.Errorf("%s: %w", line, err)
 	}
-}
-
-// Output runs cmd and returns its standard output.
-func (c *Conn) Output(ctx context.Context, cmd Cmd) ([]byte, error) {
-	var out bytes.Buffer
-	cmd.Stdout = &out
-	err := c.Run(ctx, cmd)
-	return out.Bytes(), err
 }
 
 // tailBuffer keeps the last max bytes written to it.
