@@ -4,6 +4,7 @@ go 1.26.0
 
 require (
 	github.com/kevinburke/ssh_config v1.6.0
+	github.com/nix-community/go-nix v0.0.0-20250101154619-4bdde671e0a1
 	github.com/rogpeppe/go-internal v1.16.0
 	github.com/skeema/knownhosts v1.3.3
 	github.com/spf13/cobra v1.10.2

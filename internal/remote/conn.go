@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"strings"
+	"sync"
 	"time"
 
 	"golang.org/x/crypto/ssh"
@@ -126,6 +127,11 @@ func (c *Conn) Run(ctx context.Context, cmd Cmd) error {
 		}
 		return ctx.Err()
 	}
+	return exitError(line, err, tail)
+}
+
+// exitError turns a finished session's error into Run's errors.
+func exitError(line string, err error, tail *tailBuffer) error {
 	var exitErr *ssh.ExitError
 	var missing *ssh.ExitMissingError
 	switch {
@@ -143,13 +149,93 @@ func (c *Conn) Run(ctx context.Context, cmd Cmd) error {
 	}
 }
 
+// Process is a remote command whose input and output the caller drives
+// (a protocol such as nix-store --serve).
+type Process struct {
+	Stdin  io.WriteCloser
+	Stdout io.Reader
+	sess   *ssh.Session
+	line   string
+	tail   *tailBuffer
+	done   chan struct{}
+	err    error
+}
+
+// Start starts cmd with its standard input and output given to the caller;
+// its standard error goes to cmd.Stderr and is kept for errors. When ctx
+// ends, the session is closed.
+func (c *Conn) Start(ctx context.Context, cmd Cmd) (*Process, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	line := shell.Join(c.argv(cmd))
+	c.log.Debug("exec", "host", c.name, "cmd", c.CommandLine(cmd))
+	sess, err := c.client.NewSession()
+	if err != nil {
+		return nil, fmt.Errorf("open ssh session: %w", err)
+	}
+	p := &Process{sess: sess, line: line, tail: &tailBuffer{max: 4096}, done: make(chan struct{})}
+	if cmd.Stderr != nil {
+		sess.Stderr = io.MultiWriter(cmd.Stderr, p.tail)
+	} else {
+		sess.Stderr = p.tail
+	}
+	if p.Stdin, err = sess.StdinPipe(); err == nil {
+		p.Stdout, err = sess.StdoutPipe()
+	}
+	if err == nil {
+		err = sess.Start(line)
+	}
+	if err != nil {
+		sess.Close()
+		return nil, fmt.Errorf("start %s: %w", line, err)
+	}
+	go func() {
+		err := sess.Wait()
+		p.err = exitError(line, err, p.tail)
+		close(p.done)
+	}()
+	stop := context.AfterFunc(ctx, func() { sess.Close() })
+	go func() {
+		<-p.done
+		stop()
+	}()
+	return p, nil
+}
+
+// Wait waits for the command to exit and returns what Run would.
+func (p *Process) Wait() error {
+	<-p.done
+	return p.err
+}
+
+// Exited waits at most d for the command to exit: for a caller whose reads
+// failed, to learn why.
+func (p *Process) Exited(d time.Duration) (err error, ok bool) {
+	select {
+	case <-p.done:
+		return p.err, true
+	case <-time.After(d):
+		return nil, false
+	}
+}
+
+// Stderr is the end of the command's standard error so far.
+func (p *Process) Stderr() string { return p.tail.String() }
+
+// Close ends the session; the remote command sees its input and output close.
+func (p *Process) Close() error { return p.sess.Close() }
+
 // tailBuffer keeps the last max bytes written to it.
 type tailBuffer struct {
+	mu  sync.Mutex
 	max int
 	buf []byte
 }
 
 func (t *tailBuffer) Write(p []byte) (int, error) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
 	t.buf = append(t.buf, p...)
 	if len(t.buf) > t.max {
 		t.buf = t.buf[len(t.buf)-t.max:]
@@ -157,4 +243,8 @@ func (t *tailBuffer) Write(p []byte) (int, error) {
 	return len(p), nil
 }
 
-func (t *tailBuffer) String() string { return string(t.buf) }
+func (t *tailBuffer) String() string {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return string(t.buf)
+}

@@ -1,0 +1,190 @@
+package serve
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+
+	"github.com/nix-community/go-nix/pkg/wire"
+)
+
+// NARSource opens the NAR of a store path. Callers read each NAR to its end
+// (NarSize bytes) and close it before opening the next.
+type NARSource func(info PathInfo) (io.ReadCloser, error)
+
+// AddError is a path the store refused or that could not be sent.
+type AddError struct {
+	Path string
+	Err  error
+}
+
+func (e *AddError) Error() string { return fmt.Sprintf("add %s: %v", e.Path, e.Err) }
+func (e *AddError) Unwrap() error { return e.Err }
+
+// Add adds infos to the store in the order given (references first; see
+// Sort), reading each NAR from src. It sends path after path without
+// waiting, while a reader collects the store's acknowledgements, so the
+// store's work overlaps the transfer. added is called, when not nil, as
+// each path is acknowledged. After an error the Conn is out of step: close
+// its transport.
+func (c *Conn) Add(ctx context.Context, infos []PathInfo, src NARSource, added func(PathInfo)) error {
+	if len(infos) == 0 {
+		return nil
+	}
+	acks := make(chan error, 1)
+	go func() {
+		for _, info := range infos {
+			v, err := wire.ReadUint64(c.r)
+			if err == nil && v != 1 {
+				err = fmt.Errorf("the store answered %d, not 1", v)
+			}
+			if err != nil {
+				acks <- &AddError{Path: info.Path, Err: c.broken("add", err)}
+				return
+			}
+			if added != nil {
+				added(info)
+			}
+		}
+		acks <- nil
+	}()
+	sendErr := c.send(ctx, infos, src)
+	if sendErr != nil {
+		// The store may already have said why it stopped reading.
+		var ae *AddError
+		if errors.As(sendErr, &ae) && ae.Err == ctx.Err() {
+			return sendErr
+		}
+		select {
+		case err := <-acks:
+			if err != nil {
+				return err
+			}
+		default:
+		}
+		return sendErr
+	}
+	return <-acks
+}
+
+func (c *Conn) send(ctx context.Context, infos []PathInfo, src NARSource) error {
+	for _, info := range infos {
+		if err := ctx.Err(); err != nil {
+			return &AddError{Path: info.Path, Err: err}
+		}
+		if err := c.sendOne(info, src); err != nil {
+			return &AddError{Path: info.Path, Err: err}
+		}
+	}
+	return nil
+}
+
+func (c *Conn) sendOne(info PathInfo, src NARSource) error {
+	if info.NarSize == 0 {
+		return errors.New("its NAR size is unknown")
+	}
+	hash, err := base16(info.NarHash)
+	if err != nil {
+		return err
+	}
+	nar, err := src(info)
+	if err != nil {
+		return fmt.Errorf("read: %w", err)
+	}
+	defer nar.Close()
+	w := c.w
+	err = wire.WriteUint64(w, cmdAddToStoreNar)
+	for _, s := range []string{info.Path, info.Deriver, hash} {
+		if err == nil {
+			err = wire.WriteString(w, s)
+		}
+	}
+	if err == nil {
+		err = writeStrings(w, info.References)
+	}
+	for _, n := range []uint64{info.RegistrationTime, info.NarSize} {
+		if err == nil {
+			err = wire.WriteUint64(w, n)
+		}
+	}
+	if err == nil {
+		err = wire.WriteBool(w, info.Ultimate)
+	}
+	if err == nil {
+		err = writeStrings(w, info.Sigs)
+	}
+	if err == nil {
+		err = wire.WriteString(w, info.CA)
+	}
+	if err != nil {
+		return err
+	}
+	n, err := io.CopyN(w, nar, int64(info.NarSize))
+	if err != nil {
+		if n < int64(info.NarSize) && (err == io.EOF || err == io.ErrUnexpectedEOF) {
+			// The protocol is out of step now: the caller must drop the
+			// connection.
+			return fmt.Errorf("its NAR is %d bytes, not the %d its metadata says", n, info.NarSize)
+		}
+		return err
+	}
+	// Flush per path, so the store starts on it while the next is read.
+	return w.Flush()
+}
+
+// Dump streams the NARs of infos, in that order, from the store: all the
+// requests go out at once, and each NAR is read as it arrives. The returned
+// source must be asked for exactly infos, in order, and the Conn used for
+// nothing else until the last NAR is read.
+func (c *Conn) Dump(infos []PathInfo) NARSource {
+	sent := make(chan struct{})
+	go func() {
+		defer close(sent)
+		// A failed write shows in the reads too: the channel is gone.
+		for _, info := range infos {
+			if wire.WriteUint64(c.w, cmdDumpStorePath) != nil || wire.WriteString(c.w, info.Path) != nil {
+				return
+			}
+		}
+		_ = c.w.Flush()
+	}()
+	next := 0
+	return func(info PathInfo) (io.ReadCloser, error) {
+		if next >= len(infos) || infos[next].Path != info.Path {
+			return nil, fmt.Errorf("dump: %s asked for out of order", info.Path)
+		}
+		next++
+		n := &narReader{c: c, r: io.LimitReader(c.r, int64(info.NarSize))}
+		if next == len(infos) {
+			// The Conn is the caller's again once the last NAR is read
+			// and every request written.
+			n.sent = sent
+		}
+		return n, nil
+	}
+}
+
+// narReader is one NAR of a Dump; Close reads what is left of it, so the
+// next one starts in step.
+type narReader struct {
+	c    *Conn
+	r    io.Reader
+	sent chan struct{}
+}
+
+func (n *narReader) Read(p []byte) (int, error) {
+	k, err := n.r.Read(p)
+	if err != nil && err != io.EOF {
+		err = n.c.broken("dump", err)
+	}
+	return k, err
+}
+
+func (n *narReader) Close() error {
+	_, err := io.Copy(io.Discard, n.r)
+	if n.sent != nil && err == nil {
+		<-n.sent
+	}
+	return err
+}
