@@ -28,7 +28,10 @@ type Result struct {
 	Host     string
 	DrvPath  string
 	Toplevel string
-	Err      error
+	// Closure is the closure's size, when the build measured it (a remote
+	// build does, as its system stays there).
+	Closure *ClosureStats
+	Err     error
 }
 
 // Options tune a build.

@@ -28,6 +28,21 @@ type Manifest struct {
 	Created   time.Time                `json:"created"`
 	Flake     FlakeInfo                `json:"flake"`
 	Hosts     map[string]*ManifestHost `json:"hosts"`
+	// Builders are the machines, other than the hosts themselves, that
+	// hold systems (a host's builtOn names one), and how to reach them.
+	Builders map[string]Builder `json:"builders,omitempty"`
+}
+
+// Builder is how to reach a build machine over SSH; empty fields leave it
+// to the SSH configuration.
+type Builder struct {
+	Host       string   `json:"host"`
+	Port       int      `json:"port,omitempty"`
+	User       string   `json:"user,omitempty"`
+	SSHOptions []string `json:"sshOptions,omitempty"`
+	// Escalation is the privilege escalation command used when User is
+	// not root.
+	Escalation []string `json:"privilegeEscalationCommand,omitempty"`
 }
 
 // FlakeInfo is the flake a manifest was built from.
@@ -146,33 +161,20 @@ func Closures(ctx context.Context, n *nix.CLI, toplevels []string) (map[string]C
 	if len(toplevels) == 0 {
 		return nil, nil
 	}
-	out, err := n.Nix(ctx, append([]string{"path-info", "--json", "--recursive"}, toplevels...)...)
-	if err != nil {
-		return nil, fmt.Errorf("nix path-info: %w", err)
-	}
-	infos, err := nix.ParsePathInfo(out)
+	infos, err := n.PathInfos(ctx, false, toplevels...)
 	if err != nil {
 		return nil, err
 	}
 	stats := map[string]ClosureStats{}
 	for _, top := range toplevels {
-		seen := map[string]bool{}
-		stack := []string{top}
+		closure, err := nix.Closure(infos, top)
+		if err != nil {
+			return nil, fmt.Errorf("nix path-info: %w", err)
+		}
 		var st ClosureStats
-		for len(stack) > 0 {
-			p := stack[len(stack)-1]
-			stack = stack[:len(stack)-1]
-			if seen[p] {
-				continue
-			}
-			seen[p] = true
-			info, ok := infos[p]
-			if !ok {
-				return nil, fmt.Errorf("nix path-info: no information on %s, in the closure of %s", p, top)
-			}
+		for _, info := range closure {
 			st.Paths++
 			st.NarSize += info.NarSize
-			stack = append(stack, info.References...)
 		}
 		stats[top] = st
 	}

@@ -2,10 +2,14 @@ package integration
 
 import (
 	"encoding/json"
+	"fmt"
 	"os"
+	"os/exec"
+	"path/filepath"
 	"regexp"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/deployctl/deployctl/integration/fixture"
 )
@@ -78,5 +82,101 @@ func TestFixtureServiceHealth(t *testing.T) {
 		if e.ssh(host, "kill -0 "+pid+" && echo alive") != "alive" {
 			t.Errorf("%s: service pid %s is not running", host, pid)
 		}
+	}
+}
+
+// inLocalStore reports whether this machine's store holds path.
+func inLocalStore(t *testing.T, path string) bool {
+	t.Helper()
+	return exec.Command("nix-store", "--check-validity", path).Run() == nil
+}
+
+// TestBuildElsewhere: systems built on a builder (a machine outside the
+// flake, or a host of it) or on their own target end up in that machine's
+// store, never in this machine's, and a push delivers them from there.
+func TestBuildElsewhere(t *testing.T) {
+	nonce := fmt.Sprintf("%s-%d", t.Name(), time.Now().UnixNano())
+	e := startFleet(t, fixture.Host{Name: "alpha"}, fixture.Host{Name: "beta"}, fixture.Host{Name: "gamma"}, fixture.Host{Name: "builder"})
+	e.writeFlake(
+		fixture.Host{Name: "alpha", Revision: nonce},
+		fixture.Host{Name: "beta", Revision: nonce, Deployment: map[string]any{"buildHost": "gamma"}},
+		fixture.Host{Name: "gamma", Revision: nonce, Deployment: map[string]any{"buildOnTarget": true}},
+		// Nothing listens there: its build fails, alone.
+		fixture.Host{Name: "delta", Revision: nonce, Deployment: map[string]any{"buildHost": "root@127.0.0.254"}},
+	)
+	builder := "root@" + e.fleet.Host("builder").Addr
+	top := map[string]string{}
+	for _, h := range []string{"alpha", "beta", "gamma"} {
+		top[h] = e.toplevel(h)
+	}
+
+	// --build-host: a machine that is no host of the flake.
+	m := filepath.Join(t.TempDir(), "m.json")
+	r := e.deployctl("build", "alpha", "--build-host", builder, "--manifest-out", m)
+	r.wantCode(t, 0)
+	var doc struct {
+		Hosts map[string]struct {
+			Toplevel, BuiltOn string
+			ClosurePaths      int
+			NarSize           int64
+		}
+		Builders map[string]struct{ Host, User string }
+	}
+	data, err := os.ReadFile(m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := json.Unmarshal(data, &doc); err != nil {
+		t.Fatal(err)
+	}
+	a := doc.Hosts["alpha"]
+	if a.Toplevel != top["alpha"] || a.BuiltOn != builder || a.ClosurePaths < 2 || a.NarSize <= 0 {
+		t.Errorf("manifest: alpha = %+v, want built on %s, toplevel %s, with its closure's size", a, builder, top["alpha"])
+	}
+	if b := doc.Builders[builder]; b.Host != e.fleet.Host("builder").Addr || b.User != "root" {
+		t.Errorf("manifest: builder %s recorded as %+v", builder, b)
+	}
+	if got := e.ssh("builder", "readlink /nix/var/nix/gcroots/deployctl/build-alpha"); got != top["alpha"] {
+		t.Errorf("builder: GC root build-alpha → %q, want %s", got, top["alpha"])
+	}
+	e.ssh("builder", "nix-store --verify-path "+top["alpha"])
+	if inLocalStore(t, top["alpha"]) {
+		t.Errorf("alpha's system, built on the builder, is in this machine's store")
+	}
+
+	// The push goes builder → target, from the manifest alone.
+	r = e.deployctl("deploy", "--manifest", m, "alpha")
+	r.wantCode(t, 0)
+	if !strings.Contains(r.stderr, `from="builder `+builder+`"`) {
+		t.Errorf("the push does not say it came from the builder:\n%s", r.stderr)
+	}
+	if got := e.currentSystem("alpha"); got != top["alpha"] {
+		t.Errorf("alpha: /run/current-system = %q, want %s", got, top["alpha"])
+	}
+	e.ssh("alpha", "nix-store --verify-path $(nix-store -qR "+top["alpha"]+")")
+	if inLocalStore(t, top["alpha"]) {
+		t.Errorf("pushing from the builder put alpha's system in this machine's store")
+	}
+
+	// deployment.buildHost naming a host of the flake, and buildOnTarget;
+	// an unreachable builder fails its host only.
+	r = e.deployctl("deploy", "beta", "gamma", "delta")
+	r.wantCode(t, 3)
+	for h, on := range map[string]string{"beta": "gamma", "gamma": "gamma"} {
+		if got := e.currentSystem(h); got != top[h] {
+			t.Errorf("%s: /run/current-system = %q, want %s", h, got, top[h])
+		}
+		if got := e.ssh(on, "readlink /nix/var/nix/gcroots/deployctl/build-"+h); got != top[h] {
+			t.Errorf("%s: GC root build-%s → %q, want %s", on, h, got, top[h])
+		}
+		if inLocalStore(t, top[h]) {
+			t.Errorf("%s's system, built on %s, is in this machine's store", h, on)
+		}
+	}
+	if !strings.Contains(r.stderr, "[gamma] built on the target: nothing to push") {
+		t.Errorf("gamma's push does not say the system is already there:\n%s", r.stderr)
+	}
+	if !regexp.MustCompile(`(?m)^  delta +FAILED +\S+ +build: connect to build host root@127\.0\.0\.254: `).MatchString(r.stderr) {
+		t.Errorf("delta's unreachable builder is not reported as its build failure:\n%s", r.stderr)
 	}
 }

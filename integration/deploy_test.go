@@ -190,14 +190,16 @@ func TestBadDeploymentOptionTouchesNothing(t *testing.T) {
 	for _, tc := range []struct {
 		beta map[string]any
 		want string
+		args []string
 	}{
-		{map[string]any{"targetPort": "twenty-two"}, `beta: deployment.targetPort: expected an integer, got "twenty-two"`},
-		{map[string]any{"sshOptions": []string{"-J", "bastion:abc"}}, `beta: ProxyJump bastion:abc: "abc" is not a TCP port`},
-		{map[string]any{"sshOptions": []string{"-o", "ProxyCommand=nc %h %p"}}, "beta: ProxyCommand is not supported"},
-		{map[string]any{"sshOptions": []string{"-i", "/keys/with space"}}, `beta: nix copy cannot pass the ssh argument "/keys/with space"`},
+		{map[string]any{"targetPort": "twenty-two"}, `beta: deployment.targetPort: expected an integer, got "twenty-two"`, nil},
+		{map[string]any{"sshOptions": []string{"-J", "bastion:abc"}}, `beta: ProxyJump bastion:abc: "abc" is not a TCP port`, nil},
+		{map[string]any{"sshOptions": []string{"-o", "ProxyCommand=nc %h %p"}}, "beta: ProxyCommand is not supported", nil},
+		{map[string]any{"sshOptions": []string{"-i", "/keys/with space"}}, `beta: nix copy cannot pass the ssh argument "/keys/with space"`, []string{"--copy-backend", "nix"}},
+		{map[string]any{"buildHost": "-oProxyCommand=x"}, `beta: deployment.buildHost: "-oProxyCommand=x" is not a host name`, nil},
 	} {
 		e.writeFlake(fixture.Host{Name: "alpha"}, fixture.Host{Name: "beta", Deployment: tc.beta})
-		r := e.deployctl("deploy", "--all")
+		r := e.deployctl(append([]string{"deploy", "--all"}, tc.args...)...)
 		r.wantCode(t, 2)
 		if !strings.Contains(r.stderr, tc.want) {
 			t.Errorf("error does not name host and problem %q:\n%s", tc.want, r.stderr)
@@ -210,6 +212,13 @@ func TestBadDeploymentOptionTouchesNothing(t *testing.T) {
 		}
 	}
 	e.deployctl("deploy", "alpha", "--action", "reboot").wantCode(t, 2)
+	// A build-only host cannot build on its target.
+	e.writeFlake(fixture.Host{Name: "alpha"}, fixture.Host{Name: "beta", Deployment: map[string]any{"targetHost": nil, "buildOnTarget": true}})
+	r := e.deployctl("build", "alpha", "beta")
+	r.wantCode(t, 2)
+	if want := "beta: it builds on its target, but it is build-only"; !strings.Contains(r.stderr, want) || strings.Contains(r.stderr, "building") {
+		t.Errorf("build of a build-only host on its target: want %q and nothing built:\n%s", want, r.stderr)
+	}
 }
 
 // TestVerbosePrintsEveryCommand: -v shows each local and remote command as a
@@ -222,7 +231,8 @@ func TestVerbosePrintsEveryCommand(t *testing.T) {
 	for _, want := range []string{
 		"[local] + nix --extra-experimental-features 'nix-command flakes' eval --json",
 		"[local] + nix --extra-experimental-features 'nix-command flakes' --log-format internal-json build --json --no-link --keep-going --max-jobs 3 ",
-		"[local] + NIX_SSHOPTS='-F " + e.fleet.SSHConfig + " -p 22' nix --extra-experimental-features 'nix-command flakes' copy --to ssh://root@alpha " + top,
+		"[local] + nix --extra-experimental-features 'nix-command flakes' path-info --json --recursive " + top,
+		"[alpha] + ssh -F " + e.fleet.SSHConfig + " -p 22 root@alpha 'nix-store --serve --write'",
 		"[alpha] + ssh -F " + e.fleet.SSHConfig + " -p 22 root@alpha 'nix-env -p /nix/var/nix/profiles/system --set " + top + "'",
 		"[alpha] + ssh -F " + e.fleet.SSHConfig + " -p 22 root@alpha '" + top + "/bin/switch-to-configuration switch'",
 	} {
@@ -232,6 +242,12 @@ func TestVerbosePrintsEveryCommand(t *testing.T) {
 	}
 	if n := strings.Count(r.stderr, "[local] + nix --version"); n != 1 {
 		t.Errorf("nix --version ran %d times in one deploy, want once", n)
+	}
+	// The nix copy backend shows its command, with the SSH settings.
+	r = e.deployctl("-v", "push", "--copy-backend", "nix", "alpha")
+	r.wantCode(t, 0)
+	if want := "[local] + NIX_SSHOPTS='-F " + e.fleet.SSHConfig + " -p 22' nix --extra-experimental-features 'nix-command flakes' copy --to ssh://root@alpha " + top; !strings.Contains(r.stderr, want) {
+		t.Errorf("-v output lacks %q:\n%s", want, r.stderr)
 	}
 	// Paste the printed switch line into a shell: it runs on the host.
 	for _, line := range strings.Split(r.stderr, "\n") {

@@ -61,8 +61,8 @@ func TestManifestRoundTrip(t *testing.T) {
 	if regexp.MustCompile(`(?m)^\[local\] \+ nix .* (eval|build) `).MatchString(r.stderr) {
 		t.Errorf("deploy --manifest ran nix eval or nix build:\n%s", r.stderr)
 	}
-	if !strings.Contains(r.stderr, "flakes' copy") {
-		t.Errorf("-v shows no nix copy: the check above proves nothing\n%s", r.stderr)
+	if !strings.Contains(r.stderr, "flakes' path-info") {
+		t.Errorf("-v shows no local nix command: the check above proves nothing\n%s", r.stderr)
 	}
 	if got := e.currentSystem("alpha"); got != doc.Hosts["alpha"].Toplevel {
 		t.Errorf("alpha: /run/current-system = %q, want %s", got, doc.Hosts["alpha"].Toplevel)

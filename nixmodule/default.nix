@@ -44,6 +44,19 @@ in
       default = false;
       description = "Build this host's system on the host itself rather than on the deploying machine.";
     };
+    buildHost = mkOption {
+      type = types.nullOr types.str;
+      default = null;
+      example = "builder-1";
+      description = ''
+        Build this host's system on another machine: the name of a host of
+        the same flake (reached with its deployment options) or an SSH
+        destination (`[user@]host`, read with the SSH configuration). The
+        system stays there and is pushed from there to the host. `null`
+        builds on the deploying machine (or on the target, with
+        `buildOnTarget`).
+      '';
+    };
     privilegeEscalationCommand = mkOption {
       type = types.listOf types.str;
       default = [ "sudo" "-H" "--" ];

@@ -217,8 +217,20 @@ KbdInteractiveAuthentication no
 MaxStartups 200
 MaxSessions 200
 ClientAliveInterval 0
+SetEnv NIX_CONF_DIR=/run/fleet/nix
 `, h.Addr)
-	return os.WriteFile(filepath.Join(h.Root, "etc", "sshd_config"), []byte(conf), 0o600)
+	if err := os.WriteFile(filepath.Join(h.Root, "etc", "sshd_config"), []byte(conf), 0o600); err != nil {
+		return err
+	}
+	// The host's Nix reads this machine's settings, with no binary cache:
+	// none is reachable here, and a build would first try it for seconds
+	// (and reach outside the machine).
+	nixConf, err := os.ReadFile("/etc/nix/nix.conf")
+	if err != nil && !os.IsNotExist(err) {
+		return err
+	}
+	nixConf = append(nixConf, "\n# fleet host: no binary cache\nsubstituters =\n"...)
+	return os.WriteFile(filepath.Join(h.Root, "etc", "nix.conf"), nixConf, 0o644)
 }
 
 // hostScript runs inside the new namespaces: private mounts, then sshd as
@@ -228,8 +240,9 @@ const hostScript = `set -eu
 R="$1"
 mount --bind "$R/nix" /nix
 mount -t tmpfs -o mode=0755 tmpfs /run
-mkdir -p /run/sshd /run/fleet
+mkdir -p /run/sshd /run/fleet/nix
 cp "$R/etc/sshd_config" "$R/etc/ssh_host_ed25519_key" "$R/etc/authorized_keys" /run/fleet/
+cp "$R/etc/nix.conf" /run/fleet/nix/
 chmod 600 /run/fleet/ssh_host_ed25519_key
 mount --bind "$R/varlib" /var/lib/deployctl
 mount --bind "$R/tmp" /tmp

@@ -41,13 +41,20 @@ type globals struct {
 	verbose           bool
 	sshConfig         string
 	acceptNewHostKeys bool
-	// maxJobs is --max-jobs of the commands that build.
-	maxJobs int
+	// maxJobs, buildOnTarget and buildHost are the build flags of the
+	// commands that build.
+	maxJobs       int
+	buildOnTarget bool
+	buildHost     string
+	// copyBackend is --copy-backend of the commands that push.
+	copyBackend string
 
 	inv     Invocation
 	log     *slog.Logger
 	handler *report.Handler
 	nixCLI  *nix.CLI
+	dial    *remote.Dialer
+	conns   conns
 }
 
 func (g *globals) getenv(key string) string {
@@ -187,7 +194,11 @@ func (g *globals) nix() *nix.CLI {
 	return g.nixCLI
 }
 
+// dialer is the run's one SSH dialer (its known_hosts and agent are shared).
 func (g *globals) dialer() (*remote.Dialer, error) {
+	if g.dial != nil {
+		return g.dial, nil
+	}
 	d, err := remote.NewDialer(remote.Options{
 		ConfigFile:        g.sshConfig,
 		Home:              g.getenv("HOME"),
@@ -199,6 +210,7 @@ func (g *globals) dialer() (*remote.Dialer, error) {
 	if err != nil {
 		return nil, usageError{err}
 	}
+	g.dial = d
 	return d, nil
 }
 

@@ -27,7 +27,7 @@ evaluated; otherwise the flake is evaluated and built first.`,
 		},
 	}
 	opts.selection.register(cmd, true)
-	registerMaxJobs(cmd, g)
+	registerBuildFlags(cmd, g)
 	opts.source.register(cmd.Flags(), false)
 	registerAction(cmd, &opts.action)
 	return cmd

@@ -3,8 +3,10 @@ package cli
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -40,13 +42,8 @@ activate and deploy --manifest can run later, elsewhere, without evaluating.`,
 	opts.register(cmd, false)
 	cmd.Flags().StringVar(&opts.manifestOut, "manifest-out", "", "write the build manifest to `FILE`")
 	cmd.Flags().StringVar(&opts.outLink, "out-link", "", "keep each built system from garbage collection with a link `DIR`/result-HOST")
-	registerMaxJobs(cmd, g)
+	registerBuildFlags(cmd, g)
 	return cmd
-}
-
-// registerMaxJobs adds --max-jobs to a command that may build.
-func registerMaxJobs(cmd *cobra.Command, g *globals) {
-	cmd.Flags().IntVar(&g.maxJobs, "max-jobs", 0, "build at most `N` derivations at once (default: Nix's own max-jobs setting)")
 }
 
 // hostOutcome is one host's result of a command, for the summary.
@@ -65,7 +62,7 @@ func runBuild(ctx context.Context, g *globals, opts buildOptions, args []string)
 	if err != nil {
 		return err
 	}
-	results, err := buildSelected(ctx, g, inv.Selected)
+	results, err := buildSelected(ctx, g, inv.Selected, inv.Hosts)
 	if err != nil {
 		return err
 	}
@@ -122,8 +119,8 @@ func (g *globals) manifest(ctx context.Context, inv *inventory.Inventory, result
 	}
 	var tops []string
 	for _, h := range inv.Selected {
-		if t := results[h.Name].Toplevel; t != "" {
-			tops = append(tops, t)
+		if r := results[h.Name]; r.Toplevel != "" && r.At.local() {
+			tops = append(tops, r.Toplevel)
 		}
 	}
 	stats, err := build.Closures(ctx, n, tops)
@@ -138,60 +135,169 @@ func (g *globals) manifest(ctx context.Context, inv *inventory.Inventory, result
 			mh.Step, mh.Error = stepOf(r.Err)
 		} else {
 			st := stats[r.Toplevel]
-			mh.Toplevel, mh.BuiltOn, mh.ClosurePaths, mh.NarSize = r.Toplevel, "local", st.Paths, st.NarSize
+			if r.Closure != nil {
+				st = *r.Closure
+			}
+			mh.Toplevel, mh.BuiltOn, mh.ClosurePaths, mh.NarSize = r.Toplevel, r.At.on, st.Paths, st.NarSize
+			if !r.At.local() && r.At.on != "target" {
+				if m.Builders == nil {
+					m.Builders = map[string]build.Builder{}
+				}
+				m.Builders[r.At.on] = manifestBuilder(r.At.target)
+			}
 		}
 		m.Hosts[h.Name] = mh
 	}
 	return m, nil
 }
 
-// built is a host's toplevel, or the error (step-tagged) that kept it from
+// built is a host's system, or the error (step-tagged) that kept it from
 // being built.
 type built struct {
 	Toplevel string
 	Err      error
+	// At is where the system is: here, on its target, or on a builder.
+	At placement
+	// Closure is its size, when measured where it was built.
+	Closure *build.ClosureStats
 }
 
-// buildSelected builds every selected host whose evaluation succeeded, in
-// one build.
-func buildSelected(ctx context.Context, g *globals, hosts []*inventory.Host) (map[string]built, error) {
+// buildSelected builds every selected host whose evaluation succeeded:
+// those built here in one nix build, and at the same time those built
+// elsewhere, each machine's in one go. fleet is every host of the flake
+// (a buildHost may name one).
+func buildSelected(ctx context.Context, g *globals, hosts, fleet []*inventory.Host) (map[string]built, error) {
 	out := map[string]built{}
-	var reqs []build.Request
+	var local []build.Request
+	remote := map[string][]build.Request{}
+	places := map[string]placement{} // by machine
+	at := map[string]placement{}     // by host
+	var keys []string
+	var errs []error
 	for _, h := range hosts {
 		if h.EvalError != "" {
 			out[h.Name] = built{Err: rollout.Step("eval", fmt.Errorf("%s", h.EvalError))}
 			g.log.Info("evaluation failed", "host", h.Name)
 			continue
 		}
-		reqs = append(reqs, build.Request{Host: h.Name, DrvPath: h.DrvPath, OutPath: h.OutPath})
+		p, err := g.place(h, fleet)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("%s: %w", h.Name, err))
+			continue
+		}
+		req := build.Request{Host: h.Name, DrvPath: h.DrvPath, OutPath: h.OutPath}
+		if p.local() {
+			local = append(local, req)
+			continue
+		}
+		if _, ok := places[p.key]; !ok {
+			keys = append(keys, p.key)
+			places[p.key] = p
+		}
+		remote[p.key] = append(remote[p.key], req)
+		at[h.Name] = p
 	}
-	if len(reqs) > 0 {
-		g.log.Info(fmt.Sprintf("building %d systems", len(reqs)))
+	if len(errs) > 0 {
+		return nil, usageError{errors.Join(errs...)}
 	}
-	opts := build.Options{MaxJobs: g.maxJobs}
-	if g.verbose {
-		// Nix's build log, each line under the host whose system it is
-		// (a shared dependency's under its derivation's name).
-		opts.OnLog = func(host, drv, line string) {
-			if host == "" {
-				host = "build " + strings.TrimSuffix(drv[strings.IndexByte(drv, '-')+1:], ".drv")
+	// Every build machine must resolve before anything is built.
+	if len(keys) > 0 {
+		d, err := g.dialer()
+		if err != nil {
+			return nil, err
+		}
+		for _, k := range keys {
+			if _, err := d.Resolve(places[k].target); err != nil {
+				return nil, usageErrorf("build host %s: %w", places[k].target.Name, err)
 			}
-			g.log.Info(line, "host", host)
 		}
 	}
-	results, err := build.Build(ctx, g.nix(), reqs, opts)
-	if err != nil {
+	var mu sync.Mutex
+	record := func(results []build.Result) {
+		mu.Lock()
+		defer mu.Unlock()
+		for _, r := range results {
+			p, ok := at[r.Host]
+			if !ok {
+				p = placement{on: "local"}
+			}
+			out[r.Host] = built{Toplevel: r.Toplevel, Err: rollout.Step("build", r.Err), At: p, Closure: r.Closure}
+			switch {
+			case r.Err != nil:
+				g.log.Info("build failed", "host", r.Host)
+			case p.local():
+				g.log.Info("built", "host", r.Host, "toplevel", r.Toplevel)
+			case p.on == "target":
+				g.log.Info("built on the target", "host", r.Host, "toplevel", r.Toplevel)
+			default:
+				g.log.Info("built on "+p.target.Name, "host", r.Host, "toplevel", r.Toplevel)
+			}
+		}
+	}
+	var wg sync.WaitGroup
+	var localErr error
+	if len(local) > 0 {
+		g.log.Info("building " + plural(len(local), "system"))
+		wg.Go(func() {
+			results, err := build.Build(ctx, g.nix(), local, build.Options{MaxJobs: g.maxJobs, OnLog: g.buildLog()})
+			if err != nil {
+				localErr = err
+				return
+			}
+			record(results)
+		})
+	}
+	for _, k := range keys {
+		wg.Go(func() {
+			p, reqs := places[k], remote[k]
+			g.log.Info("building " + plural(len(reqs), "system") + " on " + p.target.Name)
+			conn, err := g.connect(ctx, k, p.target)
+			if err != nil {
+				failed := make([]build.Result, len(reqs))
+				for i, r := range reqs {
+					failed[i] = build.Result{Host: r.Host, DrvPath: r.DrvPath, Err: fmt.Errorf("connect to build host %s: %w", p.target.Name, err)}
+				}
+				record(failed)
+				return
+			}
+			defer g.release(k)
+			opts := build.RemoteOptions{MaxJobs: g.maxJobs}
+			if g.verbose {
+				opts.Log = g.handler.Lines
+			}
+			record(build.Remote(ctx, g.nix(), conn, reqs, opts))
+		})
+	}
+	wg.Wait()
+	if localErr != nil {
+		return nil, localErr
+	}
+	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
-	for _, r := range results {
-		out[r.Host] = built{Toplevel: r.Toplevel, Err: rollout.Step("build", r.Err)}
-		if r.Err != nil {
-			g.log.Info("build failed", "host", r.Host)
-		} else {
-			g.log.Info("built", "host", r.Host, "toplevel", r.Toplevel)
-		}
-	}
 	return out, nil
+}
+
+// plural is "1 system", "2 systems".
+func plural(n int, noun string) string {
+	if n == 1 {
+		return "1 " + noun
+	}
+	return fmt.Sprintf("%d %ss", n, noun)
+}
+
+// buildLog shows Nix's build log with -v, each line under the host whose
+// system it is (a shared dependency's under its derivation's name).
+func (g *globals) buildLog() func(host, drv, line string) {
+	if !g.verbose {
+		return nil
+	}
+	return func(host, drv, line string) {
+		if host == "" {
+			host = "build " + strings.TrimSuffix(drv[strings.IndexByte(drv, '-')+1:], ".drv")
+		}
+		g.log.Info(line, "host", host)
+	}
 }
 
 // summarize prints the outcomes (a table on stderr; JSON on stdout with

@@ -21,9 +21,11 @@ func newDeployCommand(g *globals) *cobra.Command {
 		Use:   "deploy [SELECTORS…|--all]",
 		Short: "Build, push and activate the selected hosts",
 		Long: `Build the selected hosts' systems (one evaluation, one build), then for each
-host, up to --parallel at once: connect over SSH, copy the closure with
-'nix copy' (only the paths the host lacks), realise it there, set the system
-profile and run the new system's switch-to-configuration. A failing host
+host, up to --parallel at once: connect over SSH, copy the closure (only
+the paths the host lacks; see 'deployctl push --help'), realise it there,
+set the system profile and run the new system's switch-to-configuration.
+Systems are built here unless --build-host, --build-on-target or the
+hosts' deployment.buildHost / buildOnTarget say otherwise. A failing host
 does not stop the others; a summary ends the run.
 
 With --manifest, the systems come from a build manifest and nothing is
@@ -34,7 +36,8 @@ evaluated. With --closure PATH HOST, one prebuilt system goes to one host
 		},
 	}
 	opts.selection.register(cmd, true)
-	registerMaxJobs(cmd, g)
+	registerBuildFlags(cmd, g)
+	registerPushFlags(cmd, g)
 	opts.source.register(cmd.Flags(), true)
 	registerAction(cmd, &opts.action)
 	return cmd
@@ -42,6 +45,9 @@ evaluated. With --closure PATH HOST, one prebuilt system goes to one host
 
 func runDeploy(ctx context.Context, g *globals, opts deployOptions, args []string) error {
 	if err := checkAction(opts.action); err != nil {
+		return err
+	}
+	if err := checkCopyBackend(g); err != nil {
 		return err
 	}
 	p, err := g.plan(ctx, args, opts.selection, opts.source)

@@ -16,21 +16,42 @@ func newPushCommand(g *globals) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "push [SELECTORS…|--all]",
 		Short: "Copy the selected hosts' systems to them, without activating",
-		Long: `Copy each selected host's system closure to it with 'nix copy' (only the
-paths it lacks), up to --parallel hosts at once. With --manifest, the
-systems come from a build manifest and nothing is evaluated; otherwise the
-flake is evaluated and built first.`,
+		Long: `Copy each selected host's system closure to it, only the paths it lacks,
+up to --parallel hosts at once: over the host's SSH connection, deployctl
+speaks Nix's 'nix-store --serve' protocol itself, sending path after path
+without waiting for each. A system built on a builder is streamed from the
+builder to the host, without passing through this machine's store.
+--copy-backend nix uses 'nix copy' instead (local systems only).
+
+With --manifest, the systems come from a build manifest and nothing is
+evaluated; otherwise the flake is evaluated and built first.`,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return runPush(cmd.Context(), g, opts, args)
 		},
 	}
 	opts.selection.register(cmd, true)
-	registerMaxJobs(cmd, g)
+	registerBuildFlags(cmd, g)
+	registerPushFlags(cmd, g)
 	opts.source.register(cmd.Flags(), false)
 	return cmd
 }
 
+// registerPushFlags adds the flags of a command that pushes.
+func registerPushFlags(cmd *cobra.Command, g *globals) {
+	cmd.Flags().StringVar(&g.copyBackend, "copy-backend", "native", "how to copy closures: native (deployctl's own nix-store --serve client) or nix (nix copy)")
+}
+
+func checkCopyBackend(g *globals) error {
+	if g.copyBackend != "native" && g.copyBackend != "nix" {
+		return usageErrorf("--copy-backend %q: want native or nix", g.copyBackend)
+	}
+	return nil
+}
+
 func runPush(ctx context.Context, g *globals, opts pushOptions, args []string) error {
+	if err := checkCopyBackend(g); err != nil {
+		return err
+	}
 	p, err := g.plan(ctx, args, opts.selection, opts.source)
 	if err != nil {
 		return err

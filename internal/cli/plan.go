@@ -15,6 +15,7 @@ import (
 	"github.com/deployctl/deployctl/internal/inventory"
 	"github.com/deployctl/deployctl/internal/remote"
 	"github.com/deployctl/deployctl/internal/rollout"
+	"github.com/deployctl/deployctl/internal/serve"
 	"github.com/deployctl/deployctl/push"
 )
 
@@ -59,7 +60,7 @@ func (g *globals) plan(ctx context.Context, args []string, sel selection, src so
 		return nil, err
 	}
 	return &plan{hosts: inv.Selected, named: namedHosts(args), closures: func(ctx context.Context, hosts []*inventory.Host) (map[string]built, error) {
-		return buildSelected(ctx, g, hosts)
+		return buildSelected(ctx, g, hosts, inv.Hosts)
 	}}, nil
 }
 
@@ -82,7 +83,7 @@ func (g *globals) planClosure(host, closure string) (*plan, error) {
 		if _, err := os.Stat(closure + "/bin/switch-to-configuration"); err != nil {
 			return nil, fmt.Errorf("--closure %s is not a NixOS system: it has no bin/switch-to-configuration", closure)
 		}
-		return map[string]built{host: {Toplevel: closure}}, nil
+		return map[string]built{host: {Toplevel: closure, At: placement{on: "local"}}}, nil
 	}}, nil
 }
 
@@ -123,8 +124,23 @@ func (g *globals) planManifest(args []string, sel selection, path string) (*plan
 	return &plan{hosts: selected, named: namedHosts(args), closures: func(ctx context.Context, hosts []*inventory.Host) (map[string]built, error) {
 		out := map[string]built{}
 		var local []string
+		elsewhere := map[string][]string{} // placement key → toplevels
+		places := map[string]placement{}
 		for _, h := range hosts {
 			mh := m.Hosts[h.Name]
+			var at placement
+			switch mh.BuiltOn {
+			case "", "local":
+				at = placement{on: "local"}
+			case "target":
+				at = placement{on: "target", key: hostKey(h.Name), target: targetOf(h)}
+			default:
+				b, ok := m.Builders[mh.BuiltOn]
+				if !ok {
+					return nil, usageErrorf("%s: %s was built on %s, which the manifest's builders do not list", path, h.Name, mh.BuiltOn)
+				}
+				at = placement{on: mh.BuiltOn, key: "builder " + mh.BuiltOn, target: builderOf(mh.BuiltOn, b)}
+			}
 			switch {
 			case mh.Error != "":
 				step := mh.Step
@@ -132,18 +148,61 @@ func (g *globals) planManifest(args []string, sel selection, path string) (*plan
 					step = "build"
 				}
 				out[h.Name] = built{Err: rollout.Step(step, fmt.Errorf("in the manifest: %s", mh.Error))}
-			case mh.BuiltOn != "" && mh.BuiltOn != "local":
-				out[h.Name] = built{Err: rollout.Step("push", fmt.Errorf("built on %s: pushing from a builder is not built yet", mh.BuiltOn))}
-			default:
-				out[h.Name] = built{Toplevel: mh.Toplevel}
+			case at.local():
+				out[h.Name] = built{Toplevel: mh.Toplevel, At: at}
 				local = append(local, mh.Toplevel)
+			default:
+				out[h.Name] = built{Toplevel: mh.Toplevel, At: at}
+				places[at.key] = at
+				elsewhere[at.key] = append(elsewhere[at.key], mh.Toplevel)
 			}
 		}
 		if err := g.checkLocal(ctx, local); err != nil {
 			return nil, fmt.Errorf("%s: %w", path, err)
 		}
+		for k, tops := range elsewhere {
+			if err := g.checkRemote(ctx, places[k], tops); err != nil {
+				return nil, fmt.Errorf("%s: %w", path, err)
+			}
+		}
 		return out, nil
 	}}, nil
+}
+
+// checkRemote fails, naming them, when any of paths is missing from the
+// store of the machine p says holds them.
+func (g *globals) checkRemote(ctx context.Context, p placement, paths []string) error {
+	d, err := g.dialer()
+	if err != nil {
+		return err
+	}
+	if _, err := d.Resolve(p.target); err != nil {
+		return usageErrorf("build host %s: %w", p.target.Name, err)
+	}
+	conn, err := g.connect(ctx, p.key, p.target)
+	if err != nil {
+		return fmt.Errorf("check the systems on %s: %w", p.target.Name, err)
+	}
+	defer g.release(p.key)
+	s, err := serve.Open(ctx, conn, false)
+	if err != nil {
+		return fmt.Errorf("check the systems on %s: %w", p.target.Name, err)
+	}
+	defer s.Close()
+	valid, err := s.QueryValidPaths(paths, false, false)
+	if err != nil {
+		return fmt.Errorf("check the systems on %s: %w", p.target.Name, err)
+	}
+	var missing []string
+	for _, path := range paths {
+		if !slices.Contains(valid, path) {
+			missing = append(missing, path)
+		}
+	}
+	if len(missing) > 0 {
+		return fmt.Errorf("not in the store of %s (garbage-collected? build again): %s", p.target.Name, strings.Join(missing, " "))
+	}
+	return nil
 }
 
 // holdRoots registers the closures as temporary GC roots; release removes
@@ -151,7 +210,7 @@ func (g *globals) planManifest(args []string, sel selection, path string) (*plan
 func (g *globals) holdRoots(ctx context.Context, closures map[string]built) (release func(), err error) {
 	tops := map[string]string{}
 	for h, b := range closures {
-		if b.Err == nil && b.Toplevel != "" {
+		if b.Err == nil && b.Toplevel != "" && b.At.local() {
 			tops[h] = b.Toplevel
 		}
 	}
@@ -198,21 +257,59 @@ func (g *globals) checkLocal(ctx context.Context, paths []string) error {
 // hostStep is one thing done to a host over its connection.
 type hostStep struct {
 	name string
-	run  func(ctx context.Context, conn *remote.Conn, h *inventory.Host, toplevel string) error
+	run  func(ctx context.Context, conn *remote.Conn, h *inventory.Host, b built) error
 }
 
 func (g *globals) pushStep() hostStep {
-	return hostStep{"push", func(ctx context.Context, conn *remote.Conn, h *inventory.Host, toplevel string) error {
-		if err := push.NixCopy(ctx, g.nix(), conn.Endpoint(), g.sshConfig, toplevel); err != nil {
+	return hostStep{"push", func(ctx context.Context, conn *remote.Conn, h *inventory.Host, b built) error {
+		switch {
+		case b.At.on == "target":
+			g.log.Info("built on the target: nothing to push", "host", h.Name)
+			return nil
+		case g.copyBackend == "nix" && !b.At.local():
+			return fmt.Errorf("--copy-backend nix pushes from the local store only, and this system is on %s", b.At.target.Name)
+		case g.copyBackend == "nix":
+			if err := push.NixCopy(ctx, g.nix(), conn.Endpoint(), g.sshConfig, b.Toplevel); err != nil {
+				return err
+			}
+			g.log.Info("pushed", "host", h.Name, "toplevel", b.Toplevel)
+			return nil
+		}
+		var src push.Source = push.LocalStore{Nix: g.nix()}
+		if !b.At.local() {
+			bc, err := g.connect(ctx, b.At.key, b.At.target)
+			if err != nil {
+				return fmt.Errorf("connect to build host %s: %w", b.At.target.Name, err)
+			}
+			defer g.release(b.At.key)
+			src = push.Builder{Name: b.At.target.Name, Conn: bc}
+		}
+		start := time.Now()
+		st, err := push.Native(ctx, conn, src, b.Toplevel)
+		if err != nil {
 			return err
 		}
-		g.log.Info("pushed", "host", h.Name, "toplevel", toplevel)
+		g.log.Info(fmt.Sprintf("pushed %d of %d paths, %s", st.Sent, st.Paths, humanBytes(st.Bytes)), "host", h.Name, "from", src.String(), "took", time.Since(start).Round(10*time.Millisecond).String())
 		return nil
 	}}
 }
 
+// humanBytes is n in B, KiB, MiB or GiB.
+func humanBytes(n int64) string {
+	const unit = 1024
+	if n < unit {
+		return fmt.Sprintf("%d B", n)
+	}
+	div, exp := int64(unit), 0
+	for m := n / unit; m >= unit && exp < 2; m /= unit {
+		div *= unit
+		exp++
+	}
+	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMG"[exp])
+}
+
 func (g *globals) activateStep(action string) hostStep {
-	return hostStep{"activate", func(ctx context.Context, conn *remote.Conn, h *inventory.Host, toplevel string) error {
+	return hostStep{"activate", func(ctx context.Context, conn *remote.Conn, h *inventory.Host, b built) error {
 		var out activate.Options
 		if g.verbose {
 			w := g.handler.Lines(h.Name)
@@ -221,7 +318,7 @@ func (g *globals) activateStep(action string) hostStep {
 		} else {
 			out.Stdout = io.Discard
 		}
-		if err := activate.Activate(ctx, conn, toplevel, action, out); err != nil {
+		if err := activate.Activate(ctx, conn, b.Toplevel, action, out); err != nil {
 			return err
 		}
 		g.log.Info(action+" done", "host", h.Name)
@@ -261,7 +358,7 @@ func (g *globals) runHosts(ctx context.Context, command string, p *plan, steps .
 	targets := map[string]string{}
 	for _, h := range p.hosts {
 		ep, err := d.Resolve(targetOf(h))
-		if err == nil {
+		if err == nil && g.copyBackend == "nix" {
 			_, err = push.NixSSHOpts(ep, g.sshConfig)
 		}
 		if err != nil {
@@ -300,14 +397,13 @@ func (g *globals) runHosts(ctx context.Context, command string, p *plan, steps .
 		}
 		h := byName[name]
 		start := time.Now()
-		conn, err := d.Dial(ctx, targetOf(h))
+		conn, err := g.connect(ctx, hostKey(name), targetOf(h))
 		if err != nil {
 			return rollout.Step("connect", err)
 		}
-		defer conn.Close()
-		g.log.Info("connected", "host", name, "to", conn.Endpoint().Destination()+" ("+conn.Endpoint().Addr()+")")
+		defer g.release(hostKey(name))
 		for _, s := range steps {
-			if err := s.run(ctx, conn, h, b.Toplevel); err != nil {
+			if err := s.run(ctx, conn, h, b); err != nil {
 				return rollout.Step(s.name, err)
 			}
 		}

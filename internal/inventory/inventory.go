@@ -28,9 +28,12 @@ type Host struct {
 	// TargetPort is 0 when unset: the SSH config decides, else 22.
 	TargetPort int
 	// TargetUser is "" when set to null: the SSH config decides, else root.
-	TargetUser                 string
-	Tags                       []string
-	BuildOnTarget              bool
+	TargetUser    string
+	Tags          []string
+	BuildOnTarget bool
+	// BuildHost is the machine to build on: a host of the flake or an SSH
+	// destination; "" builds locally (or on the target, with BuildOnTarget).
+	BuildHost                  string
 	PrivilegeEscalationCommand []string
 	SSHOptions                 []string
 	// Extra holds the deployment options this phase does not read
@@ -438,11 +441,13 @@ func Decode(name string, raw json.RawMessage) (*Host, error) {
 	}
 	var port int
 	emptyTarget := string(fields["targetHost"]) == `""`
+	emptyBuildHost := string(fields["buildHost"]) == `""`
 	opt("targetHost", &h.TargetHost, true, func() { h.TargetHost = "" })
 	opt("targetPort", &port, true, nil)
 	opt("targetUser", &h.TargetUser, true, func() { h.TargetUser = "" })
 	opt("tags", &h.Tags, false, nil)
 	opt("buildOnTarget", &h.BuildOnTarget, false, nil)
+	opt("buildHost", &h.BuildHost, true, nil)
 	opt("privilegeEscalationCommand", &h.PrivilegeEscalationCommand, false, nil)
 	opt("sshOptions", &h.SSHOptions, false, nil)
 	h.TargetPort = port
@@ -453,6 +458,9 @@ func Decode(name string, raw json.RawMessage) (*Host, error) {
 		errs = append(errs, fmt.Errorf(`%s: deployment.targetHost is "" (use null to make the host build-only)`, name))
 	} else if strings.HasPrefix(h.TargetHost, "-") || strings.ContainsAny(h.TargetHost, " \t\n") {
 		errs = append(errs, fmt.Errorf("%s: deployment.targetHost: %q is not a host name", name, h.TargetHost))
+	}
+	if strings.HasPrefix(h.BuildHost, "-") || strings.ContainsAny(h.BuildHost, " \t\n") || emptyBuildHost {
+		errs = append(errs, fmt.Errorf("%s: deployment.buildHost: %q is not a host name (use null to build locally)", name, h.BuildHost))
 	}
 	if strings.HasPrefix(h.TargetUser, "-") || strings.ContainsAny(h.TargetUser, " \t\n@") {
 		errs = append(errs, fmt.Errorf("%s: deployment.targetUser: %q is not a user name", name, h.TargetUser))

@@ -194,6 +194,9 @@ func TestDecodeHostTypeErrorsNameHostAndOption(t *testing.T) {
 		`{"privilegeEscalationCommand":null}`: `web-1: deployment.privilegeEscalationCommand: expected a list of strings, got null`,
 		`{"targetHost":""}`:                   `web-1: deployment.targetHost is "" (use null to make the host build-only)`,
 		`[1]`:                                 `web-1: deployment: expected an attribute set, got [1]`,
+		`{"buildHost":""}`:                    `web-1: deployment.buildHost: "" is not a host name (use null to build locally)`,
+		`{"buildHost":"-oProxyCommand=x"}`:    `web-1: deployment.buildHost: "-oProxyCommand=x" is not a host name (use null to build locally)`,
+		`{"buildHost":true}`:                  `web-1: deployment.buildHost: expected a string, got true`,
 	} {
 		_, err := Decode("web-1", json.RawMessage(raw))
 		if err == nil || err.Error() != want {

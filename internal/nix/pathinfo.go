@@ -1,8 +1,10 @@
 package nix
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
+	"strings"
 )
 
 // PathInfo is what `nix path-info --json` says of one store path.
@@ -46,4 +48,45 @@ func ParsePathInfo(out []byte) (map[string]PathInfo, error) {
 		}
 	}
 	return infos, nil
+}
+
+// PathInfos is one `nix path-info --json --recursive` over paths: the
+// metadata of their whole closure. With derivation set, paths are store
+// derivations and the closure is theirs (Nix 2.8 would build a bare .drv).
+func (c *CLI) PathInfos(ctx context.Context, derivation bool, paths ...string) (map[string]PathInfo, error) {
+	if len(paths) == 0 {
+		return map[string]PathInfo{}, nil
+	}
+	args := []string{"path-info", "--json", "--recursive"}
+	if derivation {
+		args = append(args, "--derivation")
+	}
+	out, err := c.Nix(ctx, append(args, paths...)...)
+	if err != nil {
+		return nil, fmt.Errorf("nix path-info: %w", err)
+	}
+	return ParsePathInfo(out)
+}
+
+// Closure returns the closure of roots within infos, each path once, or an
+// error naming a path infos lacks.
+func Closure(infos map[string]PathInfo, roots ...string) ([]PathInfo, error) {
+	seen := map[string]bool{}
+	var out []PathInfo
+	stack := append([]string(nil), roots...)
+	for len(stack) > 0 {
+		p := stack[len(stack)-1]
+		stack = stack[:len(stack)-1]
+		if seen[p] {
+			continue
+		}
+		seen[p] = true
+		info, ok := infos[p]
+		if !ok {
+			return nil, fmt.Errorf("no path information on %s, in the closure of %s", p, strings.Join(roots, " "))
+		}
+		out = append(out, info)
+		stack = append(stack, info.References...)
+	}
+	return out, nil
 }

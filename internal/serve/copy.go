@@ -81,7 +81,7 @@ func (c *Conn) send(ctx context.Context, infos []PathInfo, src NARSource) error 
 }
 
 func (c *Conn) sendOne(info PathInfo, src NARSource) error {
-	if info.NarSize == 0 {
+	if info.NarSize <= 0 {
 		return errors.New("its NAR size is unknown")
 	}
 	hash, err := base16(info.NarHash)
@@ -103,7 +103,7 @@ func (c *Conn) sendOne(info PathInfo, src NARSource) error {
 	if err == nil {
 		err = writeStrings(w, info.References)
 	}
-	for _, n := range []uint64{info.RegistrationTime, info.NarSize} {
+	for _, n := range []uint64{uint64(info.RegistrationTime), uint64(info.NarSize)} {
 		if err == nil {
 			err = wire.WriteUint64(w, n)
 		}
@@ -112,7 +112,7 @@ func (c *Conn) sendOne(info PathInfo, src NARSource) error {
 		err = wire.WriteBool(w, info.Ultimate)
 	}
 	if err == nil {
-		err = writeStrings(w, info.Sigs)
+		err = writeStrings(w, info.Signatures)
 	}
 	if err == nil {
 		err = wire.WriteString(w, info.CA)
@@ -120,9 +120,9 @@ func (c *Conn) sendOne(info PathInfo, src NARSource) error {
 	if err != nil {
 		return err
 	}
-	n, err := io.CopyN(w, nar, int64(info.NarSize))
+	n, err := io.CopyN(w, nar, info.NarSize)
 	if err != nil {
-		if n < int64(info.NarSize) && (err == io.EOF || err == io.ErrUnexpectedEOF) {
+		if n < info.NarSize && (err == io.EOF || err == io.ErrUnexpectedEOF) {
 			// The protocol is out of step now: the caller must drop the
 			// connection.
 			return fmt.Errorf("its NAR is %d bytes, not the %d its metadata says", n, info.NarSize)
@@ -155,7 +155,7 @@ func (c *Conn) Dump(infos []PathInfo) NARSource {
 			return nil, fmt.Errorf("dump: %s asked for out of order", info.Path)
 		}
 		next++
-		n := &narReader{c: c, r: io.LimitReader(c.r, int64(info.NarSize))}
+		n := &narReader{c: c, r: io.LimitReader(c.r, info.NarSize)}
 		if next == len(infos) {
 			// The Conn is the caller's again once the last NAR is read
 			// and every request written.
@@ -187,4 +187,29 @@ func (n *narReader) Close() error {
 		<-n.sent
 	}
 	return err
+}
+
+// Missing returns those of closure the store lacks, references first
+// (ready for Add). lock keeps the paths it holds from garbage collection
+// while the connection lasts.
+func (c *Conn) Missing(closure []PathInfo, lock bool) ([]PathInfo, error) {
+	paths := make([]string, len(closure))
+	for i, info := range closure {
+		paths[i] = info.Path
+	}
+	valid, err := c.QueryValidPaths(paths, lock, false)
+	if err != nil {
+		return nil, err
+	}
+	have := make(map[string]bool, len(valid))
+	for _, p := range valid {
+		have[p] = true
+	}
+	var missing []PathInfo
+	for _, info := range closure {
+		if !have[info.Path] {
+			missing = append(missing, info)
+		}
+	}
+	return Sort(missing)
 }

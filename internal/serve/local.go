@@ -5,24 +5,7 @@ import (
 	"io"
 
 	"github.com/nix-community/go-nix/pkg/nar"
-
-	"github.com/deployctl/deployctl/internal/nix"
 )
-
-// FromNix converts what `nix path-info --json` says of a path.
-func FromNix(p nix.PathInfo) PathInfo {
-	return PathInfo{
-		Path:             p.Path,
-		Deriver:          p.Deriver,
-		References:       p.References,
-		NarHash:          p.NarHash,
-		NarSize:          uint64(p.NarSize),
-		CA:               p.CA,
-		Sigs:             p.Signatures,
-		RegistrationTime: uint64(p.RegistrationTime),
-		Ultimate:         p.Ultimate,
-	}
-}
 
 // LocalNAR serialises a path of this machine's store (/nix/store) as a NAR.
 func LocalNAR(info PathInfo) (io.ReadCloser, error) {

@@ -7,9 +7,12 @@ import (
 	"fmt"
 	"io"
 	"sort"
+	"sync"
 
 	"github.com/nix-community/go-nix/pkg/nixhash"
 	"github.com/nix-community/go-nix/pkg/wire"
+
+	"github.com/deployctl/deployctl/internal/nix"
 )
 
 const (
@@ -33,20 +36,9 @@ const (
 	maxSet = 1 << 20
 )
 
-// PathInfo is what a store knows of one of its paths.
-type PathInfo struct {
-	Path       string
-	Deriver    string
-	References []string
-	// NarHash is the hash of the path's NAR as Nix prints it: sha256:… in
-	// base32 or base16, or SRI (sha256-…).
-	NarHash          string
-	NarSize          uint64
-	CA               string
-	Sigs             []string
-	RegistrationTime uint64
-	Ultimate         bool
-}
+// PathInfo is what a store knows of one of its paths. NarHash may be in
+// any form Nix prints (sha256:… in base32 or base16, or SRI).
+type PathInfo = nix.PathInfo
 
 // Transport is a running `nix-store --serve` process.
 type Transport struct {
@@ -58,9 +50,10 @@ type Transport struct {
 	Why func() error
 }
 
-// Conn is a handshaken connection to a store. Commands on one Conn run one
-// at a time.
+// Conn is a handshaken connection to a store. Its queries may be called
+// from several goroutines (they take turns); Add and Dump need it alone.
 type Conn struct {
+	mu      sync.Mutex
 	r       *bufio.Reader
 	w       *bufio.Writer
 	why     func() error
@@ -146,6 +139,8 @@ func readStrings(r io.Reader) ([]string, error) {
 // from garbage collection while the connection lasts; substitute lets the
 // store first fetch what it can from its own substituters.
 func (c *Conn) QueryValidPaths(paths []string, lock, substitute bool) ([]string, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
 	err := wire.WriteUint64(c.w, cmdQueryValidPaths)
 	if err == nil {
 		err = wire.WriteBool(c.w, lock)
@@ -171,6 +166,8 @@ func (c *Conn) QueryValidPaths(paths []string, lock, substitute bool) ([]string,
 
 // QueryPathInfos returns what the store knows of those of paths it holds.
 func (c *Conn) QueryPathInfos(paths []string) ([]PathInfo, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
 	err := wire.WriteUint64(c.w, cmdQueryPathInfos)
 	if err == nil {
 		err = writeStrings(c.w, paths)
@@ -209,16 +206,18 @@ func (c *Conn) readPathInfo() (*PathInfo, error) {
 	if _, err = wire.ReadUint64(c.r); err != nil { // download size
 		return nil, err
 	}
-	if info.NarSize, err = wire.ReadUint64(c.r); err != nil {
+	size, err := wire.ReadUint64(c.r)
+	if err != nil {
 		return nil, err
 	}
+	info.NarSize = int64(size)
 	if info.NarHash, err = wire.ReadString(c.r, maxString); err != nil {
 		return nil, err
 	}
 	if info.CA, err = wire.ReadString(c.r, maxString); err != nil {
 		return nil, err
 	}
-	if info.Sigs, err = readStrings(c.r); err != nil {
+	if info.Signatures, err = readStrings(c.r); err != nil {
 		return nil, err
 	}
 	return info, nil

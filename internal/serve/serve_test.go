@@ -54,7 +54,7 @@ in mk "serve-top" "echo ${dep} > $out"`, nixtest.System(), nonce)
 		t.Fatalf("closure of %s has %d paths, want 2", top, len(byPath))
 	}
 	for _, p := range byPath {
-		infos = append(infos, FromNix(p))
+		infos = append(infos, p)
 	}
 	return top, infos
 }

@@ -1,0 +1,122 @@
+package build
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"strconv"
+	"strings"
+	"sync"
+
+	"github.com/deployctl/deployctl/internal/nix"
+	"github.com/deployctl/deployctl/internal/remote"
+	"github.com/deployctl/deployctl/internal/serve"
+)
+
+// GCRootDir holds the garbage-collector roots deployctl registers on the
+// machines it builds on.
+const GCRootDir = "/nix/var/nix/gcroots/deployctl"
+
+// BuildRoot is the GC root on a remote builder that keeps host's built
+// system until it is built again.
+func BuildRoot(host string) string {
+	return GCRootDir + "/build-" + strings.NewReplacer("/", "_", "\x00", "_").Replace(host)
+}
+
+// RemoteOptions tune a remote build.
+type RemoteOptions struct {
+	// Log, when not nil, gives the writer for a host's build log (closed
+	// after the build).
+	Log func(host string) io.WriteCloser
+	// MaxJobs is Nix's --max-jobs on the builder; 0 leaves its own.
+	MaxJobs int
+}
+
+// Remote builds reqs on the machine conn reaches: it copies the
+// derivations' closure there (only what it lacks), realises each toplevel
+// with a GC root (BuildRoot), and leaves the systems there, for a push
+// from that machine. The hosts' builds run at once, so the builder's Nix
+// builds shared dependencies once.
+func Remote(ctx context.Context, n *nix.CLI, conn *remote.Conn, reqs []Request, opts RemoteOptions) []Result {
+	results := make([]Result, len(reqs))
+	for i, r := range reqs {
+		results[i] = Result{Host: r.Host, DrvPath: r.DrvPath}
+	}
+	fail := func(err error) []Result {
+		for i := range results {
+			results[i].Err = err
+		}
+		return results
+	}
+	drvs := make([]string, len(reqs))
+	for i, r := range reqs {
+		drvs[i] = r.DrvPath
+	}
+	// The session stays open through the builds: its lock keeps the
+	// derivations on the builder until they are built.
+	s, err := copyDerivations(ctx, n, conn, drvs)
+	if err != nil {
+		return fail(fmt.Errorf("copy the derivations to %s: %w", conn.Endpoint().Destination(), err))
+	}
+	defer s.Close()
+	var wg sync.WaitGroup
+	for i, r := range reqs {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			argv := []string{"nix-store", "--realise", r.DrvPath, "--add-root", BuildRoot(r.Host)}
+			if opts.MaxJobs > 0 {
+				argv = append(argv, "--max-jobs", strconv.Itoa(opts.MaxJobs))
+			}
+			cmd := remote.Cmd{Argv: argv, Root: true, Stdout: io.Discard}
+			if opts.Log != nil {
+				w := opts.Log(r.Host)
+				defer w.Close()
+				cmd.Stderr = w
+			}
+			if err := conn.Run(ctx, cmd); err != nil {
+				results[i].Err = fmt.Errorf("nix-store --realise %s on %s: %w", r.DrvPath, conn.Endpoint().Destination(), err)
+				return
+			}
+			infos, err := s.Closure(ctx, conn, r.OutPath)
+			if err != nil {
+				results[i].Err = fmt.Errorf("built on %s, but: %w", conn.Endpoint().Destination(), err)
+				return
+			}
+			st := &ClosureStats{}
+			for _, info := range infos {
+				st.Paths++
+				st.NarSize += info.NarSize
+			}
+			results[i].Toplevel, results[i].Closure = r.OutPath, st
+		}()
+	}
+	wg.Wait()
+	return results
+}
+
+// copyDerivations copies the closure of drvs to the machine, sending only
+// what it lacks, and returns the session, whose lock keeps them there.
+func copyDerivations(ctx context.Context, n *nix.CLI, conn *remote.Conn, drvs []string) (*serve.Session, error) {
+	infos, err := n.PathInfos(ctx, true, drvs...)
+	if err != nil {
+		return nil, err
+	}
+	closure, err := nix.Closure(infos, drvs...)
+	if err != nil {
+		return nil, err
+	}
+	s, err := serve.Open(ctx, conn, true)
+	if err != nil {
+		return nil, err
+	}
+	missing, err := s.Missing(closure, true)
+	if err == nil {
+		err = s.Add(ctx, missing, serve.LocalNAR, nil)
+	}
+	if err != nil {
+		s.Close()
+		return nil, err
+	}
+	return s, nil
+}

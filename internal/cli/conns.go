@@ -1,0 +1,96 @@
+package cli
+
+import (
+	"context"
+	"sync"
+
+	"github.com/deployctl/deployctl/internal/remote"
+)
+
+// conns shares one SSH connection per machine among the phases and hosts of
+// a run: a builder serves every host it builds for, and a host that builds
+// on itself is reached once. A connection closes when its last user
+// releases it.
+type conns struct {
+	mu sync.Mutex
+	m  map[string]*connEntry
+}
+
+type connEntry struct {
+	ready chan struct{}
+	conn  *remote.Conn
+	err   error
+	refs  int
+}
+
+// connect returns the connection to the machine named key (reached as t),
+// dialling it once however many callers ask at the same time. The caller
+// releases it.
+func (g *globals) connect(ctx context.Context, key string, t remote.Target) (*remote.Conn, error) {
+	d, err := g.dialer()
+	if err != nil {
+		return nil, err
+	}
+	c := &g.conns
+	c.mu.Lock()
+	if c.m == nil {
+		c.m = map[string]*connEntry{}
+	}
+	e, ok := c.m[key]
+	if !ok {
+		e = &connEntry{ready: make(chan struct{})}
+		c.m[key] = e
+	}
+	e.refs++
+	c.mu.Unlock()
+	if !ok {
+		e.conn, e.err = d.Dial(ctx, t)
+		if e.err == nil {
+			ep := e.conn.Endpoint()
+			g.log.Info("connected", "host", t.Name, "to", ep.Destination()+" ("+ep.Addr()+")")
+		}
+		close(e.ready)
+	}
+	select {
+	case <-e.ready:
+	case <-ctx.Done():
+		g.release(key)
+		return nil, ctx.Err()
+	}
+	if e.err != nil {
+		g.release(key)
+		return nil, e.err
+	}
+	return e.conn, nil
+}
+
+// release gives back a connection connect returned; the last release
+// closes it.
+func (g *globals) release(key string) {
+	c := &g.conns
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	e, ok := c.m[key]
+	if !ok {
+		return
+	}
+	if e.refs--; e.refs > 0 {
+		return
+	}
+	delete(c.m, key)
+	closeConn := func() {
+		if e.conn != nil {
+			e.conn.Close()
+		}
+	}
+	select {
+	case <-e.ready:
+		closeConn()
+	default:
+		// Still dialling (its caller gave up): close it once dialled.
+		go func() {
+			<-e.ready
+			closeConn()
+		}()
+	}
+}

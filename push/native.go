@@ -1,0 +1,112 @@
+package push
+
+import (
+	"context"
+	"fmt"
+	"sync/atomic"
+
+	"github.com/deployctl/deployctl/internal/nix"
+	"github.com/deployctl/deployctl/internal/remote"
+	"github.com/deployctl/deployctl/internal/serve"
+)
+
+// Source is a store a closure is pushed from.
+type Source interface {
+	// Open returns the metadata of toplevel's closure and a way to read
+	// its NARs.
+	Open(ctx context.Context, toplevel string) (Closure, error)
+	// String names the source in messages.
+	String() string
+}
+
+// Closure is a closure ready to be read from a source.
+type Closure struct {
+	Infos []nix.PathInfo
+	// NARs streams the NARs of the given paths (a subset of Infos, in
+	// dependency order), in that order.
+	NARs  func(infos []nix.PathInfo) serve.NARSource
+	Close func()
+}
+
+// LocalStore is this machine's store.
+type LocalStore struct{ Nix *nix.CLI }
+
+func (LocalStore) String() string { return "the local store" }
+
+// Open reads the closure's metadata with one nix path-info; NARs are
+// serialised from /nix/store.
+func (l LocalStore) Open(ctx context.Context, toplevel string) (Closure, error) {
+	infos, err := l.Nix.PathInfos(ctx, false, toplevel)
+	if err != nil {
+		return Closure{}, err
+	}
+	closure, err := nix.Closure(infos, toplevel)
+	if err != nil {
+		return Closure{}, err
+	}
+	return Closure{Infos: closure, NARs: func([]nix.PathInfo) serve.NARSource { return serve.LocalNAR }, Close: func() {}}, nil
+}
+
+// Builder is the store of a remote machine that built the closure: its
+// NARs are streamed from there to the target through this process's
+// memory, never into the local store.
+type Builder struct {
+	Name string
+	Conn *remote.Conn
+}
+
+func (b Builder) String() string { return "builder " + b.Name }
+
+// Open lists the closure on the builder and reads its metadata over a
+// nix-store --serve session, which then streams the NARs.
+func (b Builder) Open(ctx context.Context, toplevel string) (Closure, error) {
+	s, err := serve.Open(ctx, b.Conn, false)
+	if err != nil {
+		return Closure{}, fmt.Errorf("%s: %w", b, err)
+	}
+	infos, err := s.Closure(ctx, b.Conn, toplevel)
+	if err != nil {
+		s.Close()
+		return Closure{}, fmt.Errorf("%s: %w", b, err)
+	}
+	return Closure{Infos: infos, NARs: s.Dump, Close: func() { s.Close() }}, nil
+}
+
+// Stats is what a push did.
+type Stats struct {
+	Paths int   // paths in the closure
+	Sent  int   // paths the target lacked, sent
+	Bytes int64 // NAR bytes sent
+}
+
+// Native pushes toplevel's closure from src to the target over a
+// `nix-store --serve --write` session on conn: one query for what the
+// target lacks (locking what it has against garbage collection for the
+// session), then the missing paths, references first, pipelined.
+func Native(ctx context.Context, conn serve.Starter, src Source, toplevel string) (Stats, error) {
+	c, err := src.Open(ctx, toplevel)
+	if err != nil {
+		return Stats{}, err
+	}
+	defer c.Close()
+	st := Stats{Paths: len(c.Infos)}
+	dst, err := serve.Open(ctx, conn, true)
+	if err != nil {
+		return st, err
+	}
+	defer dst.Close()
+	missing, err := dst.Missing(c.Infos, true)
+	if err != nil {
+		return st, err
+	}
+	for _, info := range missing {
+		st.Bytes += info.NarSize
+	}
+	var sent atomic.Int64
+	err = dst.Add(ctx, missing, c.NARs(missing), func(nix.PathInfo) { sent.Add(1) })
+	st.Sent = int(sent.Load())
+	if err != nil {
+		return st, fmt.Errorf("from %s: %w", src, err)
+	}
+	return st, nil
+}
