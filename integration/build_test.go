@@ -180,3 +180,48 @@ func TestBuildElsewhere(t *testing.T) {
 		t.Errorf("delta's unreachable builder is not reported as its build failure:\n%s", r.stderr)
 	}
 }
+
+// TestOneEvaluationOneBuild: a deploy to the whole fleet evaluates every
+// host in one nix process and builds every system in one nix build, as a
+// logging nix first on PATH shows.
+func TestOneEvaluationOneBuild(t *testing.T) {
+	nonce := fmt.Sprintf("%s-%d", t.Name(), time.Now().UnixNano())
+	names := []string{"alpha", "beta", "gamma", "delta", "epsilon"}
+	var specs []fixture.Host
+	for _, n := range names {
+		specs = append(specs, fixture.Host{Name: n, Revision: nonce})
+	}
+	e := startFleet(t, specs...)
+	real, err := exec.LookPath("nix")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	calls := filepath.Join(dir, "calls")
+	script := fmt.Sprintf("#!/bin/sh\necho \"$*\" >> %s\nexec %s \"$@\"\n", calls, real)
+	if err := os.WriteFile(filepath.Join(dir, "nix"), []byte(script), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	r := e.deployctlWith([]string{"PATH=" + dir + ":" + os.Getenv("PATH")}, "deploy", "--all")
+	r.wantCode(t, 0)
+	data, err := os.ReadFile(calls)
+	if err != nil {
+		t.Fatalf("the logging nix was never run: %v", err)
+	}
+	count := map[string]int{}
+	for _, line := range strings.Split(strings.TrimSpace(string(data)), "\n") {
+		for _, sub := range []string{" eval ", " build "} {
+			if strings.Contains(line, sub) {
+				count[strings.TrimSpace(sub)]++
+			}
+		}
+	}
+	if count["eval"] != 1 || count["build"] != 1 {
+		t.Errorf("deploying %d hosts ran nix eval %d times and nix build %d times, want once each; calls:\n%s", len(names), count["eval"], count["build"], data)
+	}
+	for _, n := range names {
+		if got, want := e.currentSystem(n), e.toplevel(n); got != want {
+			t.Errorf("%s: /run/current-system = %q, want %s", n, got, want)
+		}
+	}
+}

@@ -148,7 +148,7 @@ func (c *CLI) NixLogged(ctx context.Context, log *BuildLog, args ...string) ([]b
 	argv := append([]string{"nix"}, full...)
 	line := shell.Join(argv)
 	c.log.Debug("exec", "host", "local", "cmd", line)
-	cmd := exec.CommandContext(ctx, "nix", full...)
+	cmd := c.command(ctx, "nix", full...)
 	cmd.Env = c.env
 	var stdout bytes.Buffer
 	cmd.Stdout = &stdout

@@ -22,7 +22,8 @@ import (
 // flakes, and newer releases accept it for stable features without complaint.
 var experimental = []string{"--extra-experimental-features", "nix-command flakes"}
 
-// CLI runs the nix commands found on PATH with a fixed environment.
+// CLI runs the nix commands found on its environment's PATH, with that
+// environment.
 type CLI struct {
 	env []string
 	log *slog.Logger
@@ -139,7 +140,7 @@ func (c *CLI) run(ctx context.Context, extraEnv []string, name string, args ...s
 		line = k + "=" + shell.Quote(v) + " " + line
 	}
 	c.log.Debug("exec", "host", "local", "cmd", line)
-	cmd := exec.CommandContext(ctx, name, args...)
+	cmd := c.command(ctx, name, args...)
 	cmd.Env = append(append([]string{}, c.env...), extraEnv...)
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout = &stdout
@@ -155,6 +156,32 @@ func (c *CLI) run(ctx context.Context, extraEnv []string, name string, args ...s
 		return nil, fmt.Errorf("%s: %w", name, err)
 	}
 	return stdout.Bytes(), nil
+}
+
+// command is exec.CommandContext with name looked up on the CLI's own
+// PATH (os/exec would use this process's).
+func (c *CLI) command(ctx context.Context, name string, args ...string) *exec.Cmd {
+	cmd := exec.CommandContext(ctx, name, args...)
+	if strings.Contains(name, "/") {
+		return cmd
+	}
+	path := ""
+	for _, kv := range c.env {
+		if k, v, ok := strings.Cut(kv, "="); ok && k == "PATH" {
+			path = v
+		}
+	}
+	for _, dir := range filepath.SplitList(path) {
+		if dir == "" {
+			dir = "."
+		}
+		p := filepath.Join(dir, name)
+		if st, err := os.Stat(p); err == nil && st.Mode().IsRegular() && st.Mode()&0o111 != 0 {
+			cmd.Path, cmd.Err = p, nil
+			return cmd
+		}
+	}
+	return cmd
 }
 
 // Error is a Nix command that ran and failed.
