@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -41,6 +42,12 @@ type Options struct {
 	OnLog func(host, drv, line string)
 	// MaxJobs is Nix's --max-jobs; 0 leaves Nix's own setting.
 	MaxJobs int
+	// RootDir, when set, makes the build itself register the toplevels as
+	// GC roots (links RootDir/result, result-1, …), so no garbage
+	// collection can take them between the build and the caller's own
+	// roots. Nix adds them only when every build succeeded; after a
+	// partial failure the caller's roots are the only ones.
+	RootDir string
 }
 
 // Build realises every request in one `nix build --keep-going` call, so Nix
@@ -51,7 +58,12 @@ func Build(ctx context.Context, n *nix.CLI, reqs []Request, opts Options) ([]Res
 	if len(reqs) == 0 {
 		return nil, nil
 	}
-	args := []string{"build", "--json", "--no-link", "--keep-going"}
+	args := []string{"build", "--json", "--keep-going"}
+	if opts.RootDir != "" {
+		args = append(args, "--out-link", filepath.Join(opts.RootDir, "result"))
+	} else {
+		args = append(args, "--no-link")
+	}
 	if opts.MaxJobs > 0 {
 		args = append(args, "--max-jobs", strconv.Itoa(opts.MaxJobs))
 	}

@@ -135,3 +135,39 @@ func TestHostErrorWithCurrentNixMessages(t *testing.T) {
 		t.Errorf("e's error:\n%s", errE)
 	}
 }
+
+// TestBuildRootsOutputs: with RootDir, the build itself leaves every
+// toplevel a GC root (no window between the build and the caller's roots).
+func TestBuildRootsOutputs(t *testing.T) {
+	nixtest.Require(t, "nix", "nix-store")
+	n := nix.New(append(os.Environ(), "NIX_CONFIG=substituters ="), slog.New(slog.DiscardHandler))
+	ctx := context.Background()
+	salt := t.TempDir()
+	var reqs []Request
+	for _, name := range []string{"one", "two"} {
+		expr := `derivation { name = "` + name + `"; salt = "` + salt + `"; system = "` + nixtest.System() + `"; builder = "/bin/sh"; args = [ "-c" "echo > $out" ]; }`
+		out, err := n.Nix(ctx, "eval", "--raw", "--impure", "--expr", "let d = "+expr+"; in d.drvPath + \" \" + d.outPath")
+		if err != nil {
+			t.Fatal(err)
+		}
+		drv, outPath, _ := strings.Cut(string(out), " ")
+		reqs = append(reqs, Request{Host: name, DrvPath: drv, OutPath: outPath})
+	}
+	roots := t.TempDir()
+	res, err := Build(ctx, n, reqs, Options{RootDir: roots})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range res {
+		if r.Err != nil {
+			t.Fatalf("%s: %v", r.Host, r.Err)
+		}
+		out, err := n.Run(ctx, nil, "nix-store", "--query", "--roots", r.Toplevel)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !strings.Contains(string(out), roots+"/result") {
+			t.Errorf("%s: %s is not rooted under %s; its roots:\n%s", r.Host, r.Toplevel, roots, out)
+		}
+	}
+}

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"os"
 	"strings"
 
 	"github.com/spf13/cobra"
@@ -55,6 +56,8 @@ type globals struct {
 	nixCLI  *nix.CLI
 	dial    *remote.Dialer
 	conns   conns
+	// roots holds the run's GC roots; removed when the run ends.
+	roots string
 }
 
 func (g *globals) getenv(key string) string {
@@ -77,6 +80,9 @@ func Main(ctx context.Context, inv Invocation) int {
 	root.SetOut(inv.Stdout)
 	root.SetErr(inv.Stderr)
 	err := root.ExecuteContext(ctx)
+	if g.roots != "" {
+		os.RemoveAll(g.roots)
+	}
 	if err == nil && ctx.Err() != nil {
 		err = ctx.Err()
 	}

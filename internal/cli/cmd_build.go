@@ -238,8 +238,12 @@ func buildSelected(ctx context.Context, g *globals, hosts, fleet []*inventory.Ho
 	var localErr error
 	if len(local) > 0 {
 		g.log.Info("building " + plural(len(local), "system"))
+		rootDir, err := g.rootDir("build")
+		if err != nil {
+			return nil, err
+		}
 		wg.Go(func() {
-			results, err := build.Build(ctx, g.nix(), local, build.Options{MaxJobs: g.maxJobs, OnLog: g.buildLog()})
+			results, err := build.Build(ctx, g.nix(), local, build.Options{MaxJobs: g.maxJobs, OnLog: g.buildLog(), RootDir: rootDir})
 			if err != nil {
 				localErr = err
 				return

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"time"
@@ -205,9 +206,9 @@ func (g *globals) checkRemote(ctx context.Context, p placement, paths []string) 
 	return nil
 }
 
-// holdRoots registers the closures as temporary GC roots; release removes
-// them (nothing of them stays on this machine).
-func (g *globals) holdRoots(ctx context.Context, closures map[string]built) (release func(), err error) {
+// holdRoots registers the local closures as GC roots until the run ends
+// (nothing of them stays on this machine after).
+func (g *globals) holdRoots(ctx context.Context, closures map[string]built) error {
 	tops := map[string]string{}
 	for h, b := range closures {
 		if b.Err == nil && b.Toplevel != "" && b.At.local() {
@@ -215,18 +216,29 @@ func (g *globals) holdRoots(ctx context.Context, closures map[string]built) (rel
 		}
 	}
 	if len(tops) == 0 {
-		return func() {}, nil
+		return nil
 	}
-	dir, err := os.MkdirTemp("", "deployctl-roots-")
+	dir, err := g.rootDir("hold")
 	if err != nil {
-		return nil, fmt.Errorf("gc roots: %w", err)
+		return err
 	}
-	release = func() { os.RemoveAll(dir) }
-	if err := build.AddRoots(ctx, g.nix(), dir, tops); err != nil {
-		release()
-		return nil, err
+	return build.AddRoots(ctx, g.nix(), dir, tops)
+}
+
+// rootDir is a directory for GC roots that last as long as the run.
+func (g *globals) rootDir(name string) (string, error) {
+	if g.roots == "" {
+		dir, err := os.MkdirTemp(g.getenv("TMPDIR"), "deployctl-roots-")
+		if err != nil {
+			return "", fmt.Errorf("gc roots: %w", err)
+		}
+		g.roots = dir
 	}
-	return release, nil
+	dir := filepath.Join(g.roots, name)
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return "", fmt.Errorf("gc roots: %w", err)
+	}
+	return dir, nil
 }
 
 // namedHosts returns the selectors that name a host outright.
@@ -379,11 +391,9 @@ func (g *globals) runHosts(ctx context.Context, command string, p *plan, steps .
 	}
 	// Hold every system as a GC root on this machine until the run ends,
 	// so that a garbage collection meanwhile cannot take it.
-	release, err := g.holdRoots(ctx, closures)
-	if err != nil {
+	if err := g.holdRoots(ctx, closures); err != nil {
 		return err
 	}
-	defer release()
 	byName := map[string]*inventory.Host{}
 	names := make([]string, len(p.hosts))
 	for i, h := range p.hosts {

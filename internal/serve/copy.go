@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"time"
 
 	"github.com/nix-community/go-nix/pkg/wire"
 )
@@ -50,23 +51,32 @@ func (c *Conn) Add(ctx context.Context, infos []PathInfo, src NARSource, added f
 		acks <- nil
 	}()
 	sendErr := c.send(ctx, infos, src)
-	if sendErr != nil {
-		// The store may already have said why it stopped reading.
-		var ae *AddError
-		if errors.As(sendErr, &ae) && ae.Err == ctx.Err() {
+	var se *storeWriteError
+	if sendErr == nil || !errors.As(sendErr, &se) {
+		if sendErr != nil {
+			// This side failed (the context, or reading a NAR): the
+			// store still waits for bytes, and its answer will not come.
 			return sendErr
 		}
-		select {
-		case err := <-acks:
-			if err != nil {
-				return err
-			}
-		default:
-		}
-		return sendErr
+		return <-acks
 	}
-	return <-acks
+	// The store stopped reading: its answer (an error naming the path it
+	// refused, with its reason) comes as the connection closes.
+	select {
+	case err := <-acks:
+		if err != nil {
+			return err
+		}
+	case <-time.After(10 * time.Second):
+	}
+	return sendErr
 }
+
+// storeWriteError is a write to the store that failed: the store is gone.
+type storeWriteError struct{ err error }
+
+func (e *storeWriteError) Error() string { return e.err.Error() }
+func (e *storeWriteError) Unwrap() error { return e.err }
 
 func (c *Conn) send(ctx context.Context, infos []PathInfo, src NARSource) error {
 	for _, info := range infos {
@@ -118,19 +128,40 @@ func (c *Conn) sendOne(info PathInfo, src NARSource) error {
 		err = wire.WriteString(w, info.CA)
 	}
 	if err != nil {
-		return err
+		return &storeWriteError{err}
 	}
-	n, err := io.CopyN(w, nar, info.NarSize)
-	if err != nil {
-		if n < info.NarSize && (err == io.EOF || err == io.ErrUnexpectedEOF) {
-			// The protocol is out of step now: the caller must drop the
-			// connection.
-			return fmt.Errorf("its NAR is %d bytes, not the %d its metadata says", n, info.NarSize)
-		}
-		return err
+	n, err := io.Copy(w, io.LimitReader(readErrs{nar}, info.NarSize))
+	var re *readError
+	switch {
+	case errors.As(err, &re):
+		return fmt.Errorf("read: %w", re.err)
+	case err != nil:
+		return &storeWriteError{err}
+	case n < info.NarSize:
+		// The protocol is out of step now: the caller must drop the
+		// connection.
+		return fmt.Errorf("its NAR is %d bytes, not the %d its metadata says", n, info.NarSize)
 	}
 	// Flush per path, so the store starts on it while the next is read.
-	return w.Flush()
+	if err := w.Flush(); err != nil {
+		return &storeWriteError{err}
+	}
+	return nil
+}
+
+// readErrs marks the errors of reading a NAR, to tell them from writing.
+type readErrs struct{ r io.Reader }
+
+type readError struct{ err error }
+
+func (e *readError) Error() string { return e.err.Error() }
+
+func (r readErrs) Read(p []byte) (int, error) {
+	n, err := r.r.Read(p)
+	if err != nil && err != io.EOF {
+		err = &readError{err}
+	}
+	return n, err
 }
 
 // Dump streams the NARs of infos, in that order, from the store: all the
