@@ -183,15 +183,18 @@ func TestBuildElsewhere(t *testing.T) {
 
 // TestOneEvaluationOneBuild: a deploy to the whole fleet evaluates every
 // host in one nix process and builds every system in one nix build, as a
-// logging nix first on PATH shows.
+// logging nix first on PATH shows; with --eval-chunk N, each chunk of N
+// hosts is evaluated (and built) by a process of its own.
 func TestOneEvaluationOneBuild(t *testing.T) {
-	nonce := fmt.Sprintf("%s-%d", t.Name(), time.Now().UnixNano())
 	names := []string{"alpha", "beta", "gamma", "delta", "epsilon"}
-	var specs []fixture.Host
-	for _, n := range names {
-		specs = append(specs, fixture.Host{Name: n, Revision: nonce})
+	flake := func(nonce string) []fixture.Host {
+		var specs []fixture.Host
+		for _, n := range names {
+			specs = append(specs, fixture.Host{Name: n, Revision: nonce})
+		}
+		return specs
 	}
-	e := startFleet(t, specs...)
+	e := startFleet(t, flake(fmt.Sprintf("%s-%d", t.Name(), time.Now().UnixNano()))...)
 	real, err := exec.LookPath("nix")
 	if err != nil {
 		t.Fatal(err)
@@ -202,26 +205,36 @@ func TestOneEvaluationOneBuild(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(dir, "nix"), []byte(script), 0o755); err != nil {
 		t.Fatal(err)
 	}
-	r := e.deployctlWith([]string{"PATH=" + dir + ":" + os.Getenv("PATH")}, "deploy", "--all")
-	r.wantCode(t, 0)
-	data, err := os.ReadFile(calls)
-	if err != nil {
-		t.Fatalf("the logging nix was never run: %v", err)
-	}
-	count := map[string]int{}
-	for _, line := range strings.Split(strings.TrimSpace(string(data)), "\n") {
-		for _, sub := range []string{" eval ", " build "} {
-			if strings.Contains(line, sub) {
-				count[strings.TrimSpace(sub)]++
+	deploy := func(wantEvals, wantBuilds int, args ...string) {
+		t.Helper()
+		os.Remove(calls)
+		r := e.deployctlWith([]string{"PATH=" + dir + ":" + os.Getenv("PATH")}, append([]string{"deploy", "--all"}, args...)...)
+		r.wantCode(t, 0)
+		data, err := os.ReadFile(calls)
+		if err != nil {
+			t.Fatalf("the logging nix was never run: %v", err)
+		}
+		count := map[string]int{}
+		for _, line := range strings.Split(strings.TrimSpace(string(data)), "\n") {
+			for _, sub := range []string{" eval ", " build "} {
+				if strings.Contains(line, sub) {
+					count[strings.TrimSpace(sub)]++
+				}
+			}
+		}
+		if count["eval"] != wantEvals || count["build"] != wantBuilds {
+			t.Errorf("deploy --all %s to %d hosts ran nix eval %d times and nix build %d times, want %d and %d; calls:\n%s",
+				strings.Join(args, " "), len(names), count["eval"], count["build"], wantEvals, wantBuilds, data)
+		}
+		for _, n := range names {
+			if got, want := e.currentSystem(n), e.toplevel(n); got != want {
+				t.Errorf("%s: /run/current-system = %q, want %s", n, got, want)
 			}
 		}
 	}
-	if count["eval"] != 1 || count["build"] != 1 {
-		t.Errorf("deploying %d hosts ran nix eval %d times and nix build %d times, want once each; calls:\n%s", len(names), count["eval"], count["build"], data)
-	}
-	for _, n := range names {
-		if got, want := e.currentSystem(n), e.toplevel(n); got != want {
-			t.Errorf("%s: /run/current-system = %q, want %s", n, got, want)
-		}
-	}
+	deploy(1, 1)
+	// Chunks of 2: the deployment options in one evaluation, then three
+	// chunks, each evaluated and built by its own processes.
+	e.writeFlake(flake(fmt.Sprintf("%s-chunked-%d", t.Name(), time.Now().UnixNano()))...)
+	deploy(4, 3, "--eval-chunk", "2")
 }

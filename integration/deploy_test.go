@@ -230,7 +230,8 @@ func TestVerbosePrintsEveryCommand(t *testing.T) {
 	top := e.toplevel("alpha")
 	for _, want := range []string{
 		"[local] + nix --extra-experimental-features 'nix-command flakes' eval --json",
-		"[local] + nix --extra-experimental-features 'nix-command flakes' --log-format internal-json build --json --no-link --keep-going --max-jobs 3 ",
+		"[local] + nix --extra-experimental-features 'nix-command flakes' --log-format internal-json build --json --keep-going --out-link ",
+		"/result --max-jobs 3 /nix/store/",
 		"[local] + nix --extra-experimental-features 'nix-command flakes' path-info --json --recursive " + top,
 		"[alpha] + ssh -F " + e.fleet.SSHConfig + " -p 22 root@alpha 'nix-store --serve --write'",
 		"[alpha] + ssh -F " + e.fleet.SSHConfig + " -p 22 root@alpha 'nix-env -p /nix/var/nix/profiles/system --set " + top + "'",

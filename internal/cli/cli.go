@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"os"
 	"strings"
+	"sync"
 
 	"github.com/spf13/cobra"
 
@@ -45,6 +46,7 @@ type globals struct {
 	// maxJobs, buildOnTarget and buildHost are the build flags of the
 	// commands that build.
 	maxJobs       int
+	evalChunk     int
 	buildOnTarget bool
 	buildHost     string
 	// copyBackend is --copy-backend of the commands that push.
@@ -57,7 +59,8 @@ type globals struct {
 	dial    *remote.Dialer
 	conns   conns
 	// roots holds the run's GC roots; removed when the run ends.
-	roots string
+	rootsMu sync.Mutex
+	roots   string
 }
 
 func (g *globals) getenv(key string) string {
@@ -161,6 +164,9 @@ every host).
 			}
 			if g.maxJobs < 0 {
 				return usageErrorf("--max-jobs must not be negative, got %d", g.maxJobs)
+			}
+			if g.evalChunk < 0 {
+				return usageErrorf("--eval-chunk must not be negative, got %d", g.evalChunk)
 			}
 			level := slog.LevelInfo
 			if g.verbose {

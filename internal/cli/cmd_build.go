@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"strings"
 	"sync"
 	"time"
@@ -58,11 +59,11 @@ type hostOutcome struct {
 }
 
 func runBuild(ctx context.Context, g *globals, opts buildOptions, args []string) error {
-	inv, err := g.load(ctx, args, opts.selection, true, true)
+	inv, err := g.load(ctx, args, opts.selection, true, g.evalChunk == 0)
 	if err != nil {
 		return err
 	}
-	results, err := buildSelected(ctx, g, inv.Selected, inv.Hosts)
+	results, err := g.evalAndBuild(ctx, inv, inv.Selected)
 	if err != nil {
 		return err
 	}
@@ -162,29 +163,67 @@ type built struct {
 	Closure *build.ClosureStats
 }
 
+// evalAndBuild builds hosts. Their toplevels are evaluated already, unless
+// --eval-chunk asks for them to be evaluated here, a chunk at a time, each
+// chunk building while the next evaluates.
+func (g *globals) evalAndBuild(ctx context.Context, inv *inventory.Inventory, hosts []*inventory.Host) (map[string]built, error) {
+	if g.evalChunk == 0 {
+		return buildSelected(ctx, g, hosts, inv.Hosts)
+	}
+	// Where each host builds is known without its toplevel: refuse a bad
+	// placement before the first chunk builds.
+	if _, err := g.placeAll(hosts, inv.Hosts); err != nil {
+		return nil, err
+	}
+	out := map[string]built{}
+	var mu sync.Mutex
+	var buildErr error
+	var wg sync.WaitGroup
+	for i := 0; i < len(hosts) && ctx.Err() == nil; i += g.evalChunk {
+		chunk := hosts[i:min(i+g.evalChunk, len(hosts))]
+		g.log.Info(fmt.Sprintf("evaluating hosts %d-%d of %d", i+1, i+len(chunk), len(hosts)))
+		if err := inventory.Toplevels(ctx, g.nix(), inv.FlakeRef, chunk); err != nil {
+			wg.Wait()
+			return nil, err
+		}
+		wg.Go(func() {
+			res, err := buildSelected(ctx, g, chunk, inv.Hosts)
+			mu.Lock()
+			defer mu.Unlock()
+			if err != nil {
+				buildErr = errors.Join(buildErr, err)
+			}
+			maps.Copy(out, res)
+		})
+	}
+	wg.Wait()
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	return out, buildErr
+}
+
 // buildSelected builds every selected host whose evaluation succeeded:
 // those built here in one nix build, and at the same time those built
 // elsewhere, each machine's in one go. fleet is every host of the flake
 // (a buildHost may name one).
 func buildSelected(ctx context.Context, g *globals, hosts, fleet []*inventory.Host) (map[string]built, error) {
+	at, err := g.placeAll(hosts, fleet)
+	if err != nil {
+		return nil, err
+	}
 	out := map[string]built{}
 	var local []build.Request
 	remote := map[string][]build.Request{}
 	places := map[string]placement{} // by machine
-	at := map[string]placement{}     // by host
 	var keys []string
-	var errs []error
 	for _, h := range hosts {
 		if h.EvalError != "" {
 			out[h.Name] = built{Err: rollout.Step("eval", fmt.Errorf("%s", h.EvalError))}
 			g.log.Info("evaluation failed", "host", h.Name)
 			continue
 		}
-		p, err := g.place(h, fleet)
-		if err != nil {
-			errs = append(errs, fmt.Errorf("%s: %w", h.Name, err))
-			continue
-		}
+		p := at[h.Name]
 		req := build.Request{Host: h.Name, DrvPath: h.DrvPath, OutPath: h.OutPath}
 		if p.local() {
 			local = append(local, req)
@@ -195,22 +234,6 @@ func buildSelected(ctx context.Context, g *globals, hosts, fleet []*inventory.Ho
 			places[p.key] = p
 		}
 		remote[p.key] = append(remote[p.key], req)
-		at[h.Name] = p
-	}
-	if len(errs) > 0 {
-		return nil, usageError{errors.Join(errs...)}
-	}
-	// Every build machine must resolve before anything is built.
-	if len(keys) > 0 {
-		d, err := g.dialer()
-		if err != nil {
-			return nil, err
-		}
-		for _, k := range keys {
-			if _, err := d.Resolve(places[k].target); err != nil {
-				return nil, usageErrorf("build host %s: %w", places[k].target.Name, err)
-			}
-		}
 	}
 	var mu sync.Mutex
 	record := func(results []build.Result) {

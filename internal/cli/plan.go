@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"path/filepath"
 	"slices"
 	"strings"
 	"time"
@@ -56,12 +55,12 @@ func (g *globals) plan(ctx context.Context, args []string, sel selection, src so
 	case src.manifest != "":
 		return g.planManifest(args, sel, src.manifest)
 	}
-	inv, err := g.load(ctx, args, sel, true, true)
+	inv, err := g.load(ctx, args, sel, true, g.evalChunk == 0)
 	if err != nil {
 		return nil, err
 	}
 	return &plan{hosts: inv.Selected, named: namedHosts(args), closures: func(ctx context.Context, hosts []*inventory.Host) (map[string]built, error) {
-		return buildSelected(ctx, g, hosts, inv.Hosts)
+		return g.evalAndBuild(ctx, inv, hosts)
 	}}, nil
 }
 
@@ -225,8 +224,10 @@ func (g *globals) holdRoots(ctx context.Context, closures map[string]built) erro
 	return build.AddRoots(ctx, g.nix(), dir, tops)
 }
 
-// rootDir is a directory for GC roots that last as long as the run.
+// rootDir is a new directory for GC roots that last as long as the run.
 func (g *globals) rootDir(name string) (string, error) {
+	g.rootsMu.Lock()
+	defer g.rootsMu.Unlock()
 	if g.roots == "" {
 		dir, err := os.MkdirTemp(g.getenv("TMPDIR"), "deployctl-roots-")
 		if err != nil {
@@ -234,8 +235,8 @@ func (g *globals) rootDir(name string) (string, error) {
 		}
 		g.roots = dir
 	}
-	dir := filepath.Join(g.roots, name)
-	if err := os.MkdirAll(dir, 0o700); err != nil {
+	dir, err := os.MkdirTemp(g.roots, name+"-")
+	if err != nil {
 		return "", fmt.Errorf("gc roots: %w", err)
 	}
 	return dir, nil

@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"errors"
 	"fmt"
 	"slices"
 	"strings"
@@ -17,6 +18,7 @@ func registerBuildFlags(cmd *cobra.Command, g *globals) {
 	f := cmd.Flags()
 	f.IntVar(&g.maxJobs, "max-jobs", 0, "build at most `N` derivations at once (default: Nix's own max-jobs setting)")
 	f.BoolVar(&g.buildOnTarget, "build-on-target", false, "build each host's system on the host itself (overrides deployment.buildOnTarget and buildHost)")
+	f.IntVar(&g.evalChunk, "eval-chunk", 0, "evaluate the systems `N` hosts at a time, one nix process each, so memory stays bounded; a chunk builds while the next evaluates (default: all in one evaluation)")
 	f.StringVar(&g.buildHost, "build-host", "", "build every system on `HOST`, a host of the flake or an SSH destination, and push from there (overrides deployment.buildHost)")
 }
 
@@ -62,6 +64,39 @@ func (g *globals) place(h *inventory.Host, fleet []*inventory.Host) (placement, 
 		return placement{on: "target", key: hostKey(h.Name), target: targetOf(h)}, nil
 	}
 	return placement{on: "local"}, nil
+}
+
+// placeAll places every host, and checks that every machine they build on
+// resolves: a usage error names each host that cannot be placed.
+func (g *globals) placeAll(hosts, fleet []*inventory.Host) (map[string]placement, error) {
+	at := map[string]placement{}
+	var errs []error
+	for _, h := range hosts {
+		p, err := g.place(h, fleet)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("%s: %w", h.Name, err))
+			continue
+		}
+		at[h.Name] = p
+	}
+	if len(errs) > 0 {
+		return nil, usageError{errors.Join(errs...)}
+	}
+	resolved := map[string]bool{}
+	for _, p := range at {
+		if p.local() || resolved[p.key] {
+			continue
+		}
+		resolved[p.key] = true
+		d, err := g.dialer()
+		if err != nil {
+			return nil, err
+		}
+		if _, err := d.Resolve(p.target); err != nil {
+			return nil, usageErrorf("build host %s: %w", p.target.Name, err)
+		}
+	}
+	return at, nil
 }
 
 // builderTarget reaches a builder given as an SSH destination, [user@]host:

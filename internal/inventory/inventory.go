@@ -182,20 +182,35 @@ func Load(ctx context.Context, n *nix.CLI, flakeRef string, opts LoadOptions) (*
 				return nil, err
 			}
 		}
-		for _, h := range inv.Selected {
-			switch {
-			case h.EvalError == caughtEvalError:
-				// Alone, Nix says what is wrong.
-				h.DrvPath, h.OutPath, h.EvalError = evalToplevel(ctx, n, flakeRef, h.Name)
-			case h.EvalError == "" && h.DrvPath == "":
-				return nil, fmt.Errorf("%s: internal error: selected in Go but not by the evaluation", h.Name)
-			}
-		}
-		if ctx.Err() != nil {
-			return nil, ctx.Err()
+		if err := explain(ctx, n, flakeRef, inv.Selected); err != nil {
+			return nil, err
 		}
 	}
 	return inv, nil
+}
+
+// Toplevels evaluates the toplevel derivations of hosts (loaded without
+// them) in one evaluation, or in halves when an error escapes tryEval: it
+// sets each host's DrvPath and OutPath, or its EvalError.
+func Toplevels(ctx context.Context, n *nix.CLI, flakeRef string, hosts []*Host) error {
+	if err := bisect(ctx, n, flakeRef, hosts); err != nil {
+		return err
+	}
+	return explain(ctx, n, flakeRef, hosts)
+}
+
+// explain replaces a caught evaluation failure with Nix's own message.
+func explain(ctx context.Context, n *nix.CLI, flakeRef string, hosts []*Host) error {
+	for _, h := range hosts {
+		switch {
+		case h.EvalError == caughtEvalError:
+			// Alone, Nix says what is wrong.
+			h.DrvPath, h.OutPath, h.EvalError = evalToplevel(ctx, n, flakeRef, h.Name)
+		case h.EvalError == "" && h.DrvPath == "":
+			return fmt.Errorf("%s: internal error: selected in Go but not by the evaluation", h.Name)
+		}
+	}
+	return ctx.Err()
 }
 
 // hostNames lists the flake's nixosConfigurations without evaluating them.
