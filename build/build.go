@@ -42,6 +42,9 @@ type Options struct {
 	OnLog func(host, drv, line string)
 	// MaxJobs is Nix's --max-jobs; 0 leaves Nix's own setting.
 	MaxJobs int
+	// OnProgress, when set, receives Nix's count of derivations built and
+	// expected (for the whole build) as it changes.
+	OnProgress func(done, expected int)
 	// RootDir, when set, makes the build itself register the toplevels as
 	// GC roots (links RootDir/result, result-1, …), so no garbage
 	// collection can take them between the build and the caller's own
@@ -84,6 +87,9 @@ func Build(ctx context.Context, n *nix.CLI, reqs []Request, opts Options) ([]Res
 	blog := nix.NewBuildLog()
 	if opts.OnLog != nil {
 		blog.OnLine = func(drv, line string) { opts.OnLog(hostOf[drv], drv, line) }
+	}
+	if opts.OnProgress != nil {
+		blog.OnProgress = func(done, expected, _, _ int) { opts.OnProgress(done, expected) }
 	}
 	out, buildErr := n.NixLogged(ctx, blog, args...)
 	if ctx.Err() != nil {
@@ -130,6 +136,59 @@ func Build(ctx context.Context, n *nix.CLI, reqs []Request, opts Options) ([]Res
 		}
 	}
 	return results, nil
+}
+
+// Pending returns, for each request's host, how many derivations of its
+// closure the local store must still build, from Nix's own dry run (one
+// nix-store --dry-run and one nix path-info for all requests).
+func Pending(ctx context.Context, n *nix.CLI, reqs []Request) (map[string]int, error) {
+	if len(reqs) == 0 {
+		return map[string]int{}, nil
+	}
+	drvs := make([]string, len(reqs))
+	for i, r := range reqs {
+		drvs[i] = r.DrvPath
+	}
+	_, stderr, err := n.Output(ctx, nil, "nix-store", append([]string{"--realise", "--dry-run"}, drvs...)...)
+	if err != nil {
+		return nil, err
+	}
+	willBuild := parseWillBuild(string(stderr))
+	infos, err := n.PathInfos(ctx, true, drvs...)
+	if err != nil {
+		return nil, err
+	}
+	out := map[string]int{}
+	for _, r := range reqs {
+		closure, err := nix.Closure(infos, r.DrvPath)
+		if err != nil {
+			return nil, err
+		}
+		for _, info := range closure {
+			if willBuild[info.Path] {
+				out[r.Host]++
+			}
+		}
+	}
+	return out, nil
+}
+
+// parseWillBuild reads the derivations Nix's dry run lists under "this
+// derivation will be built:" or "these N derivations will be built:".
+func parseWillBuild(text string) map[string]bool {
+	out := map[string]bool{}
+	in := false
+	for _, line := range strings.Split(text, "\n") {
+		switch {
+		case strings.HasSuffix(line, "will be built:"):
+			in = true
+		case in && strings.HasPrefix(line, "  /") && strings.HasSuffix(strings.TrimSpace(line), ".drv"):
+			out[strings.TrimSpace(line)] = true
+		default:
+			in = false
+		}
+	}
+	return out
 }
 
 // failures explains failed builds from Nix's structured log.

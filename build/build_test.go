@@ -153,8 +153,13 @@ func TestBuildRootsOutputs(t *testing.T) {
 		drv, outPath, _ := strings.Cut(string(out), " ")
 		reqs = append(reqs, Request{Host: name, DrvPath: drv, OutPath: outPath})
 	}
+	pending, err := Pending(ctx, n, reqs)
+	if err != nil || pending["one"] != 1 || pending["two"] != 1 {
+		t.Fatalf("before the build, Pending = %v, %v; want one derivation each", pending, err)
+	}
 	roots := t.TempDir()
-	res, err := Build(ctx, n, reqs, Options{RootDir: roots})
+	var progress [][2]int
+	res, err := Build(ctx, n, reqs, Options{RootDir: roots, OnProgress: func(done, expected int) { progress = append(progress, [2]int{done, expected}) }})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -169,5 +174,28 @@ func TestBuildRootsOutputs(t *testing.T) {
 		if !strings.Contains(string(out), roots+"/result") {
 			t.Errorf("%s: %s is not rooted under %s; its roots:\n%s", r.Host, r.Toplevel, roots, out)
 		}
+	}
+	if len(progress) == 0 || progress[len(progress)-1] != [2]int{2, 2} {
+		t.Errorf("progress reported %v, want it to end at 2 of 2", progress)
+	}
+	if pending, err := Pending(ctx, n, reqs); err != nil || pending["one"] != 0 || pending["two"] != 0 {
+		t.Errorf("after the build, Pending = %v, %v; want nothing", pending, err)
+	}
+}
+
+func TestParseWillBuild(t *testing.T) {
+	for _, text := range []string{
+		// Nix 2.8
+		"these 2 derivations will be built:\n  /nix/store/a-x.drv\n  /nix/store/b-y.drv\n",
+		// current Nix and Lix, with paths to fetch after
+		"these 2 derivations will be built:\n  /nix/store/a-x.drv\n  /nix/store/b-y.drv\nthese 2 paths will be fetched (0.10 MiB download, 0.50 MiB unpacked):\n  /nix/store/c-z\n  /nix/store/d-w.drv\n",
+	} {
+		got := parseWillBuild(text)
+		if len(got) != 2 || !got["/nix/store/a-x.drv"] || !got["/nix/store/b-y.drv"] {
+			t.Errorf("parseWillBuild(%q) = %v", text, got)
+		}
+	}
+	if got := parseWillBuild("this derivation will be built:\n  /nix/store/a-x.drv\n"); !got["/nix/store/a-x.drv"] {
+		t.Errorf("one derivation: %v", got)
 	}
 }

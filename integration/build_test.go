@@ -59,6 +59,15 @@ func TestBuildKeepsGoing(t *testing.T) {
 	if !regexp.MustCompile(`(?m)^  gamma +FAILED +build: `).MatchString(r.stderr) {
 		t.Errorf("summary does not show gamma's failed build:\n%s", r.stderr)
 	}
+	// Not on a terminal: one plain line per event, no control characters.
+	for _, h := range []string{"alpha", "gamma"} {
+		if !regexp.MustCompile(`(?m)^\[` + h + `\] building \(([0-9]+ derivations?|nothing to build: in the store already)\)$`).MatchString(r.stderr) {
+			t.Errorf("no per-host building line for %s:\n%s", h, r.stderr)
+		}
+	}
+	if strings.ContainsAny(r.stderr, "\r\x1b") {
+		t.Errorf("output to a pipe has control characters:\n%q", r.stderr)
+	}
 	// deploy goes on with the hosts that built: alpha switches.
 	e.deployctl("deploy", "--all").wantCode(t, 3)
 	if got, want := e.currentSystem("alpha"), e.toplevel("alpha"); got != want {

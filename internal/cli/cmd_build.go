@@ -265,8 +265,11 @@ func buildSelected(ctx context.Context, g *globals, hosts, fleet []*inventory.Ho
 		if err != nil {
 			return nil, err
 		}
+		g.announce(ctx, local)
+		onProgress, done := g.progress("building")
 		wg.Go(func() {
-			results, err := build.Build(ctx, g.nix(), local, build.Options{MaxJobs: g.maxJobs, OnLog: g.buildLog(), RootDir: rootDir})
+			defer done()
+			results, err := build.Build(ctx, g.nix(), local, build.Options{MaxJobs: g.maxJobs, OnLog: g.buildLog(), OnProgress: onProgress, RootDir: rootDir})
 			if err != nil {
 				localErr = err
 				return
@@ -303,6 +306,23 @@ func buildSelected(ctx context.Context, g *globals, hosts, fleet []*inventory.Ho
 		return nil, err
 	}
 	return out, nil
+}
+
+// announce says, per host, how many derivations its system needs built
+// here. It is only information: when Nix cannot say, nothing is said.
+func (g *globals) announce(ctx context.Context, reqs []build.Request) {
+	pending, err := build.Pending(ctx, g.nix(), reqs)
+	if err != nil {
+		g.log.Debug("cannot count the derivations to build", "err", err.Error())
+		return
+	}
+	for _, r := range reqs {
+		if n := pending[r.Host]; n > 0 {
+			g.log.Info("building ("+plural(n, "derivation")+")", "host", r.Host)
+		} else {
+			g.log.Info("building (nothing to build: in the store already)", "host", r.Host)
+		}
+	}
 }
 
 // plural is "1 system", "2 systems".

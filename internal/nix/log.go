@@ -24,8 +24,13 @@ type BuildLog struct {
 	lines    map[string][]string
 	started  map[string]bool
 	errors   []string // error messages, colours removed
+	builds   int64    // the id of the activity counting builds
+	progress [4]int   // its last counts
 	// OnLine, when set, receives each build log line as it comes.
 	OnLine func(drv, line string)
+	// OnProgress, when set, receives Nix's count of derivations built,
+	// expected, running and failed, each time it changes.
+	OnProgress func(done, expected, running, failed int)
 }
 
 // maxLines is how many log lines are kept per derivation.
@@ -38,8 +43,10 @@ func NewBuildLog() *BuildLog {
 
 // Activity types and result types of Nix's internal-json log format.
 const (
+	actBuilds      = 104
 	actBuild       = 105
 	resBuildLogLne = 101
+	resProgress    = 105
 )
 
 var ansi = regexp.MustCompile(`\x1b\[[0-9;]*m`)
@@ -63,7 +70,19 @@ func (b *BuildLog) Add(line string) {
 	}
 	b.mu.Lock()
 	var drv, logLine string
+	var progress []int
 	switch {
+	case ev.Action == "start" && ev.Type == actBuilds:
+		b.builds = ev.ID
+	case ev.Action == "result" && ev.Type == resProgress && ev.ID == b.builds && b.builds != 0 && len(ev.Fields) == 4:
+		var p [4]int
+		for i, f := range ev.Fields {
+			_ = json.Unmarshal(f, &p[i])
+		}
+		if p != b.progress {
+			b.progress = p
+			progress = p[:]
+		}
 	case ev.Action == "start" && ev.Type == actBuild && len(ev.Fields) > 0:
 		_ = json.Unmarshal(ev.Fields[0], &drv)
 		b.activity[ev.ID] = drv
@@ -82,10 +101,13 @@ func (b *BuildLog) Add(line string) {
 	case ev.Action == "msg" && ev.Level == 0:
 		b.errors = append(b.errors, strings.TrimSpace(ansi.ReplaceAllString(ev.Msg, "")))
 	}
-	onLine := b.OnLine
+	onLine, onProgress := b.OnLine, b.OnProgress
 	b.mu.Unlock()
 	if onLine != nil && drv != "" {
 		onLine(drv, logLine)
+	}
+	if onProgress != nil && progress != nil {
+		onProgress(progress[0], progress[1], progress[2], progress[3])
 	}
 }
 

@@ -133,6 +133,13 @@ func NixArgs(args ...string) []string {
 }
 
 func (c *CLI) run(ctx context.Context, extraEnv []string, name string, args ...string) ([]byte, error) {
+	stdout, _, err := c.Output(ctx, extraEnv, name, args...)
+	return stdout, err
+}
+
+// Output runs a command as Run does and also returns its standard error
+// (which some commands, such as nix-store --dry-run, answer on).
+func (c *CLI) Output(ctx context.Context, extraEnv []string, name string, args ...string) (stdout, stderr []byte, err error) {
 	argv := append([]string{name}, args...)
 	line := shell.Join(argv)
 	for i := len(extraEnv) - 1; i >= 0; i-- {
@@ -142,20 +149,20 @@ func (c *CLI) run(ctx context.Context, extraEnv []string, name string, args ...s
 	c.log.Debug("exec", "host", "local", "cmd", line)
 	cmd := c.command(ctx, name, args...)
 	cmd.Env = append(append([]string{}, c.env...), extraEnv...)
-	var stdout, stderr bytes.Buffer
-	cmd.Stdout = &stdout
-	cmd.Stderr = &stderr
+	var out, errb bytes.Buffer
+	cmd.Stdout = &out
+	cmd.Stderr = &errb
 	if err := cmd.Run(); err != nil {
 		if ctx.Err() != nil {
-			return nil, ctx.Err()
+			return nil, nil, ctx.Err()
 		}
 		var ee *exec.ExitError
 		if errors.As(err, &ee) {
-			return stdout.Bytes(), &Error{Cmd: line, ExitCode: ee.ExitCode(), Stderr: stderr.String()}
+			return out.Bytes(), errb.Bytes(), &Error{Cmd: line, ExitCode: ee.ExitCode(), Stderr: errb.String()}
 		}
-		return nil, fmt.Errorf("%s: %w", name, err)
+		return nil, nil, fmt.Errorf("%s: %w", name, err)
 	}
-	return stdout.Bytes(), nil
+	return out.Bytes(), errb.Bytes(), nil
 }
 
 // command is exec.CommandContext with name looked up on the CLI's own

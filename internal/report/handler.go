@@ -18,15 +18,65 @@ import (
 // "exec" records (a command deployctl runs) are written as "[host] + CMD",
 // a line that can be pasted into a shell. Warnings and errors say so.
 type Handler struct {
-	mu    *sync.Mutex
-	w     io.Writer
+	out   *output
 	level slog.Leveler
 	attrs []slog.Attr
 }
 
+// output is the writer the handler and its line writers share, with the
+// status line drawn below the records on a terminal.
+type output struct {
+	mu     sync.Mutex
+	w      io.Writer
+	status string
+}
+
+// writeLine writes one complete line, keeping the status line below it.
+func (o *output) writeLine(line string) error {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if o.status != "" {
+		line = clearLine + line + o.status
+	}
+	_, err := io.WriteString(o.w, line)
+	return err
+}
+
+// clearLine returns a terminal's cursor to the start of its line and
+// erases it.
+const clearLine = "\r\x1b[K"
+
 // NewHandler returns a Handler writing records at level or above to w.
 func NewHandler(w io.Writer, level slog.Leveler) *Handler {
-	return &Handler{mu: &sync.Mutex{}, w: w, level: level}
+	return &Handler{out: &output{w: w}, level: level}
+}
+
+// Status returns a writer for a status line that stays below the records,
+// as a progress bar draws it ("\r" then the line, no newline), and a
+// function that erases it for good. For terminals only.
+func (h *Handler) Status() (io.Writer, func()) {
+	return statusWriter{h.out}, func() {
+		h.out.mu.Lock()
+		defer h.out.mu.Unlock()
+		if h.out.status != "" {
+			io.WriteString(h.out.w, clearLine)
+			h.out.status = ""
+		}
+	}
+}
+
+type statusWriter struct{ o *output }
+
+func (s statusWriter) Write(p []byte) (int, error) {
+	s.o.mu.Lock()
+	defer s.o.mu.Unlock()
+	line := string(p)
+	if i := strings.LastIndexByte(line, '\r'); i >= 0 {
+		line = line[i+1:]
+	}
+	s.o.status = line
+	_, err := io.WriteString(s.o.w, clearLine+line)
+	return len(p), err
 }
 
 func (h *Handler) Enabled(_ context.Context, l slog.Level) bool { return l >= h.level.Level() }
@@ -85,25 +135,21 @@ func (h *Handler) Handle(_ context.Context, r slog.Record) error {
 		}
 	}
 	b.WriteString("\n")
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	_, err := io.WriteString(h.w, b.String())
-	return err
+	return h.out.writeLine(b.String())
 }
 
 // Lines returns a writer that writes each complete line written to it as
 // "[host] line", between the handler's records, for streaming a remote
 // command's output.
 func (h *Handler) Lines(host string) io.WriteCloser {
-	return &lineWriter{w: h.w, mu: h.mu, prefix: "[" + host + "] "}
+	return &lineWriter{out: h.out, prefix: "[" + host + "] "}
 }
 
 // lineWriter may be written from several goroutines at once (a remote
-// command's stdout and stderr are copied separately): bufMu guards buf, mu
-// (the handler's) the output.
+// command's stdout and stderr are copied separately): bufMu guards buf, the
+// output its own writes.
 type lineWriter struct {
-	w      io.Writer
-	mu     *sync.Mutex
+	out    *output
 	prefix string
 	bufMu  sync.Mutex
 	buf    []byte
@@ -125,9 +171,7 @@ func (l *lineWriter) Write(p []byte) (int, error) {
 }
 
 func (l *lineWriter) emit(line string) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	io.WriteString(l.w, l.prefix+strings.TrimRight(line, "\r")+"\n")
+	l.out.writeLine(l.prefix + strings.TrimRight(line, "\r") + "\n")
 }
 
 // Close writes out a last line that had no newline.

@@ -2,7 +2,9 @@ package report
 
 import (
 	"bytes"
+	"io"
 	"log/slog"
+	"strings"
 	"testing"
 )
 
@@ -32,5 +34,29 @@ error: failed err=boom
 	slog.New(NewHandler(&buf, slog.LevelInfo)).Debug("exec", "cmd", "x")
 	if buf.Len() != 0 {
 		t.Errorf("debug record written at info level: %q", buf.String())
+	}
+}
+
+// TestStatusStaysBelow: on a terminal, a record erases the status line,
+// is written, and the status line is drawn again below it; once cleared,
+// records are plain again.
+func TestStatusStaysBelow(t *testing.T) {
+	var out strings.Builder
+	h := NewHandler(&out, slog.LevelInfo)
+	log := slog.New(h)
+	status, clear := h.Status()
+	io.WriteString(status, "\rbuilding 1/2")
+	log.Info("built", "host", "alpha")
+	w := h.Lines("beta")
+	io.WriteString(w, "a log line\n")
+	clear()
+	log.Info("done")
+	want := "\r\x1b[Kbuilding 1/2" +
+		"\r\x1b[K[alpha] built\nbuilding 1/2" +
+		"\r\x1b[K[beta] a log line\nbuilding 1/2" +
+		"\r\x1b[K" +
+		"done\n"
+	if out.String() != want {
+		t.Errorf("output %q\nwant   %q", out.String(), want)
 	}
 }
