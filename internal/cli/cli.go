@@ -162,11 +162,8 @@ every host).
 			if g.parallel < 1 {
 				return usageErrorf("--parallel must be at least 1, got %d", g.parallel)
 			}
-			if g.maxJobs < 0 {
-				return usageErrorf("--max-jobs must not be negative, got %d", g.maxJobs)
-			}
-			if g.evalChunk < 0 {
-				return usageErrorf("--eval-chunk must not be negative, got %d", g.evalChunk)
+			if err := g.checkBuildFlags(); err != nil {
+				return err
 			}
 			level := slog.LevelInfo
 			if g.verbose {

@@ -27,11 +27,16 @@ func newBuildCommand(g *globals) *cobra.Command {
 	var opts buildOptions
 	cmd := &cobra.Command{
 		Use:   "build [SELECTORS…|--all]",
-		Short: "Evaluate and build the selected hosts' systems, locally",
+		Short: "Evaluate and build the selected hosts' systems",
 		Long: `Evaluate the selected hosts in one Nix evaluation and build all their
 config.system.build.toplevel derivations in one 'nix build', so shared
 dependencies are built once. A host whose evaluation or build fails is
 reported with Nix's error; the others still build.
+
+A host with deployment.buildOnTarget (or --build-on-target) is built on
+itself, one with deployment.buildHost (or --build-host) on that machine: a
+host of the flake or any SSH destination. The derivations are copied there,
+built under a GC root, and the system stays there until pushed from there.
 
 --manifest-out writes a manifest (and --json prints it on stdout): per host
 its system, derivation, closure size and deployment options, so that push,

@@ -19,7 +19,22 @@ func registerBuildFlags(cmd *cobra.Command, g *globals) {
 	f.IntVar(&g.maxJobs, "max-jobs", 0, "build at most `N` derivations at once (default: Nix's own max-jobs setting)")
 	f.BoolVar(&g.buildOnTarget, "build-on-target", false, "build each host's system on the host itself (overrides deployment.buildOnTarget and buildHost)")
 	f.IntVar(&g.evalChunk, "eval-chunk", 0, "evaluate the systems `N` hosts at a time, one nix process each, so memory stays bounded; a chunk builds while the next evaluates (default: all in one evaluation)")
-	f.StringVar(&g.buildHost, "build-host", "", "build every system on `HOST`, a host of the flake or an SSH destination, and push from there (overrides deployment.buildHost)")
+	f.StringVar(&g.buildHost, "build-host", "", "build every system on `HOST`, a host of the flake or an SSH destination, and push from there (overrides deployment.buildHost and buildOnTarget)")
+}
+
+// checkBuildFlags refuses build flags that contradict each other.
+func (g *globals) checkBuildFlags() error {
+	switch {
+	case g.maxJobs < 0:
+		return usageErrorf("--max-jobs must not be negative, got %d", g.maxJobs)
+	case g.evalChunk < 0:
+		return usageErrorf("--eval-chunk must not be negative, got %d", g.evalChunk)
+	case g.buildHost != "" && g.buildOnTarget:
+		return usageErrorf("give --build-host or --build-on-target, not both")
+	case strings.HasPrefix(g.buildHost, "-") || strings.ContainsAny(g.buildHost, " \t\n"):
+		return usageErrorf("--build-host %q is not a host name", g.buildHost)
+	}
+	return nil
 }
 
 // placement is where a host's system is built, and stays until pushed.
