@@ -1,5 +1,6 @@
 // Package fleet starts test hosts on this machine: each host is a mount and
-// PID namespace with its own /nix store, /run, /tmp and /var/lib/deployctl,
+// PID namespace with its own /nix store, /run, /tmp, /var/lib/deployctl and
+// /root (so this machine's shell start-up files stay out of its sessions),
 // running its own sshd on its own loopback address. Test code only.
 package fleet
 
@@ -180,7 +181,7 @@ func keygen(ctx context.Context, path, comment string) error {
 }
 
 func (h *Host) prepare(ctx context.Context, authorizedKey string) error {
-	for _, d := range []string{"nix", "tmp", "varlib", "etc"} {
+	for _, d := range []string{"nix", "tmp", "varlib", "etc", "root"} {
 		if err := os.MkdirAll(filepath.Join(h.Root, d), 0o755); err != nil {
 			return err
 		}
@@ -245,6 +246,7 @@ cp "$R/etc/sshd_config" "$R/etc/ssh_host_ed25519_key" "$R/etc/authorized_keys" /
 cp "$R/etc/nix.conf" /run/fleet/nix/
 chmod 600 /run/fleet/ssh_host_ed25519_key
 mount --bind "$R/varlib" /var/lib/deployctl
+mount --bind "$R/root" /root
 mount --bind "$R/tmp" /tmp
 exec ` + sshdPath + ` -D -e -f /run/fleet/sshd_config
 `
