@@ -167,6 +167,19 @@ func TestBuildElsewhere(t *testing.T) {
 		t.Errorf("pushing from the builder put alpha's system in this machine's store")
 	}
 
+	// A manifest whose system is gone from its builder fails before any
+	// host is touched, naming the path.
+	e.ssh("builder", "rm /nix/var/nix/gcroots/deployctl/build-alpha && nix-store --delete "+top["alpha"])
+	e.ssh("alpha", "rm -f /run/current-system")
+	r = e.deployctl("deploy", "--manifest", m, "alpha")
+	r.wantCode(t, 1)
+	if !strings.Contains(r.stderr, "not in the store of "+builder) || !strings.Contains(r.stderr, top["alpha"]) {
+		t.Errorf("a system missing from its builder is not named as such:\n%s", r.stderr)
+	}
+	if strings.Contains(r.stderr, "[alpha] connected") || e.currentSystem("alpha") != "" {
+		t.Errorf("alpha was contacted or switched although its system is missing:\n%s", r.stderr)
+	}
+
 	// deployment.buildHost naming a host of the flake, and buildOnTarget;
 	// an unreachable builder fails its host only.
 	r = e.deployctl("deploy", "beta", "gamma", "delta")
@@ -187,6 +200,19 @@ func TestBuildElsewhere(t *testing.T) {
 	}
 	if !regexp.MustCompile(`(?m)^  delta +FAILED +\S+ +build: connect to build host root@127\.0\.0\.254: `).MatchString(r.stderr) {
 		t.Errorf("delta's unreachable builder is not reported as its build failure:\n%s", r.stderr)
+	}
+
+	// A manifest of a system built on its target: the check and the
+	// activation happen there.
+	m2 := filepath.Join(t.TempDir(), "m2.json")
+	e.deployctl("build", "gamma", "--manifest-out", m2).wantCode(t, 0)
+	if data, _ := os.ReadFile(m2); !strings.Contains(string(data), `"builtOn": "target"`) {
+		t.Errorf("gamma's manifest does not say it was built on the target:\n%s", data)
+	}
+	r = e.deployctl("deploy", "--manifest", m2, "gamma", "--action", "test")
+	r.wantCode(t, 0)
+	if !strings.Contains(r.stderr, "[gamma] built on the target: nothing to push") {
+		t.Errorf("deploy --manifest of a target-built system:\n%s", r.stderr)
 	}
 }
 

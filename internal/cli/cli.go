@@ -83,6 +83,7 @@ func Main(ctx context.Context, inv Invocation) int {
 	root.SetOut(inv.Stdout)
 	root.SetErr(inv.Stderr)
 	err := root.ExecuteContext(ctx)
+	g.closeAll()
 	if g.roots != "" {
 		os.RemoveAll(g.roots)
 	}
@@ -256,6 +257,7 @@ func (g *globals) load(ctx context.Context, args []string, sel selection, requir
 	if err != nil {
 		return nil, usageError{err}
 	}
+	g.log.Info("evaluating " + ref)
 	inv, err := inventory.Load(ctx, g.nix(), ref, inventory.LoadOptions{Selectors: sels, All: sel.all, DeployableOnly: sel.deployableOnly, Toplevel: toplevel})
 	if err != nil {
 		if ctx.Err() != nil {

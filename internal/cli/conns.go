@@ -2,6 +2,7 @@ package cli
 
 import (
 	"context"
+	"strings"
 	"sync"
 
 	"github.com/deployctl/deployctl/internal/remote"
@@ -65,7 +66,8 @@ func (g *globals) connect(ctx context.Context, key string, t remote.Target) (*re
 }
 
 // release gives back a connection connect returned; the last release
-// closes it.
+// closes it, except a builder's, which serves the whole run (its build,
+// the check of its systems, the pushes from it) and closes with closeAll.
 func (g *globals) release(key string) {
 	c := &g.conns
 	c.mu.Lock()
@@ -74,10 +76,25 @@ func (g *globals) release(key string) {
 	if !ok {
 		return
 	}
-	if e.refs--; e.refs > 0 {
+	if e.refs--; e.refs > 0 || strings.HasPrefix(key, builderKeyPrefix) && e.err == nil {
 		return
 	}
 	delete(c.m, key)
+	closeWhenDialled(e)
+}
+
+// closeAll closes the connections still open when a run ends.
+func (g *globals) closeAll() {
+	c := &g.conns
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for k, e := range c.m {
+		delete(c.m, k)
+		closeWhenDialled(e)
+	}
+}
+
+func closeWhenDialled(e *connEntry) {
 	closeConn := func() {
 		if e.conn != nil {
 			e.conn.Close()

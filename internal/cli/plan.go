@@ -139,7 +139,7 @@ func (g *globals) planManifest(args []string, sel selection, path string) (*plan
 				if !ok {
 					return nil, usageErrorf("%s: %s was built on %s, which the manifest's builders do not list", path, h.Name, mh.BuiltOn)
 				}
-				at = placement{on: mh.BuiltOn, key: "builder " + mh.BuiltOn, target: builderOf(mh.BuiltOn, b)}
+				at = placement{on: mh.BuiltOn, key: builderKey(mh.BuiltOn), target: builderOf(mh.BuiltOn, b)}
 			}
 			switch {
 			case mh.Error != "":

@@ -52,6 +52,12 @@ func (p placement) local() bool { return p.on == "local" }
 // hostKey is a fleet host's connection key in the pool.
 func hostKey(name string) string { return "host " + name }
 
+// builderKey is the connection key of a builder that is no host of the
+// flake.
+func builderKey(name string) string { return builderKeyPrefix + name }
+
+const builderKeyPrefix = "builder "
+
 // place decides where h is built: the flags first, then its deployment
 // options. fleet is every host of the flake, for a buildHost that names one.
 func (g *globals) place(h *inventory.Host, fleet []*inventory.Host) (placement, error) {
@@ -65,7 +71,7 @@ func (g *globals) place(h *inventory.Host, fleet []*inventory.Host) (placement, 
 	if name != "" {
 		i := slices.IndexFunc(fleet, func(f *inventory.Host) bool { return f.Name == name })
 		if i < 0 {
-			return placement{on: name, key: "builder " + name, target: builderTarget(name)}, nil
+			return placement{on: name, key: builderKey(name), target: builderTarget(name)}, nil
 		}
 		if b := fleet[i]; !b.Deployable() {
 			return placement{}, fmt.Errorf("build host %s is build-only (deployment.targetHost = null): it cannot be reached", name)
