@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/deployctl/deployctl/integration/fixture"
+	"github.com/deployctl/deployctl/internal/nixtest"
 )
 
 // TestBuildKeepsGoing: a host whose evaluation or build fails is reported
@@ -230,27 +231,18 @@ func TestOneEvaluationOneBuild(t *testing.T) {
 		return specs
 	}
 	e := startFleet(t, flake(fmt.Sprintf("%s-%d", t.Name(), time.Now().UnixNano()))...)
-	real, err := exec.LookPath("nix")
-	if err != nil {
-		t.Fatal(err)
-	}
-	dir := t.TempDir()
-	calls := filepath.Join(dir, "calls")
-	script := fmt.Sprintf("#!/bin/sh\necho \"$*\" >> %s\nexec %s \"$@\"\n", calls, real)
-	if err := os.WriteFile(filepath.Join(dir, "nix"), []byte(script), 0o755); err != nil {
-		t.Fatal(err)
-	}
+	dir, calls := nixtest.LoggingNix(t)
 	deploy := func(wantEvals, wantBuilds int, args ...string) {
 		t.Helper()
-		os.Remove(calls)
+		calls()
 		r := e.deployctlWith([]string{"PATH=" + dir + ":" + os.Getenv("PATH")}, append([]string{"deploy", "--all"}, args...)...)
 		r.wantCode(t, 0)
-		data, err := os.ReadFile(calls)
-		if err != nil {
-			t.Fatalf("the logging nix was never run: %v", err)
+		lines := calls()
+		if len(lines) == 0 {
+			t.Fatal("the logging nix was never run")
 		}
 		count := map[string]int{}
-		for _, line := range strings.Split(strings.TrimSpace(string(data)), "\n") {
+		for _, line := range lines {
 			for _, sub := range []string{" eval ", " build "} {
 				if strings.Contains(line, sub) {
 					count[strings.TrimSpace(sub)]++
@@ -259,7 +251,7 @@ func TestOneEvaluationOneBuild(t *testing.T) {
 		}
 		if count["eval"] != wantEvals || count["build"] != wantBuilds {
 			t.Errorf("deploy --all %s to %d hosts ran nix eval %d times and nix build %d times, want %d and %d; calls:\n%s",
-				strings.Join(args, " "), len(names), count["eval"], count["build"], wantEvals, wantBuilds, data)
+				strings.Join(args, " "), len(names), count["eval"], count["build"], wantEvals, wantBuilds, strings.Join(lines, "\n"))
 		}
 		for _, n := range names {
 			if got, want := e.currentSystem(n), e.toplevel(n); got != want {

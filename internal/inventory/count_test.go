@@ -6,7 +6,6 @@ import (
 	"io"
 	"log/slog"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -15,30 +14,19 @@ import (
 	"github.com/deployctl/deployctl/internal/nixtest"
 )
 
-// nixCounter puts a `nix` first on PATH that logs each invocation and runs
-// the real one, and returns a function counting the logged `eval` calls.
+// nixCounter puts a logging `nix` first on PATH and returns a function
+// counting the `eval` calls since it last counted.
 func nixCounter(t *testing.T) func() int {
 	t.Helper()
-	real, err := exec.LookPath("nix")
-	if err != nil {
-		t.Fatal(err)
-	}
-	dir := t.TempDir()
-	log := filepath.Join(dir, "calls")
-	script := fmt.Sprintf("#!/bin/sh\necho \"$*\" >> %s\nexec %s \"$@\"\n", log, real)
-	if err := os.WriteFile(filepath.Join(dir, "nix"), []byte(script), 0o755); err != nil {
-		t.Fatal(err)
-	}
+	dir, calls := nixtest.LoggingNix(t)
 	t.Setenv("PATH", dir+":"+os.Getenv("PATH"))
 	return func() int {
-		data, _ := os.ReadFile(log)
 		n := 0
-		for _, l := range strings.Split(string(data), "\n") {
-			if strings.Contains(l, " eval ") {
+		for _, l := range calls() {
+			if strings.Contains(" "+l+" ", " eval ") {
 				n++
 			}
 		}
-		os.Remove(log)
 		return n
 	}
 }
