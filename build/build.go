@@ -153,17 +153,23 @@ func Pending(ctx context.Context, n *nix.CLI, reqs []Request) (map[string]int, e
 	if err != nil {
 		return nil, err
 	}
-	willBuild := parseWillBuild(string(stderr))
 	infos, err := n.PathInfos(ctx, true, drvs...)
 	if err != nil {
 		return nil, err
 	}
+	return countPending(infos, reqs, parseWillBuild(string(stderr)))
+}
+
+// countPending counts, for each request's host, the derivations of its
+// closure (within infos) that are in willBuild.
+func countPending(infos map[string]nix.PathInfo, reqs []Request, willBuild map[string]bool) (map[string]int, error) {
 	out := map[string]int{}
 	for _, r := range reqs {
 		closure, err := nix.Closure(infos, r.DrvPath)
 		if err != nil {
 			return nil, err
 		}
+		out[r.Host] = 0
 		for _, info := range closure {
 			if willBuild[info.Path] {
 				out[r.Host]++

@@ -1,6 +1,7 @@
 package build
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"io"
@@ -30,6 +31,9 @@ type RemoteOptions struct {
 	Log func(host string) io.WriteCloser
 	// MaxJobs is Nix's --max-jobs on the builder; 0 leaves its own.
 	MaxJobs int
+	// OnPending, when set, is told for each host how many derivations the
+	// builder must build for it (from its own dry run) before it starts.
+	OnPending func(host string, n int)
 }
 
 // Remote builds reqs on the machine conn reaches: it copies the
@@ -54,11 +58,23 @@ func Remote(ctx context.Context, n *nix.CLI, conn *remote.Conn, reqs []Request, 
 	}
 	// The session stays open through the builds: its lock keeps the
 	// derivations on the builder until they are built.
-	s, err := copyDerivations(ctx, n, conn, drvs)
+	s, infos, err := copyDerivations(ctx, n, conn, drvs)
 	if err != nil {
 		return fail(fmt.Errorf("copy the derivations to %s: %w", conn.Endpoint().Destination(), err))
 	}
 	defer s.Close()
+	if opts.OnPending != nil {
+		// Only information: when the builder cannot say, nothing is said.
+		var stderr bytes.Buffer
+		dry := remote.Cmd{Argv: append([]string{"nix-store", "--realise", "--dry-run"}, drvs...), Root: true, Stdout: io.Discard, Stderr: &stderr}
+		if conn.Run(ctx, dry) == nil {
+			if pending, err := countPending(infos, reqs, parseWillBuild(stderr.String())); err == nil {
+				for _, r := range reqs {
+					opts.OnPending(r.Host, pending[r.Host])
+				}
+			}
+		}
+	}
 	var wg sync.WaitGroup
 	for i, r := range reqs {
 		wg.Add(1)
@@ -96,19 +112,20 @@ func Remote(ctx context.Context, n *nix.CLI, conn *remote.Conn, reqs []Request, 
 }
 
 // copyDerivations copies the closure of drvs to the machine, sending only
-// what it lacks, and returns the session, whose lock keeps them there.
-func copyDerivations(ctx context.Context, n *nix.CLI, conn *remote.Conn, drvs []string) (*serve.Session, error) {
+// what it lacks, and returns the session, whose lock keeps them there, and
+// the closure's metadata.
+func copyDerivations(ctx context.Context, n *nix.CLI, conn *remote.Conn, drvs []string) (*serve.Session, map[string]nix.PathInfo, error) {
 	infos, err := n.PathInfos(ctx, true, drvs...)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	closure, err := nix.Closure(infos, drvs...)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	s, err := serve.Open(ctx, conn, true)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	missing, err := s.Missing(closure, true)
 	if err == nil {
@@ -116,7 +133,7 @@ func copyDerivations(ctx context.Context, n *nix.CLI, conn *remote.Conn, drvs []
 	}
 	if err != nil {
 		s.Close()
-		return nil, err
+		return nil, nil, err
 	}
-	return s, nil
+	return s, infos, nil
 }

@@ -124,6 +124,9 @@ func TestBuildElsewhere(t *testing.T) {
 	m := filepath.Join(t.TempDir(), "m.json")
 	r := e.deployctl("build", "alpha", "--build-host", builder, "--manifest-out", m)
 	r.wantCode(t, 0)
+	if !regexp.MustCompile(`(?m)^\[alpha\] building \([1-9][0-9]* derivations?\)$`).MatchString(r.stderr) {
+		t.Errorf("no count of what the builder builds for alpha:\n%s", r.stderr)
+	}
 	var doc struct {
 		Hosts map[string]struct {
 			Toplevel, BuiltOn string

@@ -296,7 +296,7 @@ func buildSelected(ctx context.Context, g *globals, hosts, fleet []*inventory.Ho
 				return
 			}
 			defer g.release(k)
-			opts := build.RemoteOptions{MaxJobs: g.maxJobs}
+			opts := build.RemoteOptions{MaxJobs: g.maxJobs, OnPending: g.announceOne}
 			if g.verbose {
 				opts.Log = g.handler.Lines
 			}
@@ -322,11 +322,15 @@ func (g *globals) announce(ctx context.Context, reqs []build.Request) {
 		return
 	}
 	for _, r := range reqs {
-		if n := pending[r.Host]; n > 0 {
-			g.log.Info("building ("+plural(n, "derivation")+")", "host", r.Host)
-		} else {
-			g.log.Info("building (nothing to build: in the store already)", "host", r.Host)
-		}
+		g.announceOne(r.Host, pending[r.Host])
+	}
+}
+
+func (g *globals) announceOne(host string, n int) {
+	if n > 0 {
+		g.log.Info("building ("+plural(n, "derivation")+")", "host", host)
+	} else {
+		g.log.Info("building (nothing to build: in the store already)", "host", host)
 	}
 }
 
