@@ -7,6 +7,7 @@ import (
 	"io"
 
 	"github.com/deployctl/deployctl/internal/remote"
+	"github.com/deployctl/deployctl/push"
 )
 
 // SystemProfile is the NixOS system profile.
@@ -40,6 +41,13 @@ func Activate(ctx context.Context, r Runner, toplevel, action string, opts Optio
 		err := r.Run(ctx, remote.Cmd{Argv: []string{"nix-env", "-p", SystemProfile, "--set", toplevel}, Root: true, Stdout: opts.Stdout, Stderr: opts.Stderr})
 		if err != nil {
 			return fmt.Errorf("set system profile: %w", err)
+		}
+		// The profile keeps the system now: the push's root, when it is
+		// this system's, is no longer needed.
+		drop := `[ "$(readlink "$1")" != "$2" ] || rm -f "$1"`
+		err = r.Run(ctx, remote.Cmd{Argv: []string{"sh", "-c", drop, "sh", push.Root, toplevel}, Root: true, Stdout: opts.Stdout, Stderr: opts.Stderr})
+		if err != nil {
+			return fmt.Errorf("drop the push's GC root: %w", err)
 		}
 	}
 	err := r.Run(ctx, remote.Cmd{Argv: []string{toplevel + "/bin/switch-to-configuration", action}, Root: true, Stdout: opts.Stdout, Stderr: opts.Stderr})

@@ -30,12 +30,14 @@ func (r *recorder) Run(_ context.Context, cmd remote.Cmd) error {
 const (
 	top     = "/nix/store/aaaa-nixos-system-h1"
 	realise = "nix-store --realise " + top
+	profile = "nix-env -p " + SystemProfile + " --set " + top
+	drop    = `sh -c [ "$(readlink "$1")" != "$2" ] || rm -f "$1" sh /nix/var/nix/gcroots/deployctl/pushed ` + top
 )
 
 func TestActivateRunsProfileThenSwitch(t *testing.T) {
 	for action, want := range map[string][]string{
-		"switch":       {realise, "nix-env -p " + SystemProfile + " --set " + top, top + "/bin/switch-to-configuration switch"},
-		"boot":         {realise, "nix-env -p " + SystemProfile + " --set " + top, top + "/bin/switch-to-configuration boot"},
+		"switch":       {realise, profile, drop, top + "/bin/switch-to-configuration switch"},
+		"boot":         {realise, profile, drop, top + "/bin/switch-to-configuration boot"},
 		"test":         {realise, top + "/bin/switch-to-configuration test"},
 		"dry-activate": {realise, top + "/bin/switch-to-configuration dry-activate"},
 	} {

@@ -127,7 +127,7 @@ func copyDerivations(ctx context.Context, n *nix.CLI, conn *remote.Conn, drvs []
 	if err != nil {
 		return nil, nil, err
 	}
-	missing, err := s.Missing(closure, true)
+	missing, err := s.Missing(closure, true, false)
 	if err == nil {
 		err = s.Add(ctx, missing, serve.LocalNAR, nil)
 	}

@@ -3,6 +3,7 @@ package push
 import (
 	"context"
 	"fmt"
+	"io"
 	"sync/atomic"
 
 	"github.com/deployctl/deployctl/internal/nix"
@@ -79,11 +80,29 @@ type Stats struct {
 	Bytes int64 // NAR bytes sent
 }
 
+// Root is the garbage-collector root on a target that keeps the system
+// pushed last until its activation puts it in the system profile.
+const Root = "/nix/var/nix/gcroots/deployctl/pushed"
+
+// Target is the machine pushed to; *remote.Conn is one.
+type Target interface {
+	serve.Starter
+	Run(ctx context.Context, cmd remote.Cmd) error
+}
+
+// Options tune a push.
+type Options struct {
+	// Substitute lets the target first fetch what it can from its own
+	// binary caches; only the rest is sent.
+	Substitute bool
+}
+
 // Native pushes toplevel's closure from src to the target over a
 // `nix-store --serve --write` session on conn: one query for what the
 // target lacks (locking what it has against garbage collection for the
-// session), then the missing paths, references first, pipelined.
-func Native(ctx context.Context, conn serve.Starter, src Source, toplevel string) (Stats, error) {
+// session), then the missing paths, references first, pipelined. Before
+// the session ends, the system becomes the target's GC root Root.
+func Native(ctx context.Context, conn Target, src Source, toplevel string, opts Options) (Stats, error) {
 	c, err := src.Open(ctx, toplevel)
 	if err != nil {
 		return Stats{}, err
@@ -95,7 +114,7 @@ func Native(ctx context.Context, conn serve.Starter, src Source, toplevel string
 		return st, err
 	}
 	defer dst.Close()
-	missing, err := dst.Missing(c.Infos, true)
+	missing, err := dst.Missing(c.Infos, true, opts.Substitute)
 	if err != nil {
 		return st, err
 	}
@@ -107,6 +126,11 @@ func Native(ctx context.Context, conn serve.Starter, src Source, toplevel string
 	st.Sent = int(sent.Load())
 	if err != nil {
 		return st, fmt.Errorf("from %s: %w", src, err)
+	}
+	// The session's lock holds the closure until this root does.
+	root := remote.Cmd{Argv: []string{"nix-store", "--realise", toplevel, "--add-root", Root}, Root: true, Stdout: io.Discard}
+	if err := conn.Run(ctx, root); err != nil {
+		return st, fmt.Errorf("register the GC root %s: %w", Root, err)
 	}
 	return st, nil
 }

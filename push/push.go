@@ -14,13 +14,17 @@ import (
 // `nix copy --to ssh://user@host`, which sends only the paths the target
 // lacks. OpenSSH gets the same settings as deployctl's own connection
 // (config file, port, options) through NIX_SSHOPTS.
-func NixCopy(ctx context.Context, n *nix.CLI, ep *remote.Endpoint, sshConfigFile, toplevel string) error {
+func NixCopy(ctx context.Context, n *nix.CLI, ep *remote.Endpoint, sshConfigFile, toplevel string, opts Options) error {
 	sshOpts, err := NixSSHOpts(ep, sshConfigFile)
 	if err != nil {
 		return err
 	}
 	env := []string{"NIX_SSHOPTS=" + sshOpts}
-	args := nix.NixArgs("copy", "--to", "ssh://"+ep.Destination(), toplevel)[1:]
+	args := []string{"copy", "--no-check-sigs", "--to", "ssh://" + ep.Destination()}
+	if opts.Substitute {
+		args = append(args, "--substitute-on-destination")
+	}
+	args = nix.NixArgs(append(args, "--", toplevel)...)[1:]
 	if _, err = n.Run(ctx, env, "nix", args...); err != nil {
 		return fmt.Errorf("nix copy: %w", err)
 	}

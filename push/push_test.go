@@ -23,7 +23,7 @@ func TestNixCopyRefusesWhatNIXSSHOPTSCannotCarry(t *testing.T) {
 		t.Fatal(err)
 	}
 	n := nix.New(nil, slog.New(slog.DiscardHandler))
-	err = NixCopy(context.Background(), n, ep, "", "/nix/store/aaaa-x")
+	err = NixCopy(context.Background(), n, ep, "", "/nix/store/aaaa-x", Options{})
 	if err == nil || !strings.Contains(err.Error(), `"/keys/my key"`) {
 		t.Errorf("NixCopy with a spaced argument = %v, want a refusal naming it", err)
 	}

@@ -49,8 +49,9 @@ type globals struct {
 	evalChunk     int
 	buildOnTarget bool
 	buildHost     string
-	// copyBackend is --copy-backend of the commands that push.
+	// copyBackend and substitute are flags of the commands that push.
 	copyBackend string
+	substitute  bool
 
 	inv     Invocation
 	log     *slog.Logger

@@ -39,6 +39,7 @@ evaluated; otherwise the flake is evaluated and built first.`,
 // registerPushFlags adds the flags of a command that pushes.
 func registerPushFlags(cmd *cobra.Command, g *globals) {
 	cmd.Flags().StringVar(&g.copyBackend, "copy-backend", "native", "how to copy closures: native (deployctl's own nix-store --serve client) or nix (nix copy)")
+	cmd.Flags().BoolVarP(&g.substitute, "substitute-on-destination", "s", false, "let each host first fetch what it can from its own binary caches; only the rest is sent")
 }
 
 func checkCopyBackend(g *globals) error {

@@ -282,7 +282,7 @@ func (g *globals) pushStep() hostStep {
 		case g.copyBackend == "nix" && !b.At.local():
 			return fmt.Errorf("--copy-backend nix pushes from the local store only, and this system is on %s", b.At.target.Name)
 		case g.copyBackend == "nix":
-			if err := push.NixCopy(ctx, g.nix(), conn.Endpoint(), g.sshConfig, b.Toplevel); err != nil {
+			if err := push.NixCopy(ctx, g.nix(), conn.Endpoint(), g.sshConfig, b.Toplevel, push.Options{Substitute: g.substitute}); err != nil {
 				return err
 			}
 			g.log.Info("pushed", "host", h.Name, "toplevel", b.Toplevel)
@@ -298,7 +298,7 @@ func (g *globals) pushStep() hostStep {
 			src = push.Builder{Name: b.At.target.Name, Conn: bc}
 		}
 		start := time.Now()
-		st, err := push.Native(ctx, conn, src, b.Toplevel)
+		st, err := push.Native(ctx, conn, src, b.Toplevel, push.Options{Substitute: g.substitute})
 		if err != nil {
 			return err
 		}

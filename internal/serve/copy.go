@@ -222,13 +222,14 @@ func (n *narReader) Close() error {
 
 // Missing returns those of closure the store lacks, references first
 // (ready for Add). lock keeps the paths it holds from garbage collection
-// while the connection lasts.
-func (c *Conn) Missing(closure []PathInfo, lock bool) ([]PathInfo, error) {
+// while the connection lasts; substitute lets it first fetch what it can
+// from its own substituters.
+func (c *Conn) Missing(closure []PathInfo, lock, substitute bool) ([]PathInfo, error) {
 	paths := make([]string, len(closure))
 	for i, info := range closure {
 		paths[i] = info.Path
 	}
-	valid, err := c.QueryValidPaths(paths, lock, false)
+	valid, err := c.QueryValidPaths(paths, lock, substitute)
 	if err != nil {
 		return nil, err
 	}

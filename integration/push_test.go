@@ -1,0 +1,60 @@
+package integration
+
+import (
+	"os/exec"
+	"sort"
+	"strings"
+	"testing"
+
+	"github.com/deployctl/deployctl/integration/fixture"
+)
+
+// closureOf lists a closure, sorted, from `nix-store -qR` output.
+func closureOf(out string) string {
+	paths := strings.Fields(out)
+	sort.Strings(paths)
+	return strings.Join(paths, "\n")
+}
+
+// TestPushIntact: the native push delivers the whole closure, verified by
+// the target's own Nix; a second push sends nothing and says so; the
+// pushed system survives a garbage collection until activation, whose
+// profile then keeps it.
+func TestPushIntact(t *testing.T) {
+	e := startFleet(t, fixture.Host{Name: "alpha"}, fixture.Host{Name: "beta"})
+	r := e.deployctl("push", "alpha", "beta", "--substitute-on-destination")
+	r.wantCode(t, 0)
+	for _, h := range []string{"alpha", "beta"} {
+		top := e.toplevel(h)
+		local, err := exec.Command("nix-store", "--query", "--requisites", top).Output()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got, want := closureOf(e.ssh(h, "nix-store --query --requisites "+top)), closureOf(string(local)); got != want {
+			t.Errorf("%s: closure on the host\n%s\nwant the local one\n%s", h, got, want)
+		}
+		e.ssh(h, "nix-store --verify --check-contents")
+		if got := e.ssh(h, "readlink /nix/var/nix/gcroots/deployctl/pushed"); got != top {
+			t.Errorf("%s: push root → %q, want %s", h, got, top)
+		}
+	}
+	r = e.deployctl("push", "alpha")
+	r.wantCode(t, 0)
+	if !strings.Contains(r.stderr, "[alpha] pushed 0 of ") {
+		t.Errorf("a second push does not say it sent nothing:\n%s", r.stderr)
+	}
+	top := e.toplevel("alpha")
+	e.ssh("alpha", "nix-store --gc")
+	if out, err := e.fleet.SSH(t.Context(), "alpha", "nix-store --check-validity "+top); err != nil {
+		t.Fatalf("a garbage collection between push and activate took the pushed system: %v %s", err, out)
+	}
+	e.deployctl("activate", "alpha").wantCode(t, 0)
+	if e.ssh("alpha", "test -e /nix/var/nix/gcroots/deployctl/pushed && echo kept || true") != "" {
+		t.Errorf("the push root outlived the switch that put the system in the profile")
+	}
+	e.ssh("alpha", "nix-store --gc")
+	if got := e.currentSystem("alpha"); got != top {
+		t.Errorf("alpha: /run/current-system = %q, want %s", got, top)
+	}
+	e.ssh("alpha", "nix-store --check-validity "+top)
+}
