@@ -30,7 +30,12 @@ type Closure struct {
 }
 
 // LocalStore is this machine's store.
-type LocalStore struct{ Nix *nix.CLI }
+type LocalStore struct {
+	Nix *nix.CLI
+	// Shared, when set, serialises each path once for all the hosts of
+	// the run.
+	Shared *Shared
+}
 
 func (LocalStore) String() string { return "the local store" }
 
@@ -45,7 +50,11 @@ func (l LocalStore) Open(ctx context.Context, toplevel string) (Closure, error) 
 	if err != nil {
 		return Closure{}, err
 	}
-	return Closure{Infos: closure, NARs: func([]nix.PathInfo) serve.NARSource { return serve.LocalNAR }, Close: func() {}}, nil
+	src := serve.LocalNAR
+	if l.Shared != nil {
+		src = l.Shared.NAR
+	}
+	return Closure{Infos: closure, NARs: func([]nix.PathInfo) serve.NARSource { return src }, Close: func() {}}, nil
 }
 
 // Builder is the store of a remote machine that built the closure: its

@@ -19,6 +19,7 @@ import (
 	"github.com/deployctl/deployctl/internal/nix"
 	"github.com/deployctl/deployctl/internal/remote"
 	"github.com/deployctl/deployctl/internal/report"
+	"github.com/deployctl/deployctl/push"
 )
 
 // Version is set at link time (-ldflags "-X …/internal/cli.Version=v1.2.3").
@@ -59,6 +60,9 @@ type globals struct {
 	nixCLI  *nix.CLI
 	dial    *remote.Dialer
 	conns   conns
+	// shared serialises local NARs once for every host a run pushes to.
+	sharedOnce sync.Once
+	shared     *push.Shared
 	// roots holds the run's GC roots; removed when the run ends.
 	rootsMu sync.Mutex
 	roots   string
@@ -203,6 +207,12 @@ func (g *globals) nix() *nix.CLI {
 		g.nixCLI = nix.New(g.inv.Env, g.log)
 	}
 	return g.nixCLI
+}
+
+// sharedNARs is the run's one cache of serialised NARs (256 MiB at most).
+func (g *globals) sharedNARs() *push.Shared {
+	g.sharedOnce.Do(func() { g.shared = push.NewShared(256 << 20) })
+	return g.shared
 }
 
 // dialer is the run's one SSH dialer (its known_hosts and agent are shared).

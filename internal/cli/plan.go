@@ -288,7 +288,7 @@ func (g *globals) pushStep() hostStep {
 			g.log.Info("pushed", "host", h.Name, "toplevel", b.Toplevel)
 			return nil
 		}
-		var src push.Source = push.LocalStore{Nix: g.nix()}
+		var src push.Source = push.LocalStore{Nix: g.nix(), Shared: g.sharedNARs()}
 		if !b.At.local() {
 			bc, err := g.connect(ctx, b.At.key, b.At.target)
 			if err != nil {
@@ -421,6 +421,11 @@ func (g *globals) runHosts(ctx context.Context, command string, p *plan, steps .
 		g.log.Debug(command+" finished", "host", name, "took", time.Since(start).Round(10*time.Millisecond).String())
 		return nil
 	})
+	if g.shared != nil {
+		if st := g.shared.Stats(); st.Reused > 0 {
+			g.log.Info(fmt.Sprintf("local store: serialised %s once (%s) and sent them to other hosts %s from memory", plural(st.Serialised, "path"), humanBytes(st.Bytes), plural(st.Reused, "time")))
+		}
+	}
 	outcomes := make([]hostOutcome, len(results))
 	for i, r := range results {
 		outcomes[i] = hostOutcome{Host: r.Host, Toplevel: closures[r.Host].Toplevel, Duration: r.Duration, OK: r.Err == nil}

@@ -1,0 +1,123 @@
+package push
+
+import (
+	"bufio"
+	"bytes"
+	"container/list"
+	"io"
+	"sync"
+
+	"github.com/nix-community/go-nix/pkg/nar"
+
+	"github.com/deployctl/deployctl/internal/nix"
+	"github.com/deployctl/deployctl/internal/serve"
+)
+
+// Shared serialises each local store path once for all the hosts of a run
+// that push it: the NAR is kept in memory, within a budget, for the hosts
+// that need it next. A host reads its copy at its own pace, so a slow host
+// never holds the others back; when the budget is spent, the least
+// recently used NARs are dropped, and a host that needs one again has it
+// serialised again. NARs larger than a quarter of the budget are never
+// kept: each host streams those from disk itself.
+type Shared struct {
+	budget int64
+	// dump serialises a path; serve.LocalNAR's serialiser unless a test
+	// sets another.
+	dump func(w io.Writer, path string) error
+
+	mu      sync.Mutex
+	entries map[string]*sharedNAR
+	lru     *list.List // of *sharedNAR, most recently used first
+	used    int64
+	stats   SharedStats
+}
+
+// SharedStats counts what a Shared did.
+type SharedStats struct {
+	Serialised int   // NARs serialised into memory
+	Reused     int   // times a NAR in memory was given to another host
+	Bytes      int64 // bytes serialised into memory
+}
+
+type sharedNAR struct {
+	path  string
+	ready chan struct{}
+	data  []byte
+	err   error
+	elem  *list.Element
+}
+
+// NewShared returns a Shared keeping at most budget bytes of NARs.
+func NewShared(budget int64) *Shared {
+	return &Shared{budget: budget, dump: func(w io.Writer, path string) error {
+		bw := bufio.NewWriterSize(w, 256<<10)
+		if err := nar.DumpPath(bw, path); err != nil {
+			return err
+		}
+		return bw.Flush()
+	}, entries: map[string]*sharedNAR{}, lru: list.New()}
+}
+
+// Stats returns what s did so far.
+func (s *Shared) Stats() SharedStats {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.stats
+}
+
+// NAR is a serve.NARSource for paths of the local store.
+func (s *Shared) NAR(info nix.PathInfo) (io.ReadCloser, error) {
+	if info.NarSize > s.budget/4 {
+		return serve.LocalNAR(info)
+	}
+	s.mu.Lock()
+	e, ok := s.entries[info.Path]
+	if ok {
+		s.stats.Reused++
+		if e.elem != nil {
+			s.lru.MoveToFront(e.elem)
+		}
+		s.mu.Unlock()
+		<-e.ready
+	} else {
+		e = &sharedNAR{path: info.Path, ready: make(chan struct{})}
+		s.entries[info.Path] = e
+		s.mu.Unlock()
+		var buf bytes.Buffer
+		buf.Grow(int(info.NarSize))
+		e.err = s.dump(&buf, info.Path)
+		e.data = buf.Bytes()
+		close(e.ready)
+		s.keep(e)
+	}
+	if e.err != nil {
+		return nil, e.err
+	}
+	return io.NopCloser(bytes.NewReader(e.data)), nil
+}
+
+// keep accounts for a serialised NAR, dropping the least recently used
+// ones (never e) while the budget is exceeded. A failed one is forgotten,
+// so the next host tries again.
+func (s *Shared) keep(e *sharedNAR) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if e.err != nil {
+		delete(s.entries, e.path)
+		return
+	}
+	s.stats.Serialised++
+	s.stats.Bytes += int64(len(e.data))
+	e.elem = s.lru.PushFront(e)
+	s.used += int64(len(e.data))
+	for s.used > s.budget {
+		last := s.lru.Back()
+		if last == nil || last == e.elem {
+			break
+		}
+		old := s.lru.Remove(last).(*sharedNAR)
+		delete(s.entries, old.path)
+		s.used -= int64(len(old.data))
+	}
+}
