@@ -39,12 +39,11 @@ func openPTY(t *testing.T) (pty, tty *os.File) {
 	return pty, tty
 }
 
-// TestBuildBarOnTerminal: on a terminal, a build draws an overall bar
-// below the per-host lines, and erases it at the end.
-func TestBuildBarOnTerminal(t *testing.T) {
-	nonce := fmt.Sprintf("%s-%d", t.Name(), time.Now().UnixNano())
-	e := startFleet(t, fixture.Host{Name: "alpha", Revision: nonce})
-	pty, tty := openPTY(t)
+// onTerminal runs deployctl with its stderr on a pseudo-terminal and
+// returns its exit code and what the terminal received.
+func (e *testEnv) onTerminal(args ...string) (int, string) {
+	e.t.Helper()
+	pty, tty := openPTY(e.t)
 	defer pty.Close()
 	var screen bytes.Buffer
 	read := make(chan struct{})
@@ -55,22 +54,37 @@ func TestBuildBarOnTerminal(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	var stdout bytes.Buffer
-	args := []string{"--flake", e.flake, "--ssh-config", e.fleet.SSHConfig, "build", "alpha"}
-	code := cli.Main(ctx, cli.Invocation{Args: args, Stdin: strings.NewReader(""), Stdout: &stdout, Stderr: tty, Env: e.env("TERM=xterm")})
+	full := append([]string{"--flake", e.flake, "--ssh-config", e.fleet.SSHConfig}, args...)
+	code := cli.Main(ctx, cli.Invocation{Args: full, Stdin: strings.NewReader(""), Stdout: &stdout, Stderr: tty, Env: e.env("TERM=xterm")})
 	tty.Close()
 	select {
 	case <-read:
 	case <-time.After(5 * time.Second):
 	}
-	out := screen.String()
-	t.Logf("terminal:\n%q", out)
+	e.t.Logf("deployctl %s → exit %d; the terminal got:\n%q", strings.Join(args, " "), code, screen.String())
+	return code, screen.String()
+}
+
+// TestBarsOnTerminal: on a terminal, a build and a push each draw an
+// overall bar below the per-host lines, and erase it at the end.
+func TestBarsOnTerminal(t *testing.T) {
+	nonce := fmt.Sprintf("%s-%d", t.Name(), time.Now().UnixNano())
+	e := startFleet(t, fixture.Host{Name: "alpha", Revision: nonce})
+	code, out := e.onTerminal("build", "alpha")
 	if code != 0 {
-		t.Fatalf("exit %d", code)
+		t.Fatalf("build: exit %d", code)
 	}
 	if !strings.Contains(out, "\r\x1b[Kbuilding") || !strings.Contains(out, "(1/1") {
 		t.Errorf("no build bar drawn on the terminal")
 	}
 	if !strings.Contains(out, "[alpha] building (1 derivation)") || !strings.Contains(out, "[alpha] built ") {
-		t.Errorf("the per-host lines are missing on the terminal")
+		t.Errorf("the per-host build lines are missing on the terminal")
+	}
+	code, out = e.onTerminal("push", "alpha")
+	if code != 0 {
+		t.Fatalf("push: exit %d", code)
+	}
+	if !strings.Contains(out, "\r\x1b[Kpushing") || !strings.Contains(out, "[alpha] sending 2 of 2 paths") || !strings.Contains(out, "[alpha] pushed 2 of 2 paths") {
+		t.Errorf("no push bar, or no per-host push lines, on the terminal")
 	}
 }

@@ -104,6 +104,10 @@ type Options struct {
 	// Substitute lets the target first fetch what it can from its own
 	// binary caches; only the rest is sent.
 	Substitute bool
+	// OnSending, when set, is told what the target lacks, before it is
+	// sent; OnSent of each piece of NAR sent, in bytes.
+	OnSending func(paths, of int, bytes int64)
+	OnSent    func(bytes int64)
 }
 
 // Native pushes toplevel's closure from src to the target over a
@@ -130,8 +134,15 @@ func Native(ctx context.Context, conn Target, src Source, toplevel string, opts 
 	for _, info := range missing {
 		st.Bytes += info.NarSize
 	}
+	if opts.OnSending != nil {
+		opts.OnSending(len(missing), st.Paths, st.Bytes)
+	}
+	nars := c.NARs(missing)
+	if opts.OnSent != nil {
+		nars = counted(nars, opts.OnSent)
+	}
 	var sent atomic.Int64
-	err = dst.Add(ctx, missing, c.NARs(missing), func(nix.PathInfo) { sent.Add(1) })
+	err = dst.Add(ctx, missing, nars, func(nix.PathInfo) { sent.Add(1) })
 	st.Sent = int(sent.Load())
 	if err != nil {
 		return st, fmt.Errorf("from %s: %w", src, err)
@@ -142,4 +153,28 @@ func Native(ctx context.Context, conn Target, src Source, toplevel string, opts 
 		return st, fmt.Errorf("register the GC root %s: %w", Root, err)
 	}
 	return st, nil
+}
+
+// counted reports the bytes read from each NAR of src to onRead.
+func counted(src serve.NARSource, onRead func(int64)) serve.NARSource {
+	return func(info nix.PathInfo) (io.ReadCloser, error) {
+		r, err := src(info)
+		if err != nil {
+			return nil, err
+		}
+		return countingReader{r, onRead}, nil
+	}
+}
+
+type countingReader struct {
+	io.ReadCloser
+	onRead func(int64)
+}
+
+func (c countingReader) Read(p []byte) (int, error) {
+	n, err := c.ReadCloser.Read(p)
+	if n > 0 {
+		c.onRead(int64(n))
+	}
+	return n, err
 }

@@ -271,7 +271,7 @@ func buildSelected(ctx context.Context, g *globals, hosts, fleet []*inventory.Ho
 			return nil, err
 		}
 		g.announce(ctx, local)
-		onProgress, done := g.progress("building")
+		onProgress, done := g.progress("building", false)
 		wg.Go(func() {
 			defer done()
 			results, err := build.Build(ctx, g.nix(), local, build.Options{MaxJobs: g.maxJobs, OnLog: g.buildLog(), OnProgress: onProgress, RootDir: rootDir})

@@ -298,13 +298,31 @@ func (g *globals) pushStep() hostStep {
 			src = push.Builder{Name: b.At.target.Name, Conn: bc}
 		}
 		start := time.Now()
-		st, err := push.Native(ctx, conn, src, b.Toplevel, push.Options{Substitute: g.substitute})
+		opts := push.Options{
+			Substitute: g.substitute,
+			OnSending: func(paths, of int, bytes int64) {
+				g.log.Info(fmt.Sprintf("sending %d of %d paths, %s", paths, of, humanBytes(bytes)), "host", h.Name, "from", src.String())
+				g.pushBar.expect(bytes)
+			},
+			OnSent: g.pushBar.sent,
+		}
+		st, err := push.Native(ctx, conn, src, b.Toplevel, opts)
 		if err != nil {
 			return err
 		}
-		g.log.Info(fmt.Sprintf("pushed %d of %d paths, %s", st.Sent, st.Paths, humanBytes(st.Bytes)), "host", h.Name, "from", src.String(), "took", time.Since(start).Round(10*time.Millisecond).String())
+		took := time.Since(start)
+		g.log.Info(fmt.Sprintf("pushed %d of %d paths, %s%s", st.Sent, st.Paths, humanBytes(st.Bytes), rate(st.Bytes, took)), "host", h.Name, "from", src.String(), "took", took.Round(10*time.Millisecond).String())
 		return nil
 	}}
+}
+
+// rate is ", N MiB/s" for n bytes in d, or "" when there is too little to
+// say.
+func rate(n int64, d time.Duration) string {
+	if n < 1<<20 || d <= 0 {
+		return ""
+	}
+	return ", " + humanBytes(int64(float64(n)/d.Seconds())) + "/s"
 }
 
 // humanBytes is n in B, KiB, MiB or GiB.
@@ -421,6 +439,7 @@ func (g *globals) runHosts(ctx context.Context, command string, p *plan, steps .
 		g.log.Debug(command+" finished", "host", name, "took", time.Since(start).Round(10*time.Millisecond).String())
 		return nil
 	})
+	g.pushBar.close()
 	if g.shared != nil {
 		if st := g.shared.Stats(); st.Reused > 0 {
 			g.log.Info(fmt.Sprintf("local store: serialised %s once (%s) and sent them to other hosts %s from memory", plural(st.Serialised, "path"), humanBytes(st.Bytes), plural(st.Reused, "time")))

@@ -22,7 +22,7 @@ func (g *globals) terminal() bool {
 // progress returns a callback that draws a bar of done out of expected
 // below the output, and a function that erases it; on anything but a
 // terminal the callback is nil (each host's events are lines already).
-func (g *globals) progress(what string) (func(done, expected int), func()) {
+func (g *globals) progress(what string, bytes bool) (func(done, expected int), func()) {
 	if !g.terminal() {
 		return nil, func() {}
 	}
@@ -43,6 +43,7 @@ func (g *globals) progress(what string) (func(done, expected int), func()) {
 				progressbar.OptionSetWidth(30),
 				progressbar.OptionThrottle(100*time.Millisecond),
 				progressbar.OptionSetElapsedTime(true),
+				progressbar.OptionShowBytes(bytes),
 				progressbar.OptionSetPredictTime(false))
 		case int64(expected) != bar.GetMax64():
 			bar.ChangeMax(expected)
@@ -50,4 +51,48 @@ func (g *globals) progress(what string) (func(done, expected int), func()) {
 		bar.Set(done)
 	}
 	return update, clear
+}
+
+// byteBar is an overall bar of bytes sent by concurrent pushes, whose
+// total grows as each host learns what it lacks. Its zero value is ready;
+// it draws only on a terminal.
+type byteBar struct {
+	g        *globals
+	once     sync.Once
+	update   func(done, expected int)
+	finish   func()
+	mu       sync.Mutex
+	done     int64
+	expected int64
+}
+
+func (b *byteBar) init() {
+	b.once.Do(func() { b.update, b.finish = b.g.progress("pushing", true) })
+}
+
+func (b *byteBar) expect(n int64) {
+	b.init()
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.expected += n
+	if b.update != nil {
+		b.update(int(b.done), int(b.expected))
+	}
+}
+
+func (b *byteBar) sent(n int64) {
+	b.init()
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.done += n
+	if b.update != nil {
+		b.update(int(b.done), int(b.expected))
+	}
+}
+
+// close erases the bar, if it was drawn.
+func (b *byteBar) close() {
+	if b.finish != nil {
+		b.finish()
+	}
 }
