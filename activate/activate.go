@@ -21,9 +21,11 @@ type Runner interface {
 	Run(ctx context.Context, cmd remote.Cmd) error
 }
 
-// Options are where the switch's own output goes (nil: kept only for errors).
+// Options are where the switch's own output goes (nil: kept only for
+// errors), and where warnings go.
 type Options struct {
 	Stdout, Stderr io.Writer
+	Warn           func(msg string)
 }
 
 // Activate makes toplevel the target's system for action: it realises the
@@ -42,17 +44,20 @@ func Activate(ctx context.Context, r Runner, toplevel, action string, opts Optio
 		if err != nil {
 			return fmt.Errorf("set system profile: %w", err)
 		}
-		// The profile keeps the system now: the push's root, when it is
-		// this system's, is no longer needed.
-		drop := `[ "$(readlink "$1")" != "$2" ] || rm -f "$1"`
-		err = r.Run(ctx, remote.Cmd{Argv: []string{"sh", "-c", drop, "sh", push.Root, toplevel}, Root: true, Stdout: opts.Stdout, Stderr: opts.Stderr})
-		if err != nil {
-			return fmt.Errorf("drop the push's GC root: %w", err)
-		}
 	}
 	err := r.Run(ctx, remote.Cmd{Argv: []string{toplevel + "/bin/switch-to-configuration", action}, Root: true, Stdout: opts.Stdout, Stderr: opts.Stderr})
 	if err != nil {
 		return fmt.Errorf("switch-to-configuration %s: %w", action, err)
+	}
+	if action == "switch" || action == "boot" {
+		// The profile keeps the system now: the push's root, when it is
+		// this system's, is no longer needed. Failing to drop it leaves
+		// a root that the next push replaces: worth a warning, no more.
+		drop := `[ "$(readlink "$1")" != "$2" ] || rm -f "$1"`
+		err = r.Run(ctx, remote.Cmd{Argv: []string{"sh", "-c", drop, "sh", push.Root, toplevel}, Root: true, Stdout: opts.Stdout, Stderr: opts.Stderr})
+		if err != nil && opts.Warn != nil {
+			opts.Warn(fmt.Sprintf("could not drop the push's GC root %s: %v", push.Root, err))
+		}
 	}
 	return nil
 }

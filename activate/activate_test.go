@@ -36,8 +36,8 @@ const (
 
 func TestActivateRunsProfileThenSwitch(t *testing.T) {
 	for action, want := range map[string][]string{
-		"switch":       {realise, profile, drop, top + "/bin/switch-to-configuration switch"},
-		"boot":         {realise, profile, drop, top + "/bin/switch-to-configuration boot"},
+		"switch":       {realise, profile, top + "/bin/switch-to-configuration switch", drop},
+		"boot":         {realise, profile, top + "/bin/switch-to-configuration boot", drop},
 		"test":         {realise, top + "/bin/switch-to-configuration test"},
 		"dry-activate": {realise, top + "/bin/switch-to-configuration dry-activate"},
 	} {

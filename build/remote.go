@@ -94,7 +94,11 @@ func Remote(ctx context.Context, n *nix.CLI, conn *remote.Conn, reqs []Request, 
 				results[i].Err = fmt.Errorf("nix-store --realise %s on %s: %w", r.DrvPath, conn.Endpoint().Destination(), err)
 				return
 			}
-			infos, err := s.Closure(ctx, conn, r.OutPath)
+			paths, err := serve.List(ctx, conn, r.OutPath)
+			var infos []nix.PathInfo
+			if err == nil {
+				infos, err = s.Infos(paths)
+			}
 			if err != nil {
 				results[i].Err = fmt.Errorf("built on %s, but: %w", conn.Endpoint().Destination(), err)
 				return

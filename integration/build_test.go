@@ -268,3 +268,21 @@ func TestOneEvaluationOneBuild(t *testing.T) {
 	e.writeFlake(flake(fmt.Sprintf("%s-chunked-%d", t.Name(), time.Now().UnixNano()))...)
 	deploy(4, 3, "--eval-chunk", "2")
 }
+
+// TestBuilderServesManyHosts: one builder builds for more hosts than sshd
+// allows sessions on one connection (10 by default, as on the fleet):
+// deployctl keeps within that, and every host is built.
+func TestBuilderServesManyHosts(t *testing.T) {
+	nonce := fmt.Sprintf("%s-%d", t.Name(), time.Now().UnixNano())
+	e := startFleet(t, fixture.Host{Name: "builder"})
+	specs := []fixture.Host{{Name: "builder"}}
+	for i := range 14 {
+		specs = append(specs, fixture.Host{Name: fmt.Sprintf("h%02d", i), Revision: nonce, Deployment: map[string]any{"targetHost": nil}})
+	}
+	e.writeFlake(specs...)
+	r := e.deployctl("build", "h*", "--build-host", "builder")
+	r.wantCode(t, 0)
+	if n := strings.Count(r.stderr, " built on builder "); n != 14 {
+		t.Errorf("%d of 14 hosts built on the builder:\n%s", n, r.stderr)
+	}
+}

@@ -80,6 +80,11 @@ func TestBarsOnTerminal(t *testing.T) {
 	if !strings.Contains(out, "[alpha] building (1 derivation)") || !strings.Contains(out, "[alpha] built ") {
 		t.Errorf("the per-host build lines are missing on the terminal")
 	}
+	// The bar is erased before the summary: the last thing before it is
+	// an erase, not a bar.
+	if i := strings.Index(out, "build: 1 of 1 hosts ok"); i < 0 || !strings.HasSuffix(strings.TrimRight(out[:i], "\r\n"), "\x1b[K") {
+		t.Errorf("the build bar is not erased before the summary")
+	}
 	code, out = e.onTerminal("push", "alpha")
 	if code != 0 {
 		t.Fatalf("push: exit %d", code)

@@ -2,6 +2,7 @@ package push
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"sync/atomic"
@@ -67,19 +68,36 @@ type Builder struct {
 
 func (b Builder) String() string { return "builder " + b.Name }
 
-// Open lists the closure on the builder and reads its metadata over a
-// nix-store --serve session, which then streams the NARs.
+// Open lists the closure on the builder, then opens a nix-store --serve
+// session there that locks it against garbage collection, reads its
+// metadata, and streams the NARs.
 func (b Builder) Open(ctx context.Context, toplevel string) (Closure, error) {
-	s, err := serve.Open(ctx, b.Conn, false)
+	paths, err := serve.List(ctx, b.Conn, toplevel)
 	if err != nil {
 		return Closure{}, fmt.Errorf("%s: %w", b, err)
 	}
-	infos, err := s.Closure(ctx, b.Conn, toplevel)
+	s, err := serve.Open(ctx, b.Conn, true)
+	if err != nil {
+		return Closure{}, fmt.Errorf("%s: %w", b, err)
+	}
+	infos, err := lockedInfos(s, paths)
 	if err != nil {
 		s.Close()
 		return Closure{}, fmt.Errorf("%s: %w", b, err)
 	}
 	return Closure{Infos: infos, NARs: s.Dump, Close: func() { s.Close() }}, nil
+}
+
+// lockedInfos locks paths in the session's store and reads their metadata.
+func lockedInfos(s *serve.Session, paths []string) ([]nix.PathInfo, error) {
+	valid, err := s.QueryValidPaths(paths, true, false)
+	if err != nil {
+		return nil, err
+	}
+	if len(valid) != len(paths) {
+		return nil, fmt.Errorf("it holds only %d of the %d paths of the closure (garbage-collected?)", len(valid), len(paths))
+	}
+	return s.Infos(paths)
 }
 
 // Stats is what a push did.
@@ -144,8 +162,12 @@ func Native(ctx context.Context, conn Target, src Source, toplevel string, opts 
 	var sent atomic.Int64
 	err = dst.Add(ctx, missing, nars, func(nix.PathInfo) { sent.Add(1) })
 	st.Sent = int(sent.Load())
-	if err != nil {
+	var se *serve.SourceError
+	switch {
+	case errors.As(err, &se):
 		return st, fmt.Errorf("from %s: %w", src, err)
+	case err != nil:
+		return st, err
 	}
 	// The session's lock holds the closure until this root does.
 	root := remote.Cmd{Argv: []string{"nix-store", "--realise", toplevel, "--add-root", Root}, Root: true, Stdout: io.Discard}

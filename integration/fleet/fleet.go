@@ -216,7 +216,6 @@ PermitRootLogin prohibit-password
 PasswordAuthentication no
 KbdInteractiveAuthentication no
 MaxStartups 200
-MaxSessions 200
 ClientAliveInterval 0
 SetEnv NIX_CONF_DIR=/run/fleet/nix
 `, h.Addr)

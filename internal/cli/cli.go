@@ -60,8 +60,10 @@ type globals struct {
 	nixCLI  *nix.CLI
 	dial    *remote.Dialer
 	conns   conns
-	// pushBar shows the bytes the run's pushes send, on a terminal.
-	pushBar byteBar
+	// buildBar and pushBar show the derivations the run builds here and
+	// the bytes its pushes send, on a terminal.
+	buildBar countBar
+	pushBar  byteBar
 	// shared serialises local NARs once for every host a run pushes to.
 	sharedOnce sync.Once
 	shared     *push.Shared
@@ -84,7 +86,7 @@ func Main(ctx context.Context, inv Invocation) int {
 	stdout := &countingWriter{w: inv.Stdout}
 	inv.Stdout = stdout
 	g := &globals{inv: inv}
-	g.pushBar.g = g
+	g.buildBar.g, g.pushBar.g = g, g
 	root := newRootCommand(g)
 	root.SetArgs(inv.Args)
 	root.SetIn(inv.Stdin)

@@ -172,6 +172,7 @@ type built struct {
 // --eval-chunk asks for them to be evaluated here, a chunk at a time, each
 // chunk building while the next evaluates.
 func (g *globals) evalAndBuild(ctx context.Context, inv *inventory.Inventory, hosts []*inventory.Host) (map[string]built, error) {
+	defer g.buildBar.close()
 	if g.evalChunk == 0 {
 		return buildSelected(ctx, g, hosts, inv.Hosts)
 	}
@@ -188,8 +189,15 @@ func (g *globals) evalAndBuild(ctx context.Context, inv *inventory.Inventory, ho
 		chunk := hosts[i:min(i+g.evalChunk, len(hosts))]
 		g.log.Info(fmt.Sprintf("evaluating hosts %d-%d of %d", i+1, i+len(chunk), len(hosts)))
 		if err := inventory.Toplevels(ctx, g.nix(), inv.FlakeRef, chunk); err != nil {
-			wg.Wait()
-			return nil, err
+			if ctx.Err() != nil {
+				wg.Wait()
+				return nil, ctx.Err()
+			}
+			// This chunk's evaluation failed as a whole (its nix killed,
+			// say): its hosts fail, the other chunks go on.
+			for _, h := range chunk {
+				h.EvalError = fmt.Sprintf("evaluating hosts %d-%d of %d together: %v", i+1, i+len(chunk), len(hosts), err)
+			}
 		}
 		wg.Go(func() {
 			res, err := buildSelected(ctx, g, chunk, inv.Hosts)
@@ -270,10 +278,9 @@ func buildSelected(ctx context.Context, g *globals, hosts, fleet []*inventory.Ho
 		if err != nil {
 			return nil, err
 		}
-		g.announce(ctx, local)
-		onProgress, done := g.progress("building", false)
+		onProgress := g.buildBar.part()
 		wg.Go(func() {
-			defer done()
+			g.announce(ctx, local)
 			results, err := build.Build(ctx, g.nix(), local, build.Options{MaxJobs: g.maxJobs, OnLog: g.buildLog(), OnProgress: onProgress, RootDir: rootDir})
 			if err != nil {
 				localErr = err
@@ -283,6 +290,9 @@ func buildSelected(ctx context.Context, g *globals, hosts, fleet []*inventory.Ho
 		})
 	}
 	for _, k := range keys {
+		if places[k].on != "target" {
+			g.pin(k)
+		}
 		wg.Go(func() {
 			p, reqs := places[k], remote[k]
 			g.log.Info("building " + plural(len(reqs), "system") + " on " + p.target.Name)

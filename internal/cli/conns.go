@@ -2,7 +2,6 @@ package cli
 
 import (
 	"context"
-	"strings"
 	"sync"
 
 	"github.com/deployctl/deployctl/internal/remote"
@@ -13,8 +12,9 @@ import (
 // on itself is reached once. A connection closes when its last user
 // releases it.
 type conns struct {
-	mu sync.Mutex
-	m  map[string]*connEntry
+	mu     sync.Mutex
+	m      map[string]*connEntry
+	pinned map[string]bool
 }
 
 type connEntry struct {
@@ -65,9 +65,21 @@ func (g *globals) connect(ctx context.Context, key string, t remote.Target) (*re
 	return e.conn, nil
 }
 
+// pin keeps the connection to the machine named key open until the run
+// ends, however often it is released: a builder's serves its build, the
+// check of its systems and every push from it.
+func (g *globals) pin(key string) {
+	c := &g.conns
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.pinned == nil {
+		c.pinned = map[string]bool{}
+	}
+	c.pinned[key] = true
+}
+
 // release gives back a connection connect returned; the last release
-// closes it, except a builder's, which serves the whole run (its build,
-// the check of its systems, the pushes from it) and closes with closeAll.
+// closes it, unless it is pinned (then closeAll does).
 func (g *globals) release(key string) {
 	c := &g.conns
 	c.mu.Lock()
@@ -76,7 +88,7 @@ func (g *globals) release(key string) {
 	if !ok {
 		return
 	}
-	if e.refs--; e.refs > 0 || strings.HasPrefix(key, builderKeyPrefix) && e.err == nil {
+	if e.refs--; e.refs > 0 || c.pinned[key] && e.err == nil {
 		return
 	}
 	delete(c.m, key)

@@ -140,6 +140,7 @@ func (g *globals) planManifest(args []string, sel selection, path string) (*plan
 					return nil, usageErrorf("%s: %s was built on %s, which the manifest's builders do not list", path, h.Name, mh.BuiltOn)
 				}
 				at = placement{on: mh.BuiltOn, key: builderKey(mh.BuiltOn), target: builderOf(mh.BuiltOn, b)}
+				g.pin(at.key)
 			}
 			switch {
 			case mh.Error != "":
@@ -341,7 +342,7 @@ func humanBytes(n int64) string {
 
 func (g *globals) activateStep(action string) hostStep {
 	return hostStep{"activate", func(ctx context.Context, conn *remote.Conn, h *inventory.Host, b built) error {
-		var out activate.Options
+		out := activate.Options{Warn: func(msg string) { g.log.Warn(msg, "host", h.Name) }}
 		if g.verbose {
 			w := g.handler.Lines(h.Name)
 			defer w.Close()

@@ -96,3 +96,47 @@ func (b *byteBar) close() {
 		b.finish()
 	}
 }
+
+// countBar is an overall bar over several builds running at once (the
+// chunks of --eval-chunk): each reports its own done and expected, and the
+// bar shows their sums. Its zero value is ready; it draws only on a
+// terminal.
+type countBar struct {
+	g      *globals
+	once   sync.Once
+	update func(done, expected int)
+	finish func()
+	mu     sync.Mutex
+	parts  [][2]int
+}
+
+// part returns the progress callback of one more build, or nil when no bar
+// is drawn.
+func (b *countBar) part() func(done, expected int) {
+	b.once.Do(func() { b.update, b.finish = b.g.progress("building", false) })
+	if b.update == nil {
+		return nil
+	}
+	b.mu.Lock()
+	i := len(b.parts)
+	b.parts = append(b.parts, [2]int{})
+	b.mu.Unlock()
+	return func(done, expected int) {
+		b.mu.Lock()
+		defer b.mu.Unlock()
+		b.parts[i] = [2]int{done, expected}
+		var sum [2]int
+		for _, p := range b.parts {
+			sum[0] += p[0]
+			sum[1] += p[1]
+		}
+		b.update(sum[0], sum[1])
+	}
+}
+
+// close erases the bar, if it was drawn.
+func (b *countBar) close() {
+	if b.finish != nil {
+		b.finish()
+	}
+}

@@ -54,9 +54,7 @@ func hostKey(name string) string { return "host " + name }
 
 // builderKey is the connection key of a builder that is no host of the
 // flake.
-func builderKey(name string) string { return builderKeyPrefix + name }
-
-const builderKeyPrefix = "builder "
+func builderKey(name string) string { return "builder " + name }
 
 // place decides where h is built: the flags first, then its deployment
 // options. fleet is every host of the flake, for a buildHost that names one.
@@ -67,6 +65,9 @@ func (g *globals) place(h *inventory.Host, fleet []*inventory.Host) (placement, 
 	}
 	if name == h.Name {
 		name, onTarget = "", true
+	}
+	if name == "local" || name == "target" {
+		return placement{}, fmt.Errorf("build host %q: the name is reserved (a manifest's builtOn says local or target); give the machine's address or an ssh_config alias", name)
 	}
 	if name != "" {
 		i := slices.IndexFunc(fleet, func(f *inventory.Host) bool { return f.Name == name })

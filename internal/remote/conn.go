@@ -24,6 +24,45 @@ type Conn struct {
 	escalation []string
 	configFile string
 	log        *slog.Logger
+	// sessions holds a token per open session: sshd refuses more than
+	// MaxSessions per connection (10 by default).
+	sessions chan struct{}
+}
+
+// MaxSessions is how many sessions deployctl opens at once on one
+// connection; OpenSSH's sshd allows 10 unless configured otherwise, and a
+// closed session takes a moment to be freed there.
+const MaxSessions = 8
+
+// session opens a session once fewer than MaxSessions are open; release
+// frees its place once it is closed.
+func (c *Conn) session(ctx context.Context) (sess *ssh.Session, release func(), err error) {
+	select {
+	case c.sessions <- struct{}{}:
+	case <-ctx.Done():
+		return nil, nil, ctx.Err()
+	}
+	release = func() { <-c.sessions }
+	// A session of ours that just ended may not be freed on the server
+	// yet (or the server allows fewer): a refusal is worth a few retries.
+	for wait := 20 * time.Millisecond; ; wait *= 2 {
+		sess, err = c.client.NewSession()
+		var oce *ssh.OpenChannelError
+		if err == nil || !errors.As(err, &oce) || oce.Reason != ssh.Prohibited || wait > time.Second {
+			break
+		}
+		select {
+		case <-time.After(wait):
+		case <-ctx.Done():
+			release()
+			return nil, nil, ctx.Err()
+		}
+	}
+	if err != nil {
+		release()
+		return nil, nil, fmt.Errorf("open ssh session: %w", err)
+	}
+	return sess, release, nil
 }
 
 // Endpoint is where the connection goes.
@@ -97,10 +136,11 @@ func (c *Conn) Run(ctx context.Context, cmd Cmd) error {
 	}
 	line := shell.Join(c.argv(cmd))
 	c.log.Debug("exec", "host", c.name, "cmd", c.CommandLine(cmd))
-	sess, err := c.client.NewSession()
+	sess, release, err := c.session(ctx)
 	if err != nil {
-		return fmt.Errorf("open ssh session: %w", err)
+		return err
 	}
+	defer release()
 	defer sess.Close()
 	sess.Stdin = cmd.Stdin
 	sess.Stdout = cmd.Stdout
@@ -170,9 +210,9 @@ func (c *Conn) Start(ctx context.Context, cmd Cmd) (*Process, error) {
 	}
 	line := shell.Join(c.argv(cmd))
 	c.log.Debug("exec", "host", c.name, "cmd", c.CommandLine(cmd))
-	sess, err := c.client.NewSession()
+	sess, release, err := c.session(ctx)
 	if err != nil {
-		return nil, fmt.Errorf("open ssh session: %w", err)
+		return nil, err
 	}
 	p := &Process{sess: sess, line: line, tail: &tailBuffer{max: 4096}, done: make(chan struct{})}
 	if cmd.Stderr != nil {
@@ -188,11 +228,14 @@ func (c *Conn) Start(ctx context.Context, cmd Cmd) (*Process, error) {
 	}
 	if err != nil {
 		sess.Close()
+		release()
 		return nil, fmt.Errorf("start %s: %w", line, err)
 	}
 	go func() {
 		err := sess.Wait()
 		p.err = exitError(line, err, p.tail)
+		sess.Close()
+		release()
 		close(p.done)
 	}()
 	stop := context.AfterFunc(ctx, func() { sess.Close() })

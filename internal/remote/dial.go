@@ -119,7 +119,7 @@ func (d *Dialer) Dial(ctx context.Context, t Target) (*Conn, error) {
 		closeHops()
 		return nil, err
 	}
-	return &Conn{name: t.Name, client: client, hops: hops, ep: ep, escalation: t.Escalation, configFile: d.opts.ConfigFile, log: d.log}, nil
+	return &Conn{name: t.Name, client: client, hops: hops, ep: ep, escalation: t.Escalation, configFile: d.opts.ConfigFile, log: d.log, sessions: make(chan struct{}, MaxSessions)}, nil
 }
 
 // connect opens one SSH connection to ep, directly or through via.

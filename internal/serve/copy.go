@@ -23,6 +23,13 @@ type AddError struct {
 func (e *AddError) Error() string { return fmt.Sprintf("add %s: %v", e.Path, e.Err) }
 func (e *AddError) Unwrap() error { return e.Err }
 
+// SourceError is a NAR that could not be read from its source: the
+// source's fault, not the store's.
+type SourceError struct{ Err error }
+
+func (e *SourceError) Error() string { return "read it: " + e.Err.Error() }
+func (e *SourceError) Unwrap() error { return e.Err }
+
 // Add adds infos to the store in the order given (references first; see
 // Sort), reading each NAR from src. It sends path after path without
 // waiting, while a reader collects the store's acknowledgements, so the
@@ -41,7 +48,7 @@ func (c *Conn) Add(ctx context.Context, infos []PathInfo, src NARSource, added f
 				err = fmt.Errorf("the store answered %d, not 1", v)
 			}
 			if err != nil {
-				acks <- &AddError{Path: info.Path, Err: c.broken("add", err)}
+				acks <- &AddError{Path: info.Path, Err: c.broken("", err)}
 				return
 			}
 			if added != nil {
@@ -56,6 +63,11 @@ func (c *Conn) Add(ctx context.Context, infos []PathInfo, src NARSource, added f
 		if sendErr != nil {
 			// This side failed (the context, or reading a NAR): the
 			// store still waits for bytes, and its answer will not come.
+			// The connection is out of step.
+			c.failed.Store(true)
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
 			return sendErr
 		}
 		return <-acks
@@ -100,7 +112,7 @@ func (c *Conn) sendOne(info PathInfo, src NARSource) error {
 	}
 	nar, err := src(info)
 	if err != nil {
-		return fmt.Errorf("read: %w", err)
+		return &SourceError{err}
 	}
 	defer nar.Close()
 	w := c.w
@@ -119,7 +131,9 @@ func (c *Conn) sendOne(info PathInfo, src NARSource) error {
 		}
 	}
 	if err == nil {
-		err = wire.WriteBool(w, info.Ultimate)
+		// A copy is never "ultimate" (built by the receiving store
+		// itself), whatever the source says: as nix copy does.
+		err = wire.WriteBool(w, false)
 	}
 	if err == nil {
 		err = writeStrings(w, info.Signatures)
@@ -134,13 +148,13 @@ func (c *Conn) sendOne(info PathInfo, src NARSource) error {
 	var re *readError
 	switch {
 	case errors.As(err, &re):
-		return fmt.Errorf("read: %w", re.err)
+		return &SourceError{re.err}
 	case err != nil:
 		return &storeWriteError{err}
 	case n < info.NarSize:
 		// The protocol is out of step now: the caller must drop the
 		// connection.
-		return fmt.Errorf("its NAR is %d bytes, not the %d its metadata says", n, info.NarSize)
+		return &SourceError{fmt.Errorf("its NAR is %d bytes, not the %d its metadata says", n, info.NarSize)}
 	}
 	// Flush per path, so the store starts on it while the next is read.
 	if err := w.Flush(); err != nil {
@@ -186,7 +200,7 @@ func (c *Conn) Dump(infos []PathInfo) NARSource {
 			return nil, fmt.Errorf("dump: %s asked for out of order", info.Path)
 		}
 		next++
-		n := &narReader{c: c, r: io.LimitReader(c.r, info.NarSize)}
+		n := &narReader{c: c, r: &io.LimitedReader{R: c.r, N: info.NarSize}}
 		if next == len(infos) {
 			// The Conn is the caller's again once the last NAR is read
 			// and every request written.
@@ -196,28 +210,39 @@ func (c *Conn) Dump(infos []PathInfo) NARSource {
 	}
 }
 
-// narReader is one NAR of a Dump; Close reads what is left of it, so the
-// next one starts in step.
+// narReader is one NAR of a Dump. Close reads what is left of a NAR only
+// while the connection is sound; one left half-read puts the connection
+// out of step, and it is marked failed instead.
 type narReader struct {
 	c    *Conn
-	r    io.Reader
+	r    *io.LimitedReader
 	sent chan struct{}
 }
 
 func (n *narReader) Read(p []byte) (int, error) {
+	if n.c.Failed() {
+		return 0, errors.New("dump: the connection to the source store failed earlier")
+	}
 	k, err := n.r.Read(p)
-	if err != nil && err != io.EOF {
+	switch {
+	case err == io.EOF && n.r.N > 0:
+		// The source ended before the NAR did: the server stopped.
+		err = n.c.broken("dump", io.ErrUnexpectedEOF)
+	case err != nil && err != io.EOF:
 		err = n.c.broken("dump", err)
 	}
 	return k, err
 }
 
 func (n *narReader) Close() error {
-	_, err := io.Copy(io.Discard, n.r)
-	if n.sent != nil && err == nil {
+	if n.r.N > 0 {
+		n.c.failed.Store(true)
+		return nil
+	}
+	if n.sent != nil {
 		<-n.sent
 	}
-	return err
+	return nil
 }
 
 // Missing returns those of closure the store lacks, references first

@@ -55,25 +55,35 @@ func Open(ctx context.Context, s Starter, write bool) (*Session, error) {
 // Close ends the session: the server sees its input close and exits.
 func (s *Session) Close() error {
 	s.p.Stdin.Close()
-	s.p.Exited(5 * time.Second)
+	if !s.Failed() {
+		// Let the server finish; one that broke may be stuck writing.
+		s.p.Exited(5 * time.Second)
+	}
 	s.p.Close()
 	return nil
 }
 
-// Closure lists toplevel's closure on the machine conn reaches (one
-// nix-store -qR) and reads its metadata over s.
-func (s *Session) Closure(ctx context.Context, conn *remote.Conn, toplevel string) ([]PathInfo, error) {
+// List lists toplevel's closure on the machine conn reaches (one
+// nix-store -qR). It opens a session of its own: call it before opening a
+// Session on the same connection, not while holding one, so that a
+// connection's limited sessions are never held waiting for another.
+func List(ctx context.Context, conn *remote.Conn, toplevel string) ([]string, error) {
 	var out bytes.Buffer
 	if err := conn.Run(ctx, remote.Cmd{Argv: []string{"nix-store", "--query", "--requisites", toplevel}, Stdout: &out}); err != nil {
 		return nil, fmt.Errorf("list the closure of %s: %w", toplevel, err)
 	}
-	paths := strings.Fields(out.String())
+	return strings.Fields(out.String()), nil
+}
+
+// Infos reads the metadata of paths, failing unless the store holds them
+// all.
+func (s *Session) Infos(paths []string) ([]PathInfo, error) {
 	infos, err := s.QueryPathInfos(paths)
 	if err != nil {
 		return nil, err
 	}
 	if len(infos) != len(paths) {
-		return nil, fmt.Errorf("it holds %d of the %d paths of the closure of %s", len(infos), len(paths), toplevel)
+		return nil, fmt.Errorf("it holds only %d of the %d paths asked for", len(infos), len(paths))
 	}
 	return infos, nil
 }

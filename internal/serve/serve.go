@@ -8,6 +8,7 @@ import (
 	"io"
 	"sort"
 	"sync"
+	"sync/atomic"
 
 	"github.com/nix-community/go-nix/pkg/nixhash"
 	"github.com/nix-community/go-nix/pkg/wire"
@@ -58,6 +59,7 @@ type Conn struct {
 	w       *bufio.Writer
 	why     func() error
 	version uint64
+	failed  atomic.Bool
 }
 
 // Version is the protocol version both sides speak (major<<8 | minor).
@@ -94,15 +96,23 @@ func Handshake(t Transport) (*Conn, error) {
 }
 
 // broken wraps err, from reading or writing in step, with why the server
-// went away when that can be learned.
+// went away when that can be learned, and marks the connection failed.
 func (c *Conn) broken(step string, err error) error {
+	c.failed.Store(true)
 	if c.why != nil {
 		if why := c.why(); why != nil {
-			return fmt.Errorf("%s: nix-store --serve: %w", step, why)
+			err = fmt.Errorf("nix-store --serve: %w", why)
 		}
+	}
+	if step == "" {
+		return err
 	}
 	return fmt.Errorf("%s: %w", step, err)
 }
+
+// Failed reports whether the connection broke or fell out of step: it is
+// good for nothing but closing.
+func (c *Conn) Failed() bool { return c.failed.Load() }
 
 func writeStrings(w io.Writer, ss []string) error {
 	if err := wire.WriteUint64(w, uint64(len(ss))); err != nil {
