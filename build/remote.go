@@ -3,6 +3,7 @@ package build
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"strconv"
@@ -91,6 +92,11 @@ func Remote(ctx context.Context, n *nix.CLI, conn *remote.Conn, reqs []Request, 
 				cmd.Stderr = w
 			}
 			if err := conn.Run(ctx, cmd); err != nil {
+				var ee *remote.ExitError
+				if errors.As(err, &ee) {
+					// The first line says what failed; Nix's own words follow.
+					err = fmt.Errorf("exit status %d; its output ends:\n%s", ee.Status, strings.TrimSpace(ee.Stderr))
+				}
 				results[i].Err = fmt.Errorf("nix-store --realise %s on %s: %w", r.DrvPath, conn.Endpoint().Destination(), err)
 				return
 			}

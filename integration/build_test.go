@@ -279,10 +279,17 @@ func TestBuilderServesManyHosts(t *testing.T) {
 	for i := range 14 {
 		specs = append(specs, fixture.Host{Name: fmt.Sprintf("h%02d", i), Revision: nonce, Deployment: map[string]any{"targetHost": nil}})
 	}
+	// One more host whose build fails there: its error is Nix's, on the
+	// builder, under its name; the others are built all the same.
+	specs = append(specs, fixture.Host{Name: "hbroken", Revision: nonce, BuildFail: true, Deployment: map[string]any{"targetHost": nil}})
 	e.writeFlake(specs...)
 	r := e.deployctl("build", "h*", "--build-host", "builder")
-	r.wantCode(t, 0)
+	r.wantCode(t, 3)
 	if n := strings.Count(r.stderr, " built on builder "); n != 14 {
 		t.Errorf("%d of 14 hosts built on the builder:\n%s", n, r.stderr)
+	}
+	if !regexp.MustCompile(`(?m)^  hbroken +FAILED +build: nix-store --realise \S+ on root@builder: exit status 100; its output ends:$`).MatchString(r.stderr) ||
+		!strings.Contains(r.stderr, "fixture: this build fails on purpose") {
+		t.Errorf("the failed remote build is not reported with Nix's words under its host:\n%s", r.stderr)
 	}
 }
