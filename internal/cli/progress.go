@@ -70,21 +70,15 @@ func (b *byteBar) init() {
 	b.once.Do(func() { b.update, b.finish = b.g.progress("pushing", true) })
 }
 
-func (b *byteBar) expect(n int64) {
-	b.init()
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	b.expected += n
-	if b.update != nil {
-		b.update(int(b.done), int(b.expected))
-	}
-}
+func (b *byteBar) expect(n int64) { b.add(0, n) }
+func (b *byteBar) sent(n int64)   { b.add(n, 0) }
 
-func (b *byteBar) sent(n int64) {
+func (b *byteBar) add(done, expected int64) {
 	b.init()
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	b.done += n
+	b.done += done
+	b.expected += expected
 	if b.update != nil {
 		b.update(int(b.done), int(b.expected))
 	}
