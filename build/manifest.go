@@ -8,6 +8,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -179,6 +180,21 @@ func Closures(ctx context.Context, n *nix.CLI, toplevels []string) (map[string]C
 		stats[top] = st
 	}
 	return stats, nil
+}
+
+// HoldRoots makes every one of paths a garbage-collector root through links
+// in dir (named hold, hold-2, …), with one nix-store call. Removing dir
+// releases them.
+func HoldRoots(ctx context.Context, n *nix.CLI, dir string, paths []string) error {
+	if len(paths) == 0 {
+		return nil
+	}
+	paths = slices.Compact(slices.Sorted(slices.Values(paths)))
+	args := append([]string{"--realise", "--add-root", filepath.Join(dir, "hold"), "--indirect"}, paths...)
+	if _, err := n.Run(ctx, nil, "nix-store", args...); err != nil {
+		return fmt.Errorf("gc roots: %w", err)
+	}
+	return nil
 }
 
 // AddRoots makes each host's toplevel a garbage-collector root through a

@@ -251,6 +251,13 @@ func TestOneEvaluationOneBuild(t *testing.T) {
 					count[strings.TrimSpace(sub)]++
 				}
 			}
+			if strings.Contains(line, " path-info ") && !strings.Contains(line, "--derivation") {
+				count["path-info"]++
+			}
+		}
+		// The pushes read the metadata of every host's closure at once.
+		if count["path-info"] != 1 {
+			t.Errorf("the pushes to %d hosts ran nix path-info %d times, want once", len(names), count["path-info"])
 		}
 		if count["eval"] != wantEvals || count["build"] != wantBuilds {
 			t.Errorf("deploy --all %s to %d hosts ran nix eval %d times and nix build %d times, want %d and %d; calls:\n%s",

@@ -36,16 +36,22 @@ type LocalStore struct {
 	// Shared, when set, serialises each path once for all the hosts of
 	// the run.
 	Shared *Shared
+	// Infos, when it holds the toplevel, is its closure's metadata, read
+	// beforehand for all hosts at once.
+	Infos map[string]nix.PathInfo
 }
 
 func (LocalStore) String() string { return "the local store" }
 
-// Open reads the closure's metadata with one nix path-info; NARs are
-// serialised from /nix/store.
+// Open reads the closure's metadata (with one nix path-info, unless Infos
+// has it); NARs are serialised from /nix/store.
 func (l LocalStore) Open(ctx context.Context, toplevel string) (Closure, error) {
-	infos, err := l.Nix.PathInfos(ctx, false, toplevel)
-	if err != nil {
-		return Closure{}, err
+	infos := l.Infos
+	if _, ok := infos[toplevel]; !ok {
+		var err error
+		if infos, err = l.Nix.PathInfos(ctx, false, toplevel); err != nil {
+			return Closure{}, err
+		}
 	}
 	closure, err := nix.Closure(infos, toplevel)
 	if err != nil {

@@ -64,6 +64,9 @@ type globals struct {
 	// the bytes its pushes send, on a terminal.
 	buildBar countBar
 	pushBar  byteBar
+	// localInfos is the metadata of the local systems' closures, read once
+	// for all the run's pushes.
+	localInfos map[string]nix.PathInfo
 	// shared serialises local NARs once for every host a run pushes to.
 	sharedOnce sync.Once
 	shared     *push.Shared

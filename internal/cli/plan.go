@@ -206,15 +206,21 @@ func (g *globals) checkRemote(ctx context.Context, p placement, paths []string) 
 	return nil
 }
 
-// holdRoots registers the local closures as GC roots until the run ends
-// (nothing of them stays on this machine after).
-func (g *globals) holdRoots(ctx context.Context, closures map[string]built) error {
-	tops := map[string]string{}
-	for h, b := range closures {
+// localTops returns the systems of closures that are in the local store.
+func localTops(closures map[string]built) []string {
+	var tops []string
+	for _, b := range closures {
 		if b.Err == nil && b.Toplevel != "" && b.At.local() {
-			tops[h] = b.Toplevel
+			tops = append(tops, b.Toplevel)
 		}
 	}
+	return tops
+}
+
+// holdRoots registers the local systems as GC roots until the run ends
+// (nothing of them stays on this machine after), with one Nix call.
+func (g *globals) holdRoots(ctx context.Context, closures map[string]built) error {
+	tops := localTops(closures)
 	if len(tops) == 0 {
 		return nil
 	}
@@ -222,7 +228,7 @@ func (g *globals) holdRoots(ctx context.Context, closures map[string]built) erro
 	if err != nil {
 		return err
 	}
-	return build.AddRoots(ctx, g.nix(), dir, tops)
+	return build.HoldRoots(ctx, g.nix(), dir, tops)
 }
 
 // rootDir is a new directory for GC roots that last as long as the run.
@@ -289,7 +295,7 @@ func (g *globals) pushStep() hostStep {
 			g.log.Info("pushed", "host", h.Name, "toplevel", b.Toplevel)
 			return nil
 		}
-		var src push.Source = push.LocalStore{Nix: g.nix(), Shared: g.sharedNARs()}
+		var src push.Source = push.LocalStore{Nix: g.nix(), Shared: g.sharedNARs(), Infos: g.localInfos}
 		if !b.At.local() {
 			bc, err := g.connect(ctx, b.At.key, b.At.target)
 			if err != nil {
@@ -413,6 +419,14 @@ func (g *globals) runHosts(ctx context.Context, command string, p *plan, steps .
 	// so that a garbage collection meanwhile cannot take it.
 	if err := g.holdRoots(ctx, closures); err != nil {
 		return err
+	}
+	// The pushes' metadata: one nix path-info for every local system.
+	if slices.ContainsFunc(steps, func(s hostStep) bool { return s.name == "push" }) && g.copyBackend != "nix" {
+		if tops := localTops(closures); len(tops) > 0 {
+			if g.localInfos, err = g.nix().PathInfos(ctx, false, tops...); err != nil {
+				return err
+			}
+		}
 	}
 	byName := map[string]*inventory.Host{}
 	names := make([]string, len(p.hosts))
