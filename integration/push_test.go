@@ -63,3 +63,27 @@ func TestPushIntact(t *testing.T) {
 	}
 	e.ssh("alpha", "nix-store --check-validity "+top)
 }
+
+// TestPushSurvivesDroppedHost: a host whose SSH session dies in the
+// middle of a push fails with a clear error while the other host's push
+// completes; pushing again then completes it.
+func TestPushSurvivesDroppedHost(t *testing.T) {
+	e := startFleet(t, fixture.Host{Name: "alpha", PayloadMB: 256}, fixture.Host{Name: "beta", PayloadMB: 256})
+	e.deployctl("build", "--all").wantCode(t, 0)
+	// While alpha's push waits on this (its "sending" line), cut every SSH
+	// session on alpha: the push's connection dies under it.
+	cut := func() {
+		out, err := e.fleet.SSH(t.Context(), "alpha", "pkill -f 'sshd: root@notty'")
+		t.Logf("cut alpha's sessions: %v %s", err, out)
+	}
+	r := e.deployctlWatching("[alpha] sending", cut, "push", "alpha", "beta")
+	r.wantCode(t, 3)
+	if !regexp.MustCompile(`(?m)^  alpha +FAILED +\S+ +push: .*the connection was lost`).MatchString(r.stderr) {
+		t.Errorf("alpha's cut push is not reported as a push failure:\n%s", r.stderr)
+	}
+	top := map[string]string{"alpha": e.toplevel("alpha"), "beta": e.toplevel("beta")}
+	e.ssh("beta", "nix-store --verify-path $(nix-store -qR "+top["beta"]+")")
+	r = e.deployctl("push", "alpha")
+	r.wantCode(t, 0)
+	e.ssh("alpha", "nix-store --verify-path $(nix-store -qR "+top["alpha"]+")")
+}

@@ -41,6 +41,8 @@ func Open(ctx context.Context, s Starter, write bool) (*Session, error) {
 			return nil
 		case err == nil:
 			return errors.New("it exited while deployctl was still talking to it")
+		case errors.Is(err, remote.ErrOutcomeUnknown):
+			return errors.New("the SSH session ended without an exit status: the connection was lost, or the process was killed")
 		}
 		return err
 	}
