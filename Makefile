@@ -33,9 +33,11 @@ demo: setup build
 	$(GO) run ./integration/cmd/fleet -hosts alpha,beta,gamma -- bash scripts/demo.sh
 
 # Benchmarks, measured on this machine in one run: evaluation of 1 host vs
-# 20 hosts together.
-bench: setup
+# 20 hosts together, then deployctl push against nix copy and tar|ssh on a
+# local fleet (results in bench/RESULTS.md).
+bench: setup build
 	$(GO) test -run '^$$' -bench . -benchtime 5x -count 1 ./integration/
+	$(GO) run ./integration/cmd/bench -deployctl bin/deployctl -out bench/RESULTS.md
 
 clean:
 	rm -rf bin

@@ -68,7 +68,7 @@ func TestPushIntact(t *testing.T) {
 // middle of a push fails with a clear error while the other host's push
 // completes; pushing again then completes it.
 func TestPushSurvivesDroppedHost(t *testing.T) {
-	e := startFleet(t, fixture.Host{Name: "alpha", PayloadMB: 256}, fixture.Host{Name: "beta", PayloadMB: 256})
+	e := startFleet(t, fixture.Host{Name: "alpha", PayloadKiB: 256 << 10}, fixture.Host{Name: "beta", PayloadKiB: 256 << 10})
 	e.deployctl("build", "--all").wantCode(t, 0)
 	// While alpha's push waits on this (its "sending" line), cut every SSH
 	// session on alpha: the push's connection dies under it.

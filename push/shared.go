@@ -15,11 +15,12 @@ import (
 
 // Shared serialises each local store path once for all the hosts of a run
 // that push it: the NAR is kept in memory, within a budget, for the hosts
-// that need it next. A host reads its copy at its own pace, so a slow host
-// never holds the others back; when the budget is spent, the least
-// recently used NARs are dropped, and a host that needs one again has it
-// serialised again. NARs larger than a quarter of the budget are never
-// kept: each host streams those from disk itself.
+// that need it next, and dropped once the last of them has taken it. A
+// host reads its copy at its own pace, so a slow host never holds the
+// others back; when the budget is spent, the least recently used NARs are
+// dropped, and a host that needs one again has it serialised again. A path
+// only one host needs, and a NAR larger than a quarter of the budget, is
+// never kept: it is streamed from disk.
 type Shared struct {
 	budget int64
 	// dump serialises a path; serve.LocalNAR's serialiser unless a test
@@ -27,6 +28,7 @@ type Shared struct {
 	dump func(w io.Writer, path string) error
 
 	mu      sync.Mutex
+	uses    map[string]int // how many hosts will ask for each path
 	entries map[string]*sharedNAR
 	lru     *list.List // of *sharedNAR, most recently used first
 	used    int64
@@ -42,6 +44,7 @@ type SharedStats struct {
 
 type sharedNAR struct {
 	path  string
+	taken int // hosts that had it
 	ready chan struct{}
 	data  []byte
 	err   error
@@ -56,7 +59,17 @@ func NewShared(budget int64) *Shared {
 			return err
 		}
 		return bw.Flush()
-	}, entries: map[string]*sharedNAR{}, lru: list.New()}
+	}, uses: map[string]int{}, entries: map[string]*sharedNAR{}, lru: list.New()}
+}
+
+// Expect says that one more host will ask for each of paths. Only a path
+// expected more than once is kept in memory.
+func (s *Shared) Expect(paths []string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, p := range paths {
+		s.uses[p]++
+	}
 }
 
 // Stats returns what s did so far.
@@ -68,20 +81,23 @@ func (s *Shared) Stats() SharedStats {
 
 // NAR is a serve.NARSource for paths of the local store.
 func (s *Shared) NAR(info nix.PathInfo) (io.ReadCloser, error) {
-	if info.NarSize > s.budget/4 {
+	s.mu.Lock()
+	if info.NarSize > s.budget/4 || s.uses[info.Path] < 2 {
+		s.mu.Unlock()
 		return serve.LocalNAR(info)
 	}
-	s.mu.Lock()
 	e, ok := s.entries[info.Path]
 	if ok {
 		s.stats.Reused++
+		e.taken++
 		if e.elem != nil {
 			s.lru.MoveToFront(e.elem)
 		}
+		s.dropIfDone(e)
 		s.mu.Unlock()
 		<-e.ready
 	} else {
-		e = &sharedNAR{path: info.Path, ready: make(chan struct{})}
+		e = &sharedNAR{path: info.Path, ready: make(chan struct{}), taken: 1}
 		s.entries[info.Path] = e
 		s.mu.Unlock()
 		var buf bytes.Buffer
@@ -109,6 +125,9 @@ func (s *Shared) keep(e *sharedNAR) {
 	}
 	s.stats.Serialised++
 	s.stats.Bytes += int64(len(e.data))
+	if s.entries[e.path] != e {
+		return // every host that wanted it has it already
+	}
 	e.elem = s.lru.PushFront(e)
 	s.used += int64(len(e.data))
 	for s.used > s.budget {
@@ -116,8 +135,24 @@ func (s *Shared) keep(e *sharedNAR) {
 		if last == nil || last == e.elem {
 			break
 		}
-		old := s.lru.Remove(last).(*sharedNAR)
-		delete(s.entries, old.path)
-		s.used -= int64(len(old.data))
+		s.drop(last.Value.(*sharedNAR))
+	}
+}
+
+// dropIfDone drops e once every host expected has taken it.
+func (s *Shared) dropIfDone(e *sharedNAR) {
+	if e.taken >= s.uses[e.path] {
+		s.drop(e)
+	}
+}
+
+func (s *Shared) drop(e *sharedNAR) {
+	if s.entries[e.path] == e {
+		delete(s.entries, e.path)
+	}
+	if e.elem != nil {
+		s.lru.Remove(e.elem)
+		e.elem = nil
+		s.used -= int64(len(e.data))
 	}
 }

@@ -43,6 +43,9 @@ func readAll(t *testing.T, s *Shared, path string, size int64) string {
 // path at once get the same bytes from one serialisation.
 func TestSharedSerialisesOnceForManyHosts(t *testing.T) {
 	s, calls := countingShared(1<<20, 1000)
+	for range 8 {
+		s.Expect([]string{"/nix/store/aaaa-x"})
+	}
 	var wg sync.WaitGroup
 	got := make([]string, 8)
 	for i := range got {
@@ -60,6 +63,27 @@ func TestSharedSerialisesOnceForManyHosts(t *testing.T) {
 	if st := s.Stats(); st.Serialised != 1 || st.Reused != 7 {
 		t.Errorf("stats %+v, want 1 serialised, 7 reused", st)
 	}
+	if s.used != 0 || len(s.entries) != 0 {
+		t.Errorf("after the last expected host, %d bytes are still kept", s.used)
+	}
+}
+
+// TestSharedStreamsWhatOneHostNeeds: a path only one host needs is never
+// held in memory.
+func TestSharedStreamsWhatOneHostNeeds(t *testing.T) {
+	s, calls := countingShared(1<<20, 10)
+	dir := t.TempDir()
+	p := filepath.Join(dir, "only-mine")
+	if err := os.WriteFile(p, []byte("x"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	s.Expect([]string{p})
+	if b := readAll(t, s, p, 10); len(b) == 0 {
+		t.Fatal("no NAR")
+	}
+	if calls.Load() != 0 || s.used != 0 {
+		t.Errorf("a path one host needs went through memory")
+	}
 }
 
 // TestSharedStaysWithinBudget: past the budget the least recently used
@@ -67,6 +91,13 @@ func TestSharedSerialisesOnceForManyHosts(t *testing.T) {
 // than a quarter of the budget is never kept.
 func TestSharedStaysWithinBudget(t *testing.T) {
 	s, calls := countingShared(100, 20)
+	for range 3 {
+		var all []string
+		for i := range 6 {
+			all = append(all, fmt.Sprintf("/nix/store/p%d", i))
+		}
+		s.Expect(all)
+	}
 	for i := range 6 {
 		readAll(t, s, fmt.Sprintf("/nix/store/p%d", i), 20)
 	}
@@ -78,11 +109,12 @@ func TestSharedStaysWithinBudget(t *testing.T) {
 	if n := calls.Load(); n != 7 {
 		t.Errorf("serialised %d times, want 7 (p0 twice)", n)
 	}
-	dir := t.TempDir()
-	big := filepath.Join(dir, "big")
+	big := filepath.Join(t.TempDir(), "big")
 	if err := os.WriteFile(big, make([]byte, 100), 0o644); err != nil {
 		t.Fatal(err)
 	}
+	s.Expect([]string{big})
+	s.Expect([]string{big})
 	before := calls.Load()
 	if b := readAll(t, s, big, 30); len(b) == 0 {
 		t.Fatal("no NAR for a large path")

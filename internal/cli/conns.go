@@ -28,6 +28,33 @@ type connEntry struct {
 // dialling it once however many callers ask at the same time. The caller
 // releases it.
 func (g *globals) connect(ctx context.Context, key string, t remote.Target) (*remote.Conn, error) {
+	e, err := g.enter(ctx, key, t)
+	if err != nil {
+		return nil, err
+	}
+	select {
+	case <-e.ready:
+	case <-ctx.Done():
+		g.release(key)
+		return nil, ctx.Err()
+	}
+	if e.err != nil {
+		g.release(key)
+		return nil, e.err
+	}
+	return e.conn, nil
+}
+
+// dialAhead starts dialling the machine named key without waiting, and
+// holds the connection until the caller releases it: a connect later finds
+// it dialled or on its way.
+func (g *globals) dialAhead(ctx context.Context, key string, t remote.Target) {
+	_, _ = g.enter(ctx, key, t)
+}
+
+// enter takes a reference to key's entry, creating it and dialling in the
+// background when there is none.
+func (g *globals) enter(ctx context.Context, key string, t remote.Target) (*connEntry, error) {
 	d, err := g.dialer()
 	if err != nil {
 		return nil, err
@@ -45,24 +72,16 @@ func (g *globals) connect(ctx context.Context, key string, t remote.Target) (*re
 	e.refs++
 	c.mu.Unlock()
 	if !ok {
-		e.conn, e.err = d.Dial(ctx, t)
-		if e.err == nil {
-			ep := e.conn.Endpoint()
-			g.log.Info("connected", "host", t.Name, "to", ep.Destination()+" ("+ep.Addr()+")")
-		}
-		close(e.ready)
+		go func() {
+			e.conn, e.err = d.Dial(ctx, t)
+			if e.err == nil {
+				ep := e.conn.Endpoint()
+				g.log.Info("connected", "host", t.Name, "to", ep.Destination()+" ("+ep.Addr()+")")
+			}
+			close(e.ready)
+		}()
 	}
-	select {
-	case <-e.ready:
-	case <-ctx.Done():
-		g.release(key)
-		return nil, ctx.Err()
-	}
-	if e.err != nil {
-		g.release(key)
-		return nil, e.err
-	}
-	return e.conn, nil
+	return e, nil
 }
 
 // pin keeps the connection to the machine named key open until the run

@@ -13,6 +13,7 @@ import (
 	"github.com/deployctl/deployctl/activate"
 	"github.com/deployctl/deployctl/build"
 	"github.com/deployctl/deployctl/internal/inventory"
+	"github.com/deployctl/deployctl/internal/nix"
 	"github.com/deployctl/deployctl/internal/remote"
 	"github.com/deployctl/deployctl/internal/rollout"
 	"github.com/deployctl/deployctl/internal/serve"
@@ -417,6 +418,15 @@ func (g *globals) runHosts(ctx context.Context, command string, p *plan, steps .
 	}
 	// Hold every system as a GC root on this machine until the run ends,
 	// so that a garbage collection meanwhile cannot take it.
+	// Dial the first hosts while this machine's own Nix calls run, so the
+	// handshakes overlap them; the connections are held until the hosts
+	// are done. (Connecting changes nothing on a host.)
+	for _, h := range p.hosts[:min(len(p.hosts), g.parallel)] {
+		if closures[h.Name].Err == nil {
+			g.dialAhead(ctx, hostKey(h.Name), targetOf(h))
+			defer g.release(hostKey(h.Name))
+		}
+	}
 	if err := g.holdRoots(ctx, closures); err != nil {
 		return err
 	}
@@ -425,6 +435,21 @@ func (g *globals) runHosts(ctx context.Context, command string, p *plan, steps .
 		if tops := localTops(closures); len(tops) > 0 {
 			if g.localInfos, err = g.nix().PathInfos(ctx, false, tops...); err != nil {
 				return err
+			}
+			// Tell the shared reader how many hosts will want each path.
+			for _, b := range closures {
+				if b.Err != nil || !b.At.local() {
+					continue
+				}
+				closure, err := nix.Closure(g.localInfos, b.Toplevel)
+				if err != nil {
+					return err
+				}
+				paths := make([]string, len(closure))
+				for i, info := range closure {
+					paths[i] = info.Path
+				}
+				g.sharedNARs().Expect(paths)
 			}
 		}
 	}
