@@ -1,7 +1,9 @@
 package integration
 
 import (
+	"os"
 	"os/exec"
+	"path/filepath"
 	"regexp"
 	"sort"
 	"strings"
@@ -86,4 +88,23 @@ func TestPushSurvivesDroppedHost(t *testing.T) {
 	r = e.deployctl("push", "alpha")
 	r.wantCode(t, 0)
 	e.ssh("alpha", "nix-store --verify-path $(nix-store -qR "+top["alpha"]+")")
+}
+
+// TestPushSigned: with --sign-key, every path arrives signed, and the
+// target's own Nix verifies the signatures against the public key.
+func TestPushSigned(t *testing.T) {
+	e := startFleet(t, fixture.Host{Name: "alpha"})
+	dir := t.TempDir()
+	sk, pk := filepath.Join(dir, "sk"), filepath.Join(dir, "pk")
+	if out, err := exec.Command("nix-store", "--generate-binary-cache-key", "deployctl-fleet-1", sk, pk).CombinedOutput(); err != nil {
+		t.Fatalf("generate key: %v %s", err, out)
+	}
+	pub, err := os.ReadFile(pk)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.deployctl("push", "alpha", "--sign-key", sk).wantCode(t, 0)
+	top := e.toplevel("alpha")
+	// Every path of the closure must carry a signature the key verifies.
+	e.ssh("alpha", "nix --extra-experimental-features nix-command store verify --recursive --no-contents --sigs-needed 1 --trusted-public-keys '"+strings.TrimSpace(string(pub))+"' "+top)
 }

@@ -132,6 +132,8 @@ type Options struct {
 	// sent; OnSent of each piece of NAR sent, in bytes.
 	OnSending func(paths, of int, bytes int64)
 	OnSent    func(bytes int64)
+	// Sign, when set, signs each path sent.
+	Sign *Signer
 }
 
 // Native pushes toplevel's closure from src to the target over a
@@ -161,6 +163,13 @@ func Native(ctx context.Context, conn Target, src Source, toplevel string, opts 
 	if opts.OnSending != nil {
 		opts.OnSending(len(missing), st.Paths, st.Bytes)
 	}
+	if opts.Sign != nil {
+		for i := range missing {
+			if missing[i], err = opts.Sign.Sign(missing[i]); err != nil {
+				return st, err
+			}
+		}
+	}
 	nars := c.NARs(missing)
 	if opts.OnSent != nil {
 		nars = counted(nars, opts.OnSent)
@@ -173,7 +182,7 @@ func Native(ctx context.Context, conn Target, src Source, toplevel string, opts 
 	case errors.As(err, &se):
 		return st, fmt.Errorf("from %s: %w", src, err)
 	case err != nil:
-		return st, err
+		return st, withAdvice(err)
 	}
 	// The session's lock holds the closure until this root does.
 	root := remote.Cmd{Argv: []string{"nix-store", "--realise", toplevel, "--add-root", Root}, Root: true, Stdout: io.Discard}

@@ -50,9 +50,12 @@ type globals struct {
 	evalChunk     int
 	buildOnTarget bool
 	buildHost     string
-	// copyBackend and substitute are flags of the commands that push.
+	// copyBackend, substitute and signKeyFile are flags of the commands
+	// that push; signer is the key signKeyFile holds.
 	copyBackend string
 	substitute  bool
+	signKeyFile string
+	signer      *push.Signer
 
 	inv     Invocation
 	log     *slog.Logger

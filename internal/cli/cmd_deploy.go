@@ -47,7 +47,7 @@ func runDeploy(ctx context.Context, g *globals, opts deployOptions, args []strin
 	if err := checkAction(opts.action); err != nil {
 		return err
 	}
-	if err := checkCopyBackend(g); err != nil {
+	if err := checkPushFlags(g); err != nil {
 		return err
 	}
 	p, err := g.plan(ctx, args, opts.selection, opts.source)

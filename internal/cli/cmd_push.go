@@ -4,6 +4,8 @@ import (
 	"context"
 
 	"github.com/spf13/cobra"
+
+	"github.com/deployctl/deployctl/push"
 )
 
 type pushOptions struct {
@@ -40,17 +42,30 @@ evaluated; otherwise the flake is evaluated and built first.`,
 func registerPushFlags(cmd *cobra.Command, g *globals) {
 	cmd.Flags().StringVar(&g.copyBackend, "copy-backend", "native", "how to copy closures: native (deployctl's own nix-store --serve client) or nix (nix copy)")
 	cmd.Flags().BoolVarP(&g.substitute, "substitute-on-destination", "s", false, "let each host first fetch what it can from its own binary caches; only the rest is sent")
+	cmd.Flags().StringVar(&g.signKeyFile, "sign-key", "", "sign the paths sent with the Nix secret key in `FILE`, for targets that accept only signed paths from a non-root user")
 }
 
-func checkCopyBackend(g *globals) error {
+// checkPushFlags checks the push flags and loads the signing key.
+func checkPushFlags(g *globals) error {
 	if g.copyBackend != "native" && g.copyBackend != "nix" {
 		return usageErrorf("--copy-backend %q: want native or nix", g.copyBackend)
 	}
+	if g.signKeyFile == "" {
+		return nil
+	}
+	if g.copyBackend == "nix" {
+		return usageErrorf("--sign-key works with the native backend only (nix copy does not sign)")
+	}
+	s, err := push.LoadSigner(g.signKeyFile)
+	if err != nil {
+		return usageErrorf("--sign-key: %w", err)
+	}
+	g.signer = s
 	return nil
 }
 
 func runPush(ctx context.Context, g *globals, opts pushOptions, args []string) error {
-	if err := checkCopyBackend(g); err != nil {
+	if err := checkPushFlags(g); err != nil {
 		return err
 	}
 	p, err := g.plan(ctx, args, opts.selection, opts.source)

@@ -308,6 +308,7 @@ func (g *globals) pushStep() hostStep {
 		start := time.Now()
 		opts := push.Options{
 			Substitute: g.substitute,
+			Sign:       g.signer,
 			OnSending: func(paths, of int, bytes int64) {
 				g.log.Info(fmt.Sprintf("sending %d of %d paths, %s", paths, of, humanBytes(bytes)), "host", h.Name, "from", src.String())
 				g.pushBar.expect(bytes)
