@@ -139,8 +139,8 @@ type Options struct {
 // Native pushes toplevel's closure from src to the target over a
 // `nix-store --serve --write` session on conn: one query for what the
 // target lacks (locking what it has against garbage collection for the
-// session), then the missing paths, references first, pipelined. Before
-// the session ends, the system becomes the target's GC root Root.
+// session), then the missing paths, references first, pipelined. Meanwhile
+// the system becomes the target's GC root Root.
 func Native(ctx context.Context, conn Target, src Source, toplevel string, opts Options) (Stats, error) {
 	c, err := src.Open(ctx, toplevel)
 	if err != nil {
@@ -148,6 +148,18 @@ func Native(ctx context.Context, conn Target, src Source, toplevel string, opts 
 	}
 	defer c.Close()
 	st := Stats{Paths: len(c.Infos)}
+	// The root goes in first, at the same time as the session opens, so
+	// no garbage collection can take the closure between the session's
+	// lock and the root (a root to a path not there yet holds nothing).
+	rooted := make(chan error, 1)
+	go func() { rooted <- conn.Run(ctx, rootCmd(toplevel)) }()
+	rootErr := func() error {
+		err := <-rooted
+		rooted <- nil // for the deferred wait
+		return err
+	}
+	// Whatever happens, the root command has ended when Native returns.
+	defer rootErr()
 	dst, err := serve.Open(ctx, conn, true)
 	if err != nil {
 		return st, err
@@ -184,12 +196,17 @@ func Native(ctx context.Context, conn Target, src Source, toplevel string, opts 
 	case err != nil:
 		return st, withAdvice(err)
 	}
-	// The session's lock holds the closure until this root does.
-	root := remote.Cmd{Argv: []string{"nix-store", "--realise", toplevel, "--add-root", Root}, Root: true, Stdout: io.Discard}
-	if err := conn.Run(ctx, root); err != nil {
+	if err := rootErr(); err != nil {
 		return st, fmt.Errorf("register the GC root %s: %w", Root, err)
 	}
 	return st, nil
+}
+
+// rootCmd points Root at toplevel: a symlink in the GC roots directory is a
+// root of whatever it points to, from the moment that path is valid.
+func rootCmd(toplevel string) remote.Cmd {
+	script := `mkdir -p "${1%/*}" && ln -sfn "$2" "$1"`
+	return remote.Cmd{Argv: []string{"sh", "-c", script, "sh", Root, toplevel}, Root: true, Stdout: io.Discard}
 }
 
 // counted reports the bytes read from each NAR of src to onRead.
