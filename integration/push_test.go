@@ -44,6 +44,9 @@ func TestPushIntact(t *testing.T) {
 		if got := e.ssh(h, "readlink /nix/var/nix/gcroots/deployctl/pushed"); got != top {
 			t.Errorf("%s: push root → %q, want %s", h, got, top)
 		}
+		if got := e.ssh(h, "ls /nix/var/nix/gcroots/deployctl"); got != "pushed" {
+			t.Errorf("%s: roots left besides the push root: %q", h, got)
+		}
 	}
 	r = e.deployctl("push", "alpha")
 	r.wantCode(t, 0)
@@ -85,6 +88,10 @@ func TestPushSurvivesDroppedHost(t *testing.T) {
 	}
 	top := map[string]string{"alpha": e.toplevel("alpha"), "beta": e.toplevel("beta")}
 	e.ssh("beta", "nix-store --verify-path $(nix-store -qR "+top["beta"]+")")
+	// The failed push did not make its system alpha's push root.
+	if got := e.ssh("alpha", "readlink /nix/var/nix/gcroots/deployctl/pushed || true"); got != "" {
+		t.Errorf("a failed push made %s alpha's push root", got)
+	}
 	r = e.deployctl("push", "alpha")
 	r.wantCode(t, 0)
 	e.ssh("alpha", "nix-store --verify-path $(nix-store -qR "+top["alpha"]+")")

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"path/filepath"
 	"sync/atomic"
 
 	"github.com/deployctl/deployctl/internal/nix"
@@ -148,18 +149,12 @@ func Native(ctx context.Context, conn Target, src Source, toplevel string, opts 
 	}
 	defer c.Close()
 	st := Stats{Paths: len(c.Infos)}
-	// The root goes in first, at the same time as the session opens, so
-	// no garbage collection can take the closure between the session's
-	// lock and the root (a root to a path not there yet holds nothing).
-	rooted := make(chan error, 1)
-	go func() { rooted <- conn.Run(ctx, rootCmd(toplevel)) }()
-	rootErr := func() error {
-		err := <-rooted
-		rooted <- nil // for the deferred wait
-		return err
-	}
-	// Whatever happens, the root command has ended when Native returns.
-	defer rootErr()
+	// A root goes in first, at the same time as the session opens, so no
+	// garbage collection can take the closure between the session's lock
+	// and the root (a root to a path not there yet holds nothing). It
+	// becomes Root only once the push succeeded.
+	root := startRoot(ctx, conn, toplevel)
+	defer root.abandon()
 	dst, err := serve.Open(ctx, conn, true)
 	if err != nil {
 		return st, err
@@ -196,17 +191,58 @@ func Native(ctx context.Context, conn Target, src Source, toplevel string, opts 
 	case err != nil:
 		return st, withAdvice(err)
 	}
-	if err := rootErr(); err != nil {
+	if err := root.commit(); err != nil {
 		return st, fmt.Errorf("register the GC root %s: %w", Root, err)
 	}
 	return st, nil
 }
 
-// rootCmd points Root at toplevel: a symlink in the GC roots directory is a
-// root of whatever it points to, from the moment that path is valid.
-func rootCmd(toplevel string) remote.Cmd {
+// pendingRoot is a push's GC root while the push runs: a symlink in the GC
+// roots directory, a root of whatever it points to from the moment that
+// path is valid, made at the push's start and renamed to Root when the
+// push succeeded, so a failed push leaves the last good one's Root alone.
+type pendingRoot struct {
+	ctx       context.Context
+	conn      Target
+	path      string
+	made      chan error
+	err       error
+	waited    bool
+	committed bool
+}
+
+func startRoot(ctx context.Context, conn Target, toplevel string) *pendingRoot {
+	r := &pendingRoot{ctx: ctx, conn: conn, path: Root + "-" + filepath.Base(toplevel), made: make(chan error, 1)}
 	script := `mkdir -p "${1%/*}" && ln -sfn "$2" "$1"`
-	return remote.Cmd{Argv: []string{"sh", "-c", script, "sh", Root, toplevel}, Root: true, Stdout: io.Discard}
+	go func() {
+		r.made <- conn.Run(ctx, remote.Cmd{Argv: []string{"sh", "-c", script, "sh", r.path, toplevel}, Root: true, Stdout: io.Discard})
+	}()
+	return r
+}
+
+func (r *pendingRoot) wait() error {
+	if !r.waited {
+		r.err, r.waited = <-r.made, true
+	}
+	return r.err
+}
+
+// commit renames the pending root to Root, atomically.
+func (r *pendingRoot) commit() error {
+	if err := r.wait(); err != nil {
+		return err
+	}
+	err := r.conn.Run(r.ctx, remote.Cmd{Argv: []string{"mv", "-fT", r.path, Root}, Root: true, Stdout: io.Discard})
+	r.committed = err == nil
+	return err
+}
+
+// abandon removes the pending root of a push that did not succeed, when
+// the host can still be reached.
+func (r *pendingRoot) abandon() {
+	if r.wait() == nil && !r.committed && r.ctx.Err() == nil {
+		_ = r.conn.Run(r.ctx, remote.Cmd{Argv: []string{"rm", "-f", r.path}, Root: true, Stdout: io.Discard})
+	}
 }
 
 // counted reports the bytes read from each NAR of src to onRead.

@@ -310,6 +310,8 @@ func buildSelected(ctx context.Context, g *globals, hosts, fleet []*inventory.Ho
 			if g.verbose {
 				opts.Log = g.handler.Lines
 			}
+			done := g.buildTurn(k)
+			defer done()
 			record(build.Remote(ctx, g.nix(), conn, reqs, opts))
 		})
 	}

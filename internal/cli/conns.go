@@ -15,6 +15,7 @@ type conns struct {
 	mu     sync.Mutex
 	m      map[string]*connEntry
 	pinned map[string]bool
+	builds map[string]*sync.Mutex
 }
 
 type connEntry struct {
@@ -107,11 +108,43 @@ func (g *globals) release(key string) {
 	if !ok {
 		return
 	}
-	if e.refs--; e.refs > 0 || c.pinned[key] && e.err == nil {
+	if e.refs--; e.refs > 0 || c.pinned[key] && !failed(e) {
 		return
 	}
 	delete(c.m, key)
 	closeWhenDialled(e)
+}
+
+// failed reports whether e was dialled and failed (one still dialling has
+// not).
+func failed(e *connEntry) bool {
+	select {
+	case <-e.ready:
+		return e.err != nil
+	default:
+		return false
+	}
+}
+
+// buildTurn waits until no other build runs over the connection to the
+// machine named key, and returns the function that ends this one's turn.
+// A remote build holds a session open while it starts others on the same
+// connection: two at once could take every session place and wait on each
+// other (as the chunks of --eval-chunk would).
+func (g *globals) buildTurn(key string) func() {
+	c := &g.conns
+	c.mu.Lock()
+	if c.builds == nil {
+		c.builds = map[string]*sync.Mutex{}
+	}
+	m, ok := c.builds[key]
+	if !ok {
+		m = &sync.Mutex{}
+		c.builds[key] = m
+	}
+	c.mu.Unlock()
+	m.Lock()
+	return m.Unlock
 }
 
 // closeAll closes the connections still open when a run ends.

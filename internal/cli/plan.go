@@ -8,6 +8,7 @@ import (
 	"os"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/deployctl/deployctl/activate"
@@ -420,12 +421,23 @@ func (g *globals) runHosts(ctx context.Context, command string, p *plan, steps .
 	// Hold every system as a GC root on this machine until the run ends,
 	// so that a garbage collection meanwhile cannot take it.
 	// Dial the first hosts while this machine's own Nix calls run, so the
-	// handshakes overlap them; the connections are held until the hosts
-	// are done. (Connecting changes nothing on a host.)
+	// handshakes overlap them. (Connecting changes nothing on a host.) The
+	// host's own connect takes over; a host that never runs lets go here.
+	var aheadMu sync.Mutex
+	ahead := map[string]bool{}
+	takeOver := func(name string) {
+		aheadMu.Lock()
+		defer aheadMu.Unlock()
+		if ahead[name] {
+			delete(ahead, name)
+			g.release(hostKey(name))
+		}
+	}
 	for _, h := range p.hosts[:min(len(p.hosts), g.parallel)] {
 		if closures[h.Name].Err == nil {
 			g.dialAhead(ctx, hostKey(h.Name), targetOf(h))
-			defer g.release(hostKey(h.Name))
+			ahead[h.Name] = true
+			defer takeOver(h.Name)
 		}
 	}
 	if err := g.holdRoots(ctx, closures); err != nil {
@@ -468,6 +480,7 @@ func (g *globals) runHosts(ctx context.Context, command string, p *plan, steps .
 		h := byName[name]
 		start := time.Now()
 		conn, err := g.connect(ctx, hostKey(name), targetOf(h))
+		takeOver(name)
 		if err != nil {
 			return rollout.Step("connect", err)
 		}

@@ -47,8 +47,7 @@ func (c *Conn) session(ctx context.Context) (sess *ssh.Session, release func(), 
 	// yet (or the server allows fewer): a refusal is worth a few retries.
 	for wait := 20 * time.Millisecond; ; wait *= 2 {
 		sess, err = c.client.NewSession()
-		var oce *ssh.OpenChannelError
-		if err == nil || !errors.As(err, &oce) || oce.Reason != ssh.Prohibited || wait > time.Second {
+		if err == nil || !refused(err) || wait > time.Second {
 			break
 		}
 		select {
@@ -124,6 +123,17 @@ func (c *Conn) CommandLine(cmd Cmd) string {
 	args := append([]string{"ssh"}, c.ep.OpenSSHArgs(c.configFile)...)
 	args = append(args, c.ep.Destination(), shell.Join(c.argv(cmd)))
 	return shell.Join(args)
+}
+
+// refused reports whether a session was refused for being one too many:
+// OpenSSH answers "open failed" (SSH2_OPEN_CONNECT_FAILED); other servers
+// say "administratively prohibited".
+func refused(err error) bool {
+	var oce *ssh.OpenChannelError
+	if !errors.As(err, &oce) {
+		return false
+	}
+	return oce.Reason == ssh.Prohibited || oce.Reason == ssh.ConnectionFailed && oce.Message == "open failed"
 }
 
 // Run runs cmd and waits for it. When ctx ends first, Run closes the

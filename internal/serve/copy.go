@@ -72,6 +72,11 @@ func (c *Conn) Add(ctx context.Context, infos []PathInfo, src NARSource, added f
 		}
 		return <-acks
 	}
+	if ctx.Err() != nil {
+		// Interrupted: the session was closed under the transfer.
+		c.failed.Store(true)
+		return ctx.Err()
+	}
 	// The store stopped reading: its answer (an error naming the path it
 	// refused, with its reason) comes as the connection closes.
 	select {
