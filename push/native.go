@@ -29,6 +29,9 @@ type Closure struct {
 	// dependency order), in that order.
 	NARs  func(infos []nix.PathInfo) serve.NARSource
 	Close func()
+	// Skip, when set, is told of the paths this push will not read after
+	// all (the target has them, or the push stopped).
+	Skip func(paths []string)
 }
 
 // LocalStore is this machine's store.
@@ -58,11 +61,12 @@ func (l LocalStore) Open(ctx context.Context, toplevel string) (Closure, error) 
 	if err != nil {
 		return Closure{}, err
 	}
-	src := serve.LocalNAR
+	c := Closure{Infos: closure, NARs: func([]nix.PathInfo) serve.NARSource { return serve.LocalNAR }, Close: func() {}}
 	if l.Shared != nil {
-		src = l.Shared.NAR
+		c.NARs = func([]nix.PathInfo) serve.NARSource { return l.Shared.NAR }
+		c.Skip = l.Shared.Skip
 	}
-	return Closure{Infos: closure, NARs: func([]nix.PathInfo) serve.NARSource { return src }, Close: func() {}}, nil
+	return c, nil
 }
 
 // Builder is the store of a remote machine that built the closure: its
@@ -164,6 +168,30 @@ func Native(ctx context.Context, conn Target, src Source, toplevel string, opts 
 	if err != nil {
 		return st, err
 	}
+	// What the push will not read: what the target has, and, should it
+	// stop, what it had not read yet.
+	requested := map[string]bool{}
+	if c.Skip != nil {
+		for _, info := range missing {
+			requested[info.Path] = false
+		}
+		var have []string
+		for _, info := range c.Infos {
+			if _, ok := requested[info.Path]; !ok {
+				have = append(have, info.Path)
+			}
+		}
+		c.Skip(have)
+		defer func() {
+			var unread []string
+			for p, read := range requested {
+				if !read {
+					unread = append(unread, p)
+				}
+			}
+			c.Skip(unread)
+		}()
+	}
 	for _, info := range missing {
 		st.Bytes += info.NarSize
 	}
@@ -178,6 +206,13 @@ func Native(ctx context.Context, conn Target, src Source, toplevel string, opts 
 		}
 	}
 	nars := c.NARs(missing)
+	if c.Skip != nil {
+		inner := nars
+		nars = func(info nix.PathInfo) (io.ReadCloser, error) {
+			requested[info.Path] = true
+			return inner(info)
+		}
+	}
 	if opts.OnSent != nil {
 		nars = counted(nars, opts.OnSent)
 	}

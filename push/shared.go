@@ -15,12 +15,13 @@ import (
 
 // Shared serialises each local store path once for all the hosts of a run
 // that push it: the NAR is kept in memory, within a budget, for the hosts
-// that need it next, and dropped once the last of them has taken it. A
-// host reads its copy at its own pace, so a slow host never holds the
-// others back; when the budget is spent, the least recently used NARs are
-// dropped, and a host that needs one again has it serialised again. A path
-// only one host needs, and a NAR larger than a quarter of the budget, is
-// never kept: it is streamed from disk.
+// that need it next, and dropped once the last of them has taken it (or
+// said it will not). A host reads its copy at its own pace, so a slow host
+// never holds the others back; when the budget is spent, the least
+// recently used NARs are dropped, and a host that needs one again has it
+// serialised again. A path only one host still needs, and a NAR larger
+// than a quarter of the budget, is never kept: it is streamed from disk.
+// Memory is the budget plus the NARs being serialised at the moment.
 type Shared struct {
 	budget int64
 	// dump serialises a path; serve.LocalNAR's serialiser unless a test
@@ -28,7 +29,7 @@ type Shared struct {
 	dump func(w io.Writer, path string) error
 
 	mu      sync.Mutex
-	uses    map[string]int // how many hosts will ask for each path
+	uses    map[string]int // how many hosts may still ask for each path
 	entries map[string]*sharedNAR
 	lru     *list.List // of *sharedNAR, most recently used first
 	used    int64
@@ -44,7 +45,6 @@ type SharedStats struct {
 
 type sharedNAR struct {
 	path  string
-	taken int // hosts that had it
 	ready chan struct{}
 	data  []byte
 	err   error
@@ -82,22 +82,22 @@ func (s *Shared) Stats() SharedStats {
 // NAR is a serve.NARSource for paths of the local store.
 func (s *Shared) NAR(info nix.PathInfo) (io.ReadCloser, error) {
 	s.mu.Lock()
-	if info.NarSize > s.budget/4 || s.uses[info.Path] < 2 {
+	e, ok := s.entries[info.Path]
+	others := s.uses[info.Path] - 1 // hosts that may ask after this one
+	s.forget(info.Path)             // (e stays this host's if dropped)
+	if !ok && (info.NarSize > s.budget/4 || others < 1) {
 		s.mu.Unlock()
 		return serve.LocalNAR(info)
 	}
-	e, ok := s.entries[info.Path]
 	if ok {
 		s.stats.Reused++
-		e.taken++
 		if e.elem != nil {
 			s.lru.MoveToFront(e.elem)
 		}
-		s.dropIfDone(e)
 		s.mu.Unlock()
 		<-e.ready
 	} else {
-		e = &sharedNAR{path: info.Path, ready: make(chan struct{}), taken: 1}
+		e = &sharedNAR{path: info.Path, ready: make(chan struct{})}
 		s.entries[info.Path] = e
 		s.mu.Unlock()
 		var buf bytes.Buffer
@@ -126,7 +126,11 @@ func (s *Shared) keep(e *sharedNAR) {
 	s.stats.Serialised++
 	s.stats.Bytes += int64(len(e.data))
 	if s.entries[e.path] != e {
-		return // every host that wanted it has it already
+		return // dropped while serialised: every host that wanted it has it
+	}
+	if s.uses[e.path] == 0 {
+		delete(s.entries, e.path)
+		return
 	}
 	e.elem = s.lru.PushFront(e)
 	s.used += int64(len(e.data))
@@ -139,9 +143,23 @@ func (s *Shared) keep(e *sharedNAR) {
 	}
 }
 
-// dropIfDone drops e once every host expected has taken it.
-func (s *Shared) dropIfDone(e *sharedNAR) {
-	if e.taken >= s.uses[e.path] {
+// Skip says that a host will not ask for paths after all (its target has
+// them, or its push stopped).
+func (s *Shared) Skip(paths []string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, p := range paths {
+		s.forget(p)
+	}
+}
+
+// forget counts one host less for path, dropping its NAR when none is left.
+func (s *Shared) forget(path string) {
+	if s.uses[path]--; s.uses[path] > 0 {
+		return
+	}
+	delete(s.uses, path)
+	if e, ok := s.entries[path]; ok {
 		s.drop(e)
 	}
 }

@@ -123,3 +123,37 @@ func TestSharedStaysWithinBudget(t *testing.T) {
 		t.Errorf("a NAR over a quarter of the budget went through memory")
 	}
 }
+
+// TestSharedCountsDown: a NAR serialised again after it was dropped is
+// still let go after its last host; a host that says it will not ask
+// counts as one host less.
+func TestSharedCountsDown(t *testing.T) {
+	s, calls := countingShared(60, 15)
+	all := []string{"/nix/store/p", "/nix/store/q", "/nix/store/r", "/nix/store/s", "/nix/store/t"}
+	for range 3 {
+		s.Expect(all)
+	}
+	for _, p := range []string{"/nix/store/p", "/nix/store/q", "/nix/store/r", "/nix/store/s", "/nix/store/q", "/nix/store/t"} {
+		readAll(t, s, p, 15) // t takes p's room
+	}
+	if s.entries["/nix/store/p"] != nil {
+		t.Fatalf("p was not dropped for room")
+	}
+	readAll(t, s, "/nix/store/p", 15) // serialised again
+	readAll(t, s, "/nix/store/p", 15) // its last host
+	if s.entries["/nix/store/p"] != nil {
+		t.Errorf("p is kept after its last host took it")
+	}
+	if n := calls.Load(); n != 6 {
+		t.Errorf("serialised %d times, want 6 (p twice)", n)
+	}
+	// s: one host took it; the two left say they will not ask.
+	s.Skip([]string{"/nix/store/s"})
+	if s.entries["/nix/store/s"] == nil {
+		t.Errorf("s was let go while a host may still ask for it")
+	}
+	s.Skip([]string{"/nix/store/s"})
+	if s.entries["/nix/store/s"] != nil || s.used != 30 {
+		t.Errorf("s is kept after no host may ask for it (%d bytes kept)", s.used)
+	}
+}
