@@ -8,6 +8,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -41,6 +42,7 @@ type bench struct {
 	tops      map[string]map[string]string // flake → host → toplevel
 	out       strings.Builder
 	only      string
+	failed    bool
 }
 
 // want reports whether the scenario is to run.
@@ -123,12 +125,12 @@ func (b *bench) main(outFile string) error {
 	smallClosure, smallSize := b.closureSize("small", "h1")
 
 	// 1 host, the large closure.
-	var cpu1 time.Duration
+	var one sample
 	if b.want("one") {
-		cpu1 = b.oneHost(largeClosure, largeSize)
+		one = b.oneHost(largeClosure, largeSize)
 	}
 	if b.want("many") {
-		b.manyHosts(cpu1)
+		b.manyHosts(one)
 	}
 	if b.want("noop") {
 		if err := b.noop(); err != nil {
@@ -140,6 +142,9 @@ func (b *bench) main(outFile string) error {
 	}
 
 	fmt.Print(b.out.String())
+	if b.failed {
+		return errors.New("some measurements failed (see above); the results file is left as it was")
+	}
 	if err := os.MkdirAll(filepath.Dir(outFile), 0o755); err != nil {
 		return err
 	}
@@ -147,44 +152,33 @@ func (b *bench) main(outFile string) error {
 }
 
 // oneHost pushes the large closure to one host; it returns deployctl's
-// CPU time.
-func (b *bench) oneHost(largeClosure int, largeSize int64) time.Duration {
+// figures.
+func (b *bench) oneHost(largeClosure int, largeSize int64) sample {
 	fmt.Fprintf(&b.out, "## One host, %d paths, %s\n\n| method | time | vs tar\\|ssh |\n|---|---|---|\n", largeClosure, mib(largeSize))
-	var peak int64
-	var cpu1 time.Duration
-	push1 := b.measure([]string{"h1"}, func() error {
-		st, err := b.deployctlRun("large", "h1")
-		peak, cpu1 = max(peak, st.maxRSS), st.cpu
-		return err
-	})
-	copy1 := b.measure([]string{"h1"}, func() error { return b.nixCopy("large", "h1") })
-	raw1 := b.measure([]string{"h1"}, func() error { return b.tarSSH("large", "h1", "h1") })
+	push1 := b.measure([]string{"h1"}, func() (procStats, error) { return b.deployctlRun("large", "h1") })
+	copy1 := b.measure([]string{"h1"}, plain(func() error { return b.nixCopy("large", "h1") }))
+	raw1 := b.measure([]string{"h1"}, plain(func() error { return b.tarSSH("large", "h1", "h1") }))
 	b.row("deployctl push", push1, raw1)
 	b.row("nix copy --to ssh://", copy1, raw1)
 	b.row("tar | ssh cat >/dev/null", raw1, raw1)
-	fmt.Fprintf(&b.out, "\ndeployctl push / tar|ssh: **%.2f** (target ≤ 1.15). deployctl's peak memory: %s; its CPU time: %.2f s.\n\n", ratio(push1, raw1), mib(peak*1024), cpu1.Seconds())
-	return cpu1
+	fmt.Fprintf(&b.out, "\ndeployctl push / tar|ssh: **%s** (target ≤ 1.15). deployctl's peak memory: %s; its CPU time: %.2f s. (tar | ssh does none of the target's store work: it only shows what the link carries.)\n\n", ratio(push1, raw1), mib(push1.peak*1024), push1.cpu.Seconds())
+	return push1
 }
 
 // manyHosts pushes the large closure to 3 and to 8 hosts.
-func (b *bench) manyHosts(cpu1 time.Duration) {
+func (b *bench) manyHosts(one sample) {
 	for _, n := range []int{3, 8} {
 		targets := hosts[:n]
-		var cpuN time.Duration
-		pushN := b.measure(targets, func() error {
-			st, err := b.deployctlRun("large", targets...)
-			cpuN = st.cpu
-			return err
-		})
-		seq := b.measure(targets, func() error {
+		pushN := b.measure(targets, func() (procStats, error) { return b.deployctlRun("large", targets...) })
+		seq := b.measure(targets, plain(func() error {
 			for _, h := range targets {
 				if err := b.nixCopy("large", h); err != nil {
 					return err
 				}
 			}
 			return nil
-		})
-		par := b.measure(targets, func() error {
+		}))
+		par := b.measure(targets, plain(func() error {
 			errs := make([]error, n)
 			var wg sync.WaitGroup
 			for i, h := range targets {
@@ -192,9 +186,18 @@ func (b *bench) manyHosts(cpu1 time.Duration) {
 			}
 			wg.Wait()
 			return joinErrs(errs)
-		})
+		}))
 		fmt.Fprintf(&b.out, "## %d hosts, the same closure\n\n| method | time |\n|---|---|\n| deployctl push | %s |\n| nix copy, one host after another | %s |\n| nix copy, all hosts at once | %s |\n\n", n, secs(pushN), secs(seq), secs(par))
-		fmt.Fprintf(&b.out, "Parallel nix copy / deployctl push: **%.2f** (target ≥ 1.5). deployctl's CPU time: %.2f s for %d hosts, %.2f s for 1 (ratio %.2f; %d× would be no sharing).\n\n", ratio(par, pushN), cpuN.Seconds(), n, cpu1.Seconds(), cpuN.Seconds()/max(cpu1.Seconds(), 1e-9), n)
+		cpuRatio := "n/a"
+		if one.cpu > 0 {
+			cpuRatio = fmt.Sprintf("%.2f", pushN.cpu.Seconds()/one.cpu.Seconds())
+		}
+		target := ""
+		if n == 3 {
+			target = " (target ≥ 1.5)"
+		}
+		fmt.Fprintf(&b.out, "Parallel nix copy / deployctl push: **%s**%s. deployctl's CPU time: %.2f s for %d hosts, %.2f s for 1 (ratio %s; %d would be no sharing at all; each host's SSH encryption is its own). Peak memory: %s.\n\n",
+			ratio(par, pushN), target, pushN.cpu.Seconds(), n, one.cpu.Seconds(), cpuRatio, n, mib(pushN.peak*1024))
 	}
 }
 
@@ -203,24 +206,19 @@ func (b *bench) noop() error {
 	if _, err := b.deployctlRun("large", "h1"); err != nil {
 		return err
 	}
-	noop := b.measure(nil, func() error { _, err := b.deployctlRun("large", "h1"); return err })
-	sshTrue := b.measure(nil, func() error { return b.cmd("ssh", "-F", b.fleet.SSHConfig, "h1", "true").Run() })
-	fmt.Fprintf(&b.out, "## Nothing to send\n\n| method | time |\n|---|---|\n| deployctl push (no-op, from a manifest) | %s |\n| ssh h1 true | %s |\n\nRatio: **%.2f** (target ≤ 0.6).\n\n", secs(noop), secs(sshTrue), ratio(noop, sshTrue))
+	noop := b.measure(nil, func() (procStats, error) { return b.deployctlRun("large", "h1") })
+	sshTrue := b.measure(nil, plain(func() error { return b.cmd("ssh", "-F", b.fleet.SSHConfig, "h1", "true").Run() }))
+	fmt.Fprintf(&b.out, "## Nothing to send\n\n| method | time |\n|---|---|\n| deployctl push (no-op, from a manifest) | %s |\n| ssh h1 true | %s |\n\nRatio: **%s** (target ≤ 0.6).\n\n", secs(noop), secs(sshTrue), ratio(noop, sshTrue))
 	return nil
 }
 
 // slow pushes many small paths over a longer round trip.
 func (b *bench) slow(smallClosure int, smallSize int64) {
-	var peak int64
-	slowPush := b.measure([]string{"h1"}, func() error {
-		st, err := b.deployctlRun("slow", "h1")
-		peak = max(peak, st.maxRSS)
-		return err
-	})
-	slowRaw := b.measure([]string{"h1"}, func() error { return b.tarSSH("small", "h1", "h1-slow") })
-	copySlow := b.measure([]string{"h1"}, func() error { return b.nixCopyTo("small", "h1", "h1-slow") })
-	fmt.Fprintf(&b.out, "## %d small paths (%s) through a relay adding 10 ms of round trip\n\n| method | time |\n|---|---|\n| deployctl push | %s |\n| nix copy --to ssh:// | %s |\n| tar \\| ssh (one stream) | %s |\n\ndeployctl push / one stream: **%.2f** (target ≤ 1.2). deployctl's peak memory here: %s (compare the large closure's above: memory does not grow with the closure).\n",
-		smallClosure, mib(smallSize), secs(slowPush), secs(copySlow), secs(slowRaw), ratio(slowPush, slowRaw), mib(peak*1024))
+	slowPush := b.measure([]string{"h1"}, func() (procStats, error) { return b.deployctlRun("slow", "h1") })
+	slowRaw := b.measure([]string{"h1"}, plain(func() error { return b.tarSSH("small", "h1", "h1-slow") }))
+	copySlow := b.measure([]string{"h1"}, plain(func() error { return b.nixCopyTo("small", "h1", "h1-slow") }))
+	fmt.Fprintf(&b.out, "## %d small paths (%s) through a relay adding 10 ms of round trip\n\n| method | time |\n|---|---|\n| deployctl push | %s |\n| nix copy --to ssh:// | %s |\n| tar \\| ssh (one stream) | %s |\n\ndeployctl push / one stream: **%s** (target ≤ 1.2). The same closure both ways (the flakes differ only in the host's targetHost). The target's Nix registers each path on its own, about 1 ms apiece here, which the one stream into cat does not do. deployctl's peak memory here: %s (compare the large closure's above: memory does not grow with the closure).\n",
+		smallClosure, mib(smallSize), secs(slowPush), secs(copySlow), secs(slowRaw), ratio(slowPush, slowRaw), mib(slowPush.peak*1024))
 }
 
 // flake writes a fixture flake named name, builds it with deployctl and
@@ -333,29 +331,57 @@ func (b *bench) tarSSH(flake, host, dest string) error {
 	return tar.Wait()
 }
 
+// sample is one measurement: its median time, the deployctl figures of
+// that median run, and the largest peak memory over all runs.
+type sample struct {
+	time time.Duration // -1: a run failed
+	cpu  time.Duration
+	peak int64 // KiB
+}
+
 // measure runs fn b.runs times, emptying the stores of clean first, and
-// returns the median time.
-func (b *bench) measure(clean []string, fn func() error) time.Duration {
-	var times []time.Duration
+// returns the median. A failed run (or a store that could not be emptied)
+// fails the whole benchmark.
+func (b *bench) measure(clean []string, fn func() (procStats, error)) sample {
+	type run struct {
+		d  time.Duration
+		st procStats
+	}
+	var runs []run
+	var peak int64
 	for range b.runs {
 		for _, h := range clean {
 			if err := b.clear(h); err != nil {
-				fmt.Fprintln(os.Stderr, "bench: clear", h, err)
+				b.fail(fmt.Errorf("empty %s's store: %w", h, err))
+				return sample{time: -1}
 			}
 		}
 		start := time.Now()
-		if err := fn(); err != nil {
-			fmt.Fprintln(os.Stderr, "bench:", err)
-			return -1
+		st, err := fn()
+		if err != nil {
+			b.fail(err)
+			return sample{time: -1}
 		}
-		times = append(times, time.Since(start))
+		runs = append(runs, run{time.Since(start), st})
+		peak = max(peak, st.maxRSS)
 	}
-	slices.Sort(times)
-	return times[len(times)/2]
+	slices.SortFunc(runs, func(x, y run) int { return int(x.d - y.d) })
+	m := runs[(len(runs)-1)/2]
+	return sample{time: m.d, cpu: m.st.cpu, peak: peak}
 }
 
-func (b *bench) row(name string, d, base time.Duration) {
-	fmt.Fprintf(&b.out, "| %s | %s | %.2f |\n", name, secs(d), ratio(d, base))
+// plain adapts a measurement of something other than deployctl.
+func plain(fn func() error) func() (procStats, error) {
+	return func() (procStats, error) { return procStats{}, fn() }
+}
+
+func (b *bench) fail(err error) {
+	fmt.Fprintln(os.Stderr, "bench:", err)
+	b.failed = true
+}
+
+func (b *bench) row(name string, d, base sample) {
+	fmt.Fprintf(&b.out, "| %s | %s | %s |\n", name, secs(d), ratio(d, base))
 }
 
 // addSlowAlias makes "h1-slow" reach h1 through the relay, with h1's key.
@@ -379,18 +405,19 @@ func (b *bench) addSlowAlias(r *relay) error {
 	return err
 }
 
-func secs(d time.Duration) string {
-	if d < 0 {
+func secs(s sample) string {
+	if s.time < 0 {
 		return "failed"
 	}
-	return fmt.Sprintf("%.3f s", d.Seconds())
+	return fmt.Sprintf("%.3f s", s.time.Seconds())
 }
 
-func ratio(a, b time.Duration) float64 {
-	if a <= 0 || b <= 0 {
-		return 0
+// ratio is a's time over b's, or "n/a" when either failed.
+func ratio(a, b sample) string {
+	if a.time <= 0 || b.time <= 0 {
+		return "n/a"
 	}
-	return a.Seconds() / b.Seconds()
+	return fmt.Sprintf("%.2f", a.time.Seconds()/b.time.Seconds())
 }
 
 func mib(n int64) string { return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20)) }
