@@ -78,3 +78,17 @@ func TestActivateErrors(t *testing.T) {
 		t.Errorf("unknown action: %v, ran %v", err, r.cmds)
 	}
 }
+
+// TestActivatePushRootWarning: a push root that cannot be dropped after a
+// successful switch is a warning, not a failed activation.
+func TestActivatePushRootWarning(t *testing.T) {
+	r := &recorder{fail: "gcroots/deployctl/pushed"}
+	var warned []string
+	err := Activate(context.Background(), r, top, "switch", Options{Warn: func(msg string) { warned = append(warned, msg) }})
+	if err != nil {
+		t.Fatalf("a push root that cannot be dropped failed the activation: %v", err)
+	}
+	if len(warned) != 1 || !strings.Contains(warned[0], "could not drop the push's GC root") {
+		t.Errorf("warnings %q, want one about the push root", warned)
+	}
+}

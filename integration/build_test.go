@@ -299,4 +299,12 @@ func TestBuilderServesManyHosts(t *testing.T) {
 		!strings.Contains(r.stderr, "fixture: this build fails on purpose") {
 		t.Errorf("the failed remote build is not reported with Nix's words under its host:\n%s", r.stderr)
 	}
+	// In chunks of 2, eight chunks build on the one builder as they are
+	// evaluated: they take turns on its connection rather than each
+	// holding sessions the others wait for.
+	r = e.deployctl("build", "h*", "--build-host", "builder", "--eval-chunk", "2")
+	r.wantCode(t, 3)
+	if n := strings.Count(r.stderr, " built on builder "); n != 14 {
+		t.Errorf("in chunks, %d of 14 hosts built on the builder:\n%s", n, r.stderr)
+	}
 }
