@@ -76,6 +76,8 @@ type globals struct {
 	// roots holds the run's GC roots; removed when the run ends.
 	rootsMu sync.Mutex
 	roots   string
+	// held are the local paths the run holds as GC roots already.
+	held map[string]bool
 }
 
 func (g *globals) getenv(key string) string {

@@ -79,7 +79,7 @@ func (g *globals) planClosure(host, closure string) (*plan, error) {
 		return nil, usageError{err}
 	}
 	return &plan{hosts: []*inventory.Host{h}, closures: func(ctx context.Context, _ []*inventory.Host) (map[string]built, error) {
-		if err := g.checkLocal(ctx, []string{closure}); err != nil {
+		if err := g.holdLocal(ctx, []string{closure}); err != nil {
 			return nil, err
 		}
 		if _, err := os.Stat(closure + "/bin/switch-to-configuration"); err != nil {
@@ -160,7 +160,7 @@ func (g *globals) planManifest(args []string, sel selection, path string) (*plan
 				elsewhere[at.key] = append(elsewhere[at.key], mh.Toplevel)
 			}
 		}
-		if err := g.checkLocal(ctx, local); err != nil {
+		if err := g.holdLocal(ctx, local); err != nil {
 			return nil, fmt.Errorf("%s: %w", path, err)
 		}
 		for k, tops := range elsewhere {
@@ -222,15 +222,40 @@ func localTops(closures map[string]built) []string {
 // holdRoots registers the local systems as GC roots until the run ends
 // (nothing of them stays on this machine after), with one Nix call.
 func (g *globals) holdRoots(ctx context.Context, closures map[string]built) error {
-	tops := localTops(closures)
-	if len(tops) == 0 {
+	return g.holdLocal(ctx, localTops(closures))
+}
+
+// holdLocal makes paths GC roots until the run ends, or fails, naming
+// them, when any is missing from the local store. A path held already is
+// not held again.
+func (g *globals) holdLocal(ctx context.Context, paths []string) error {
+	var todo []string
+	for _, p := range paths {
+		if !g.held[p] {
+			todo = append(todo, p)
+		}
+	}
+	if len(todo) == 0 {
 		return nil
 	}
 	dir, err := g.rootDir("hold")
 	if err != nil {
 		return err
 	}
-	return build.HoldRoots(ctx, g.nix(), dir, tops)
+	if err := build.HoldRoots(ctx, g.nix(), dir, todo); err != nil {
+		// Say which paths are missing, if that is what went wrong.
+		if cerr := g.checkLocal(ctx, todo); cerr != nil {
+			return cerr
+		}
+		return err
+	}
+	if g.held == nil {
+		g.held = map[string]bool{}
+	}
+	for _, p := range todo {
+		g.held[p] = true
+	}
+	return nil
 }
 
 // rootDir is a new directory for GC roots that last as long as the run.

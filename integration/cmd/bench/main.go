@@ -52,7 +52,7 @@ func (b *bench) want(scenario string) bool {
 
 func run() int {
 	deployctl := flag.String("deployctl", "bin/deployctl", "the deployctl binary to measure")
-	runs := flag.Int("runs", 3, "runs of each measurement (the median is reported)")
+	runs := flag.Int("runs", 5, "runs of each measurement (the median is reported)")
 	out := flag.String("out", "bench/RESULTS.md", "where to write the results")
 	only := flag.String("only", "", "run only these scenarios (comma-separated: one, many, noop, slow)")
 	flag.Parse()
