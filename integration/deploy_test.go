@@ -9,6 +9,8 @@ import (
 	"testing"
 
 	"github.com/deployctl/deployctl/integration/fixture"
+	"github.com/deployctl/deployctl/integration/fleet"
+	"github.com/deployctl/deployctl/internal/nixtest"
 )
 
 // TestDeploySwitchesEveryHost: each host's own store holds its closure, which
@@ -315,5 +317,42 @@ func TestBrokenDeploymentBlockFailsOnlyItsHost(t *testing.T) {
 	}
 	if got := e.currentSystem("beta"); got != "" {
 		t.Errorf("beta was switched to %s", got)
+	}
+}
+
+// TestNonRootTargetUser: a host reached as a user other than root is
+// deployed through its privilege escalation (sudo): the push's
+// nix-store --serve --write, the profile and the switch all run as root.
+// Without escalation the push fails, saying why, and nothing changes.
+func TestNonRootTargetUser(t *testing.T) {
+	if _, err := exec.LookPath("sudo"); err != nil {
+		nixtest.Unavailable(t, "sudo is not installed")
+	}
+	user := fleet.DeployUser
+	e := startFleet(t, fixture.Host{Name: "alpha", Deployment: map[string]any{"targetUser": user}})
+	r := e.deployctl("-v", "deploy", "alpha")
+	r.wantCode(t, 0)
+	for _, want := range []string{
+		user + "@alpha 'sudo -H -- nix-store --serve --write'",
+		user + "@alpha 'sudo -H -- nix-env -p /nix/var/nix/profiles/system --set ",
+	} {
+		if !strings.Contains(r.stderr, want) {
+			t.Errorf("-v output lacks %q:\n%s", want, r.stderr)
+		}
+	}
+	top := e.toplevel("alpha")
+	if got := e.currentSystem("alpha"); got != top {
+		t.Errorf("alpha: /run/current-system = %q, want %s", got, top)
+	}
+	e.ssh("alpha", "nix-store --verify-path $(nix-store -qR "+top+")")
+
+	e.writeFlake(fixture.Host{Name: "alpha", Revision: t.Name(), Deployment: map[string]any{"targetUser": user, "privilegeEscalationCommand": []string{}}})
+	r = e.deployctl("deploy", "alpha")
+	r.wantCode(t, 1)
+	if !regexp.MustCompile(`(?m)^  alpha +FAILED +\S+ +push: `).MatchString(r.stderr) {
+		t.Errorf("a push as a user who cannot write the store is not reported as a push failure:\n%s", r.stderr)
+	}
+	if got := e.currentSystem("alpha"); got != top {
+		t.Errorf("alpha: /run/current-system = %q after a failed deploy, want it left at %s", got, top)
 	}
 }

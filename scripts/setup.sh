@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what `make demo` and `make test` need: Nix (nix-bin), OpenSSH's
-# server and client, and util-linux's unshare. On Debian as root it installs
+# server and client, util-linux's unshare, and sudo (the fleet's non-root
+# deploy user escalates with it). On Debian as root it installs
 # what is missing with apt-get; elsewhere it names what to install and fails.
 set -euo pipefail
 
@@ -12,6 +13,7 @@ need /usr/sbin/sshd openssh-server
 need ssh openssh-client
 need ssh-keygen openssh-client
 need unshare util-linux
+need sudo sudo
 need go golang
 # Debian splits Nix's configuration (build users, sandbox = false) into
 # nix-setup-systemd; nix-bin alone cannot build as root.

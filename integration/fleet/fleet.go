@@ -98,6 +98,10 @@ func allocAddr() (string, error) {
 	return "", errors.New("no free loopback address left in 127.0.0.10-249")
 }
 
+// DeployUser is a user on every host, besides root, that may run any
+// command as root with sudo (when this machine has sudo).
+const DeployUser = "deploy"
+
 // Start starts the hosts and returns when each one's sshd accepts
 // connections. On error, whatever started is stopped.
 func Start(ctx context.Context, opts Options) (_ *Fleet, err error) {
@@ -222,6 +226,29 @@ SetEnv NIX_CONF_DIR=/run/fleet/nix
 	if err := os.WriteFile(filepath.Join(h.Root, "etc", "sshd_config"), []byte(conf), 0o600); err != nil {
 		return err
 	}
+	// A non-root user, DeployUser, that may run anything as root through
+	// sudo, on this host only: private copies of the account files.
+	for file, line := range map[string]string{
+		"passwd":  DeployUser + ":x:4242:4242:deployctl test user:/tmp:/bin/sh\n",
+		"group":   DeployUser + ":x:4242:\n",
+		"shadow":  DeployUser + ":*:19000:0:99999:7:::\n",
+		"sudoers": DeployUser + " ALL=(ALL) NOPASSWD: ALL\n",
+	} {
+		orig, err := os.ReadFile("/etc/" + file)
+		if os.IsNotExist(err) {
+			continue // no sudo here: the user cannot escalate
+		}
+		if err != nil {
+			return err
+		}
+		mode := os.FileMode(0o644)
+		if file == "shadow" || file == "sudoers" {
+			mode = 0o440
+		}
+		if err := os.WriteFile(filepath.Join(h.Root, "etc", file), append(orig, line...), mode); err != nil {
+			return err
+		}
+	}
 	// The host's Nix reads this machine's settings, with no binary cache:
 	// none is reachable here, and a build would first try it for seconds
 	// (and reach outside the machine).
@@ -239,11 +266,15 @@ SetEnv NIX_CONF_DIR=/run/fleet/nix
 const hostScript = `set -eu
 R="$1"
 mount --bind "$R/nix" /nix
+for f in passwd group shadow sudoers; do
+  if [ -e "$R/etc/$f" ]; then mount --bind "$R/etc/$f" "/etc/$f"; fi
+done
 mount -t tmpfs -o mode=0755 tmpfs /run
 mkdir -p /run/sshd /run/fleet/nix
 cp "$R/etc/sshd_config" "$R/etc/ssh_host_ed25519_key" "$R/etc/authorized_keys" /run/fleet/
 cp "$R/etc/nix.conf" /run/fleet/nix/
 chmod 600 /run/fleet/ssh_host_ed25519_key
+chmod 644 /run/fleet/authorized_keys
 mount --bind "$R/varlib" /var/lib/deployctl
 mount --bind "$R/root" /root
 mount --bind "$R/tmp" /tmp

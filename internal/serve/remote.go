@@ -49,7 +49,7 @@ func Open(ctx context.Context, s Starter, write bool) (*Session, error) {
 	c, err := Handshake(Transport{In: p.Stdin, Out: p.Stdout, Why: why})
 	if err != nil {
 		p.Close()
-		return nil, fmt.Errorf("nix-store --serve: %w", err)
+		return nil, err // already says handshake, and nix-store --serve when it exited
 	}
 	return &Session{Conn: c, p: p}, nil
 }
