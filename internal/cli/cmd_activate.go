@@ -19,7 +19,8 @@ func newActivateCommand(g *globals) *cobra.Command {
 		Short: "Activate the selected hosts' pushed systems",
 		Long: `On each selected host: realise its system in the host's own store (it was
 pushed, or the host's substituters have it), set the system profile (switch
-and boot) and run the system's switch-to-configuration ACTION. With
+and boot) and run the system's switch-to-configuration ACTION; after a
+switch or boot, the push's GC root is no longer needed and goes. With
 --manifest, the systems come from a build manifest and nothing is
 evaluated; otherwise the flake is evaluated and built first.`,
 		RunE: func(cmd *cobra.Command, args []string) error {

@@ -22,7 +22,9 @@ func newPushCommand(g *globals) *cobra.Command {
 up to --parallel hosts at once: over the host's SSH connection, deployctl
 speaks Nix's 'nix-store --serve' protocol itself, sending path after path
 without waiting for each. A system built on a builder is streamed from the
-builder to the host, without passing through this machine's store.
+builder to the host, without passing through this machine's store. The
+pushed system is a GC root on the host (/nix/var/nix/gcroots/deployctl/pushed)
+until a switch or boot puts it in the system profile.
 --copy-backend nix uses 'nix copy' instead (local systems only).
 
 With --manifest, the systems come from a build manifest and nothing is
@@ -40,7 +42,7 @@ evaluated; otherwise the flake is evaluated and built first.`,
 
 // registerPushFlags adds the flags of a command that pushes.
 func registerPushFlags(cmd *cobra.Command, g *globals) {
-	cmd.Flags().StringVar(&g.copyBackend, "copy-backend", "native", "how to copy closures: native (deployctl's own nix-store --serve client) or nix (nix copy)")
+	cmd.Flags().StringVar(&g.copyBackend, "copy-backend", "native", "copy closures with `BACKEND`: native (deployctl's own nix-store --serve client) or nix (nix copy)")
 	cmd.Flags().BoolVarP(&g.substitute, "substitute-on-destination", "s", false, "let each host first fetch what it can from its own binary caches; only the rest is sent")
 	cmd.Flags().StringVar(&g.signKeyFile, "sign-key", "", "sign the paths sent with the Nix secret key in `FILE`, for targets that accept only signed paths from a non-root user")
 }
