@@ -28,7 +28,7 @@ func TestPushIntact(t *testing.T) {
 	r := e.deployctl("push", "alpha", "beta", "--substitute-on-destination")
 	r.wantCode(t, 0)
 	// The fixture service is in both closures: read once, sent twice.
-	if !regexp.MustCompile(`local store: serialised [0-9]+ paths? once \([^)]*\) and sent them to other hosts [1-9][0-9]* times? from memory`).MatchString(r.stderr) {
+	if !regexp.MustCompile(`local store: [0-9]+ paths? serialised once \([^)]*\), sent to other hosts [1-9][0-9]* times? from memory`).MatchString(r.stderr) {
 		t.Errorf("a path both hosts need was not read once for both:\n%s", r.stderr)
 	}
 	for _, h := range []string{"alpha", "beta"} {

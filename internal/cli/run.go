@@ -142,7 +142,7 @@ func (g *globals) runHosts(ctx context.Context, command string, p *plan, steps .
 	g.pushBar.close()
 	if g.shared != nil {
 		if st := g.shared.Stats(); st.Reused > 0 {
-			g.log.Info(fmt.Sprintf("local store: serialised %s once (%s) and sent them to other hosts %s from memory", plural(st.Serialised, "path"), humanBytes(st.Bytes), plural(st.Reused, "time")))
+			g.log.Info(fmt.Sprintf("local store: %s serialised once (%s), sent to other hosts %s from memory", plural(st.Serialised, "path"), humanBytes(st.Bytes), plural(st.Reused, "time")))
 		}
 	}
 	outcomes := make([]hostOutcome, len(results))
