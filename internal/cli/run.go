@@ -64,8 +64,6 @@ func (g *globals) runHosts(ctx context.Context, command string, p *plan, steps .
 	if err != nil {
 		return err
 	}
-	// Hold every system as a GC root on this machine until the run ends,
-	// so that a garbage collection meanwhile cannot take it.
 	// Dial the first hosts while this machine's own Nix calls run, so the
 	// handshakes overlap them. (Connecting changes nothing on a host.) The
 	// host's own connect takes over; a host that never runs lets go here.
@@ -86,6 +84,8 @@ func (g *globals) runHosts(ctx context.Context, command string, p *plan, steps .
 			defer takeOver(h.Name)
 		}
 	}
+	// Hold every system as a GC root on this machine until the run ends,
+	// so that a garbage collection meanwhile cannot take it.
 	if err := g.holdRoots(ctx, closures); err != nil {
 		return err
 	}
