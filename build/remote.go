@@ -133,15 +133,11 @@ func copyDerivations(ctx context.Context, n *nix.CLI, conn *remote.Conn, drvs []
 	if err != nil {
 		return nil, nil, err
 	}
-	s, err := serve.Open(ctx, conn, true)
+	s, missing, err := serve.OpenMissing(ctx, conn, closure, true, false)
 	if err != nil {
 		return nil, nil, err
 	}
-	missing, err := s.Missing(closure, true, false)
-	if err == nil {
-		err = s.Add(ctx, missing, serve.LocalNAR, nil)
-	}
-	if err != nil {
+	if err := s.Add(ctx, missing, serve.LocalNAR, nil); err != nil {
 		s.Close()
 		return nil, nil, err
 	}

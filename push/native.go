@@ -159,15 +159,11 @@ func Native(ctx context.Context, conn Target, src Source, toplevel string, opts 
 	// becomes Root only once the push succeeded.
 	root := startRoot(ctx, conn, toplevel)
 	defer root.abandon()
-	dst, err := serve.Open(ctx, conn, true)
+	dst, missing, err := serve.OpenMissing(ctx, conn, c.Infos, true, opts.Substitute)
 	if err != nil {
 		return st, err
 	}
 	defer dst.Close()
-	missing, err := dst.Missing(c.Infos, true, opts.Substitute)
-	if err != nil {
-		return st, err
-	}
 	// What the push will not read: what the target has, and, should it
 	// stop, what it had not read yet.
 	requested := map[string]bool{}
@@ -226,7 +222,11 @@ func Native(ctx context.Context, conn Target, src Source, toplevel string, opts 
 	case err != nil:
 		return st, withAdvice(err)
 	}
-	if err := root.commit(); err != nil {
+	// Make the root final while the session ends.
+	committed := make(chan error, 1)
+	go func() { committed <- root.commit() }()
+	dst.Close()
+	if err := <-committed; err != nil {
 		return st, fmt.Errorf("register the GC root %s: %w", Root, err)
 	}
 	return st, nil

@@ -250,19 +250,16 @@ func (n *narReader) Close() error {
 	return nil
 }
 
-// Missing returns those of closure the store lacks, references first
-// (ready for Add). lock keeps the paths it holds from garbage collection
-// while the connection lasts; substitute lets it first fetch what it can
-// from its own substituters.
-func (c *Conn) Missing(closure []PathInfo, lock, substitute bool) ([]PathInfo, error) {
-	paths := make([]string, len(closure))
-	for i, info := range closure {
+func pathsOf(infos []PathInfo) []string {
+	paths := make([]string, len(infos))
+	for i, info := range infos {
 		paths[i] = info.Path
 	}
-	valid, err := c.QueryValidPaths(paths, lock, substitute)
-	if err != nil {
-		return nil, err
-	}
+	return paths
+}
+
+// missingOf is closure less valid, references first.
+func missingOf(closure []PathInfo, valid []string) ([]PathInfo, error) {
 	have := make(map[string]bool, len(valid))
 	for _, p := range valid {
 		have[p] = true

@@ -26,13 +26,48 @@ type Session struct {
 // privilege escalation when the login user is not), with --write when
 // write, and handshakes. Close it when done.
 func Open(ctx context.Context, s Starter, write bool) (*Session, error) {
+	p, t, err := start(ctx, s, write)
+	if err != nil {
+		return nil, err
+	}
+	c, err := Handshake(t)
+	if err != nil {
+		p.Close()
+		return nil, err // already says handshake, and nix-store --serve when it exited
+	}
+	return &Session{Conn: c, p: p}, nil
+}
+
+// OpenMissing opens a writable session as Open does and asks, in the same
+// round trip as the handshake, which of closure the store lacks (see
+// Conn.Missing).
+func OpenMissing(ctx context.Context, s Starter, closure []PathInfo, lock, substitute bool) (*Session, []PathInfo, error) {
+	p, t, err := start(ctx, s, true)
+	if err != nil {
+		return nil, nil, err
+	}
+	c, valid, err := HandshakeQuery(t, pathsOf(closure), lock, substitute)
+	if err != nil {
+		p.Close()
+		return nil, nil, err
+	}
+	missing, err := missingOf(closure, valid)
+	if err != nil {
+		p.Close()
+		return nil, nil, err
+	}
+	return &Session{Conn: c, p: p}, missing, nil
+}
+
+// start starts nix-store --serve on the machine.
+func start(ctx context.Context, s Starter, write bool) (*remote.Process, Transport, error) {
 	argv := []string{"nix-store", "--serve"}
 	if write {
 		argv = append(argv, "--write")
 	}
 	p, err := s.Start(ctx, remote.Cmd{Argv: argv, Root: true})
 	if err != nil {
-		return nil, err
+		return nil, Transport{}, err
 	}
 	why := func() error {
 		err, ok := p.Exited(3 * time.Second)
@@ -46,12 +81,7 @@ func Open(ctx context.Context, s Starter, write bool) (*Session, error) {
 		}
 		return err
 	}
-	c, err := Handshake(Transport{In: p.Stdin, Out: p.Stdout, Why: why})
-	if err != nil {
-		p.Close()
-		return nil, err // already says handshake, and nix-store --serve when it exited
-	}
-	return &Session{Conn: c, p: p}, nil
+	return p, Transport{In: p.Stdin, Out: p.Stdout, Why: why}, nil
 }
 
 // Close ends the session: the server sees its input close and exits.

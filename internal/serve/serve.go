@@ -67,32 +67,82 @@ func (c *Conn) Version() uint64 { return c.version }
 
 // Handshake starts the protocol over t.
 func Handshake(t Transport) (*Conn, error) {
-	c := &Conn{r: bufio.NewReaderSize(t.Out, 64<<10), w: bufio.NewWriterSize(t.In, 256<<10), why: t.Why}
-	if err := wire.WriteUint64(c.w, magicClient); err != nil {
-		return nil, c.broken("handshake", err)
+	c := newConn(t)
+	if err := c.sendHello(); err != nil {
+		return nil, err
 	}
-	if err := wire.WriteUint64(c.w, clientVersion); err != nil {
-		return nil, c.broken("handshake", err)
+	if err := c.flush("handshake"); err != nil {
+		return nil, err
 	}
+	if err := c.readHello(); err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+// HandshakeQuery is Handshake then QueryValidPaths, sent together so that
+// both take one round trip (the query's bytes are the same whatever
+// version the server speaks).
+func HandshakeQuery(t Transport, paths []string, lock, substitute bool) (*Conn, []string, error) {
+	c := newConn(t)
+	if err := c.sendHello(); err != nil {
+		return nil, nil, err
+	}
+	if err := c.sendQueryValid(paths, lock, substitute); err != nil {
+		return nil, nil, err
+	}
+	if err := c.flush("handshake"); err != nil {
+		return nil, nil, err
+	}
+	if err := c.readHello(); err != nil {
+		return nil, nil, err
+	}
+	valid, err := readStrings(c.r)
+	if err != nil {
+		return nil, nil, c.broken("query valid paths", err)
+	}
+	return c, valid, nil
+}
+
+func newConn(t Transport) *Conn {
+	return &Conn{r: bufio.NewReaderSize(t.Out, 64<<10), w: bufio.NewWriterSize(t.In, 256<<10), why: t.Why}
+}
+
+func (c *Conn) sendHello() error {
+	err := wire.WriteUint64(c.w, magicClient)
+	if err == nil {
+		err = wire.WriteUint64(c.w, clientVersion)
+	}
+	if err != nil {
+		return c.broken("handshake", err)
+	}
+	return nil
+}
+
+func (c *Conn) flush(step string) error {
 	if err := c.w.Flush(); err != nil {
-		return nil, c.broken("handshake", err)
+		return c.broken(step, err)
 	}
+	return nil
+}
+
+func (c *Conn) readHello() error {
 	magic, err := wire.ReadUint64(c.r)
 	if err != nil {
-		return nil, c.broken("handshake", err)
+		return c.broken("handshake", err)
 	}
 	if magic != magicServer {
-		return nil, fmt.Errorf("handshake: not a nix-store --serve server (magic %#x); does the login shell print something?", magic)
+		return fmt.Errorf("handshake: not a nix-store --serve server (magic %#x); does the login shell print something?", magic)
 	}
 	v, err := wire.ReadUint64(c.r)
 	if err != nil {
-		return nil, c.broken("handshake", err)
+		return c.broken("handshake", err)
 	}
 	if v>>8 != 2 || v < minVersion {
-		return nil, fmt.Errorf("handshake: the server speaks protocol %d.%d; deployctl needs 2.5 or later (Nix 2.4 or later)", v>>8, v&0xff)
+		return fmt.Errorf("handshake: the server speaks protocol %d.%d; deployctl needs 2.5 or later (Nix 2.4 or later)", v>>8, v&0xff)
 	}
 	c.version = min(v, clientVersion)
-	return c, nil
+	return nil
 }
 
 // broken wraps err, from reading or writing in step, with why the server
@@ -151,6 +201,20 @@ func readStrings(r io.Reader) ([]string, error) {
 func (c *Conn) QueryValidPaths(paths []string, lock, substitute bool) ([]string, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	if err := c.sendQueryValid(paths, lock, substitute); err != nil {
+		return nil, err
+	}
+	if err := c.flush("query valid paths"); err != nil {
+		return nil, err
+	}
+	valid, err := readStrings(c.r)
+	if err != nil {
+		return nil, c.broken("query valid paths", err)
+	}
+	return valid, nil
+}
+
+func (c *Conn) sendQueryValid(paths []string, lock, substitute bool) error {
 	err := wire.WriteUint64(c.w, cmdQueryValidPaths)
 	if err == nil {
 		err = wire.WriteBool(c.w, lock)
@@ -161,17 +225,10 @@ func (c *Conn) QueryValidPaths(paths []string, lock, substitute bool) ([]string,
 	if err == nil {
 		err = writeStrings(c.w, paths)
 	}
-	if err == nil {
-		err = c.w.Flush()
-	}
 	if err != nil {
-		return nil, c.broken("query valid paths", err)
+		return c.broken("query valid paths", err)
 	}
-	valid, err := readStrings(c.r)
-	if err != nil {
-		return nil, c.broken("query valid paths", err)
-	}
-	return valid, nil
+	return nil
 }
 
 // QueryPathInfos returns what the store knows of those of paths it holds.

@@ -64,6 +64,16 @@ in mk "serve-top" "echo ${dep} > $out"`, nixtest.System(), nonce)
 func serveStore(t *testing.T, ctx context.Context) (*Conn, string) {
 	t.Helper()
 	root := t.TempDir()
+	c, err := Handshake(startServe(t, ctx, root))
+	if err != nil {
+		t.Fatalf("handshake: %v", err)
+	}
+	return c, root
+}
+
+// startServe starts `nix-store --serve --write` on the store under root.
+func startServe(t *testing.T, ctx context.Context, root string) Transport {
+	t.Helper()
 	cmd := exec.CommandContext(ctx, "nix-store", "--store", root, "--serve", "--write")
 	cmd.Env = testEnv()
 	in, err := cmd.StdinPipe()
@@ -98,11 +108,30 @@ func serveStore(t *testing.T, ctx context.Context) (*Conn, string) {
 			return nil
 		}
 	}
-	c, err := Handshake(Transport{In: in, Out: out, Why: why})
+	return Transport{In: in, Out: out, Why: why}
+}
+
+// TestHandshakeQuery: the handshake and the first query go together, and
+// the answer is the store's.
+func TestHandshakeQuery(t *testing.T) {
+	ctx := context.Background()
+	_, infos := buildClosure(t)
+	sorted, err := Sort(infos)
 	if err != nil {
-		t.Fatalf("handshake: %v", err)
+		t.Fatal(err)
 	}
-	return c, root
+	root := t.TempDir()
+	c, valid, err := HandshakeQuery(startServe(t, ctx, root), paths(sorted), true, false)
+	if err != nil || len(valid) != 0 || c.Version() < minVersion {
+		t.Fatalf("a new store: valid %v, err %v", valid, err)
+	}
+	if err := c.Add(ctx, sorted, LocalNAR, nil); err != nil {
+		t.Fatal(err)
+	}
+	_, valid, err = HandshakeQuery(startServe(t, ctx, root), paths(sorted), false, false)
+	if err != nil || len(valid) != len(sorted) {
+		t.Fatalf("after adding: valid %v, err %v", valid, err)
+	}
 }
 
 func paths(infos []PathInfo) []string {
