@@ -16,10 +16,10 @@ type PathInfo struct {
 	Deriver    string   `json:"deriver"`
 	Signatures []string `json:"signatures"`
 	CA         string   `json:"ca"`
-	// RegistrationTime and Ultimate are kept so a copy registers the path
-	// as the source store has it.
+	// RegistrationTime is kept so a copy registers the path as the source
+	// store has it. (Whether the source built the path itself, "ultimate",
+	// is not: a copy never is.)
 	RegistrationTime int64 `json:"registrationTime"`
-	Ultimate         bool  `json:"ultimate"`
 }
 
 // ParsePathInfo reads `nix path-info --json` output in either shape: the
