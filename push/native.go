@@ -87,28 +87,22 @@ func (b Builder) Open(ctx context.Context, toplevel string) (Closure, error) {
 	if err != nil {
 		return Closure{}, fmt.Errorf("%s: %w", b, err)
 	}
-	s, err := serve.Open(ctx, b.Conn, true)
+	// Locking the closure needs a writable session; it is the first query.
+	s, valid, err := serve.OpenQuery(ctx, b.Conn, true, paths, true, false)
 	if err != nil {
 		return Closure{}, fmt.Errorf("%s: %w", b, err)
 	}
-	infos, err := lockedInfos(s, paths)
+	var infos []nix.PathInfo
+	if len(valid) != len(paths) {
+		err = fmt.Errorf("it holds only %d of the %d paths of the closure (garbage-collected?)", len(valid), len(paths))
+	} else {
+		infos, err = s.Infos(paths)
+	}
 	if err != nil {
 		s.Close()
 		return Closure{}, fmt.Errorf("%s: %w", b, err)
 	}
 	return Closure{Infos: infos, NARs: s.Dump, Close: func() { s.Close() }}, nil
-}
-
-// lockedInfos locks paths in the session's store and reads their metadata.
-func lockedInfos(s *serve.Session, paths []string) ([]nix.PathInfo, error) {
-	valid, err := s.QueryValidPaths(paths, true, false)
-	if err != nil {
-		return nil, err
-	}
-	if len(valid) != len(paths) {
-		return nil, fmt.Errorf("it holds only %d of the %d paths of the closure (garbage-collected?)", len(valid), len(paths))
-	}
-	return s.Infos(paths)
 }
 
 // Stats is what a push did.

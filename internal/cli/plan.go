@@ -180,15 +180,11 @@ func (g *globals) checkRemote(ctx context.Context, p placement, paths []string) 
 		return fmt.Errorf("check the systems on %s: %w", p.target.Name, err)
 	}
 	defer g.release(p.key)
-	s, err := serve.Open(ctx, conn, false)
+	s, valid, err := serve.OpenQuery(ctx, conn, false, paths, false, false)
 	if err != nil {
 		return fmt.Errorf("check the systems on %s: %w", p.target.Name, err)
 	}
 	defer s.Close()
-	valid, err := s.QueryValidPaths(paths, false, false)
-	if err != nil {
-		return fmt.Errorf("check the systems on %s: %w", p.target.Name, err)
-	}
 	var missing []string
 	for _, path := range paths {
 		if !slices.Contains(valid, path) {

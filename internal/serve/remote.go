@@ -22,41 +22,39 @@ type Session struct {
 	p *remote.Process
 }
 
-// Open starts `nix-store --serve` as root on the machine (through its
+// OpenQuery starts `nix-store --serve` as root on the machine (through its
 // privilege escalation when the login user is not), with --write when
-// write, and handshakes. Close it when done.
-func Open(ctx context.Context, s Starter, write bool) (*Session, error) {
+// write, handshakes, and asks in the same round trip which of paths the
+// store holds (QueryValidPaths). Close the session when done.
+func OpenQuery(ctx context.Context, s Starter, write bool, paths []string, lock, substitute bool) (*Session, []string, error) {
 	p, t, err := start(ctx, s, write)
-	if err != nil {
-		return nil, err
-	}
-	c, err := Handshake(t)
-	if err != nil {
-		p.Close()
-		return nil, err // already says handshake, and nix-store --serve when it exited
-	}
-	return &Session{Conn: c, p: p}, nil
-}
-
-// OpenMissing opens a writable session as Open does and asks, in the same
-// round trip as the handshake, which of closure the store lacks (see
-// Conn.Missing).
-func OpenMissing(ctx context.Context, s Starter, closure []PathInfo, lock, substitute bool) (*Session, []PathInfo, error) {
-	p, t, err := start(ctx, s, true)
 	if err != nil {
 		return nil, nil, err
 	}
-	c, valid, err := HandshakeQuery(t, pathsOf(closure), lock, substitute)
+	c, valid, err := HandshakeQuery(t, paths, lock, substitute)
 	if err != nil {
 		p.Close()
+		return nil, nil, err
+	}
+	return &Session{Conn: c, p: p}, valid, nil
+}
+
+// OpenMissing opens a writable session and returns, from the same round
+// trip, those of closure the store lacks, references first (ready for
+// Add). lock keeps the paths it holds from garbage collection while the
+// session lasts; substitute lets it first fetch what it can from its own
+// substituters.
+func OpenMissing(ctx context.Context, s Starter, closure []PathInfo, lock, substitute bool) (*Session, []PathInfo, error) {
+	sess, valid, err := OpenQuery(ctx, s, true, pathsOf(closure), lock, substitute)
+	if err != nil {
 		return nil, nil, err
 	}
 	missing, err := missingOf(closure, valid)
 	if err != nil {
-		p.Close()
+		sess.Close()
 		return nil, nil, err
 	}
-	return &Session{Conn: c, p: p}, missing, nil
+	return sess, missing, nil
 }
 
 // start starts nix-store --serve on the machine.
