@@ -115,3 +115,30 @@ func TestPushSigned(t *testing.T) {
 	// Every path of the closure must carry a signature the key verifies.
 	e.ssh("alpha", "nix --extra-experimental-features nix-command store verify --recursive --no-contents --sigs-needed 1 --trusted-public-keys '"+strings.TrimSpace(string(pub))+"' "+top)
 }
+
+// TestPushSubstitutesOnDestination: with -s, a host first fetches what it
+// can from its own binary cache (here a file:// cache it reads), and
+// deployctl sends only the rest: nothing.
+func TestPushSubstitutesOnDestination(t *testing.T) {
+	e := startFleet(t, fixture.Host{Name: "alpha", Revision: t.Name()})
+	e.deployctl("build", "alpha").wantCode(t, 0)
+	top := e.toplevel("alpha")
+	// /var/tmp is this machine's on the fleet hosts too (their /tmp is not).
+	cache, err := os.MkdirTemp("/var/tmp", "deployctl-test-cache-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(cache) })
+	cp := exec.Command("nix", "--extra-experimental-features", "nix-command", "copy", "--to", "file://"+cache, top)
+	cp.Env = e.env()
+	if out, err := cp.CombinedOutput(); err != nil {
+		t.Fatalf("nix copy to the cache: %v\n%s", err, out)
+	}
+	e.ssh("alpha", "printf 'substituters = file://"+cache+"\\nrequire-sigs = false\\n' >> /run/fleet/nix/nix.conf")
+	r := e.deployctl("push", "alpha", "--substitute-on-destination")
+	r.wantCode(t, 0)
+	if !strings.Contains(r.stderr, "[alpha] sending 0 of 2 paths") {
+		t.Errorf("with -s, deployctl still sent paths the host could fetch itself:\n%s", r.stderr)
+	}
+	e.ssh("alpha", "nix-store --verify-path $(nix-store -qR "+top+")")
+}
