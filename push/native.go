@@ -230,49 +230,50 @@ func Native(ctx context.Context, conn Target, src Source, toplevel string, opts 
 // roots directory, a root of whatever it points to from the moment that
 // path is valid, made at the push's start and renamed to Root when the
 // push succeeded, so a failed push leaves the last good one's Root alone.
+// One remote shell makes the link and then waits on its standard input for
+// the verdict: "commit" renames the link; anything else, or the input's
+// end (an abandoned push, or a lost connection), removes it.
 type pendingRoot struct {
-	ctx       context.Context
-	conn      Target
-	path      string
-	made      chan error
-	err       error
-	waited    bool
-	committed bool
+	started chan struct{}
+	p       *remote.Process
+	err     error
+	ended   bool
 }
 
+// rootScript makes link $1 → $2, then renames it to $3 or removes it.
+const rootScript = `mkdir -p "${1%/*}" && ln -sfn "$2" "$1" || exit; ` +
+	`read -r verdict; if [ "$verdict" = commit ]; then exec mv -fT "$1" "$3"; fi; rm -f "$1"`
+
+// startRoot starts the shell in the background, beside the push's own
+// session.
 func startRoot(ctx context.Context, conn Target, toplevel string) *pendingRoot {
-	r := &pendingRoot{ctx: ctx, conn: conn, path: Root + "-" + filepath.Base(toplevel), made: make(chan error, 1)}
-	script := `mkdir -p "${1%/*}" && ln -sfn "$2" "$1"`
+	link := Root + "-" + filepath.Base(toplevel)
+	r := &pendingRoot{started: make(chan struct{})}
 	go func() {
-		r.made <- conn.Run(ctx, remote.Cmd{Argv: []string{"sh", "-c", script, "sh", r.path, toplevel}, Root: true, Stdout: io.Discard})
+		defer close(r.started)
+		r.p, r.err = conn.Start(ctx, remote.Cmd{Argv: []string{"sh", "-c", rootScript, "sh", link, toplevel, Root}, Root: true})
 	}()
 	return r
 }
 
-func (r *pendingRoot) wait() error {
-	if !r.waited {
-		r.err, r.waited = <-r.made, true
+// end sends the verdict and waits for the shell to act on it.
+func (r *pendingRoot) end(verdict string) error {
+	<-r.started
+	if r.err != nil || r.ended {
+		return r.err
 	}
+	r.ended = true
+	_, _ = io.WriteString(r.p.Stdin, verdict+"\n")
+	r.p.Stdin.Close()
+	r.err = r.p.Wait()
 	return r.err
 }
 
 // commit renames the pending root to Root, atomically.
-func (r *pendingRoot) commit() error {
-	if err := r.wait(); err != nil {
-		return err
-	}
-	err := r.conn.Run(r.ctx, remote.Cmd{Argv: []string{"mv", "-fT", r.path, Root}, Root: true, Stdout: io.Discard})
-	r.committed = err == nil
-	return err
-}
+func (r *pendingRoot) commit() error { return r.end("commit") }
 
-// abandon removes the pending root of a push that did not succeed, when
-// the host can still be reached.
-func (r *pendingRoot) abandon() {
-	if r.wait() == nil && !r.committed && r.ctx.Err() == nil {
-		_ = r.conn.Run(r.ctx, remote.Cmd{Argv: []string{"rm", "-f", r.path}, Root: true, Stdout: io.Discard})
-	}
-}
+// abandon removes the pending root of a push that did not succeed.
+func (r *pendingRoot) abandon() { _ = r.end("abandon") }
 
 // counted reports the bytes read from each NAR of src to onRead.
 func counted(src serve.NARSource, onRead func(int64)) serve.NARSource {
