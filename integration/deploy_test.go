@@ -249,7 +249,7 @@ func TestVerbosePrintsEveryCommand(t *testing.T) {
 	// The nix copy backend shows its command, with the SSH settings.
 	r = e.deployctl("-v", "push", "--copy-backend", "nix", "alpha")
 	r.wantCode(t, 0)
-	if want := "[local] + NIX_SSHOPTS='-F " + e.fleet.SSHConfig + " -p 22' nix --extra-experimental-features 'nix-command flakes' copy --no-check-sigs --to ssh://root@alpha -- " + top; !strings.Contains(r.stderr, want) {
+	if want := "[local] + NIX_SSHOPTS='-F " + e.fleet.SSHConfig + " -p 22' nix --extra-experimental-features 'nix-command flakes' copy --no-check-sigs --to ssh-ng://root@alpha -- " + top; !strings.Contains(r.stderr, want) {
 		t.Errorf("-v output lacks %q:\n%s", want, r.stderr)
 	}
 	// Paste the printed switch line into a shell: it runs on the host.

@@ -8,8 +8,11 @@ import (
 	"sort"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/deployctl/deployctl/integration/fixture"
+	"github.com/deployctl/deployctl/integration/fleet"
+	"github.com/deployctl/deployctl/internal/nixtest"
 )
 
 // closureOf lists a closure, sorted, from `nix-store -qR` output.
@@ -92,6 +95,15 @@ func TestPushSurvivesDroppedHost(t *testing.T) {
 	if got := e.ssh("alpha", "readlink /nix/var/nix/gcroots/deployctl/pushed || true"); got != "" {
 		t.Errorf("a failed push made %s alpha's push root", got)
 	}
+	// Nor did it leave its pending root: the shell holding it saw the
+	// connection end and removed it.
+	left := "?"
+	for deadline := time.Now().Add(3 * time.Second); left != "" && time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+		left = e.ssh("alpha", "ls /nix/var/nix/gcroots/deployctl 2>/dev/null || true")
+	}
+	if left != "" {
+		t.Errorf("a cut push left roots on alpha: %q", left)
+	}
 	r = e.deployctl("push", "alpha")
 	r.wantCode(t, 0)
 	e.ssh("alpha", "nix-store --verify-path $(nix-store -qR "+top["alpha"]+")")
@@ -141,4 +153,37 @@ func TestPushSubstitutesOnDestination(t *testing.T) {
 		t.Errorf("with -s, deployctl still sent paths the host could fetch itself:\n%s", r.stderr)
 	}
 	e.ssh("alpha", "nix-store --verify-path $(nix-store -qR "+top+")")
+}
+
+// TestNixCopyBackends: --copy-backend nix (ssh-ng://) and nix-ssh (ssh://)
+// push complete, valid closures, as root and as a user behind sudo (the
+// escalation goes into the store URL's remote-program), and leave the same
+// GC root as the native push.
+func TestNixCopyBackends(t *testing.T) {
+	if _, err := exec.LookPath("sudo"); err != nil {
+		nixtest.Unavailable(t, "sudo is not installed")
+	}
+	e := startFleet(t, fixture.Host{Name: "alpha"}, fixture.Host{Name: "beta", Deployment: map[string]any{"targetUser": fleet.DeployUser}})
+	for _, c := range []struct{ backend, alpha, beta string }{
+		{"nix", "--to ssh-ng://root@alpha --", "--to 'ssh-ng://deploy@beta?remote-program=sudo%20-H%20--%20nix-daemon' --"},
+		{"nix-ssh", "--to ssh://root@alpha --", "--to 'ssh://deploy@beta?remote-program=sudo%20-H%20--%20nix-store' --"},
+	} {
+		for _, h := range []string{"alpha", "beta"} {
+			e.ssh(h, "rm -rf /nix/var/nix/gcroots/deployctl; nix-store --gc >/dev/null 2>&1")
+		}
+		r := e.deployctl("-v", "push", "--copy-backend", c.backend, "alpha", "beta")
+		r.wantCode(t, 0)
+		for _, want := range []string{c.alpha, c.beta} {
+			if !strings.Contains(r.stderr, want) {
+				t.Errorf("%s: -v output lacks %q:\n%s", c.backend, want, r.stderr)
+			}
+		}
+		for _, h := range []string{"alpha", "beta"} {
+			top := e.toplevel(h)
+			e.ssh(h, "nix-store --gc >/dev/null 2>&1; nix-store --verify-path $(nix-store -qR "+top+")")
+			if got := e.ssh(h, "readlink /nix/var/nix/gcroots/deployctl/pushed"); got != top {
+				t.Errorf("%s: %s's push root → %q, want %s", c.backend, h, got, top)
+			}
+		}
+	}
 }

@@ -4,31 +4,68 @@ package push
 import (
 	"context"
 	"fmt"
+	"net/url"
 	"strings"
 
 	"github.com/deployctl/deployctl/internal/nix"
 	"github.com/deployctl/deployctl/internal/remote"
+	"github.com/deployctl/deployctl/internal/shell"
 )
 
-// NixCopy copies the closure of toplevel to the target with
-// `nix copy --to ssh://user@host`, which sends only the paths the target
-// lacks. OpenSSH gets the same settings as deployctl's own connection
-// (config file, port, options) through NIX_SSHOPTS.
-func NixCopy(ctx context.Context, n *nix.CLI, ep *remote.Endpoint, sshConfigFile, toplevel string, opts Options) error {
+// Protocol is the store protocol `nix copy` speaks to a target.
+type Protocol string
+
+const (
+	// SSHNG is ssh-ng://: the daemon protocol, with `nix-daemon --stdio`
+	// on the target.
+	SSHNG Protocol = "ssh-ng"
+	// SSH is ssh://: the older `nix-store --serve --write` protocol.
+	SSH Protocol = "ssh"
+)
+
+// NixCopy copies the closure of toplevel to the target on conn with
+// `nix copy --to PROTOCOL://user@host`, which sends only the paths the
+// target lacks. OpenSSH gets the same settings as deployctl's own
+// connection (config file, port, options) through NIX_SSHOPTS, and a
+// target user who is not root reaches the store through the privilege
+// escalation command (the store's remote-program). The closure becomes the
+// target's GC root Root as Native makes it.
+func NixCopy(ctx context.Context, n *nix.CLI, conn *remote.Conn, sshConfigFile string, proto Protocol, toplevel string, opts Options) error {
+	ep := conn.Endpoint()
 	sshOpts, err := NixSSHOpts(ep, sshConfigFile)
 	if err != nil {
 		return err
 	}
+	root := startRoot(ctx, conn, toplevel)
+	defer root.abandon()
 	env := []string{"NIX_SSHOPTS=" + sshOpts}
-	args := []string{"copy", "--no-check-sigs", "--to", "ssh://" + ep.Destination()}
+	args := []string{"copy", "--no-check-sigs", "--to", StoreURL(conn, proto)}
 	if opts.Substitute {
 		args = append(args, "--substitute-on-destination")
 	}
 	args = nix.NixArgs(append(args, "--", toplevel)...)[1:]
 	if _, err = n.Run(ctx, env, "nix", args...); err != nil {
-		return fmt.Errorf("nix copy: %w", err)
+		return withAdvice(fmt.Errorf("nix copy: %w", err))
+	}
+	if err := root.commit(); err != nil {
+		return fmt.Errorf("register the GC root %s: %w", Root, err)
 	}
 	return nil
+}
+
+// StoreURL is the Nix store URL of conn's target for proto. When the store
+// must be reached through privilege escalation, the URL carries the
+// escalated remote-program (percent-encoded: Nix reads %20, not +).
+func StoreURL(conn *remote.Conn, proto Protocol) string {
+	u := string(proto) + "://" + conn.Endpoint().Destination()
+	program := "nix-daemon"
+	if proto == SSH {
+		program = "nix-store"
+	}
+	if argv := conn.AsRoot(program); len(argv) > 1 {
+		u += "?remote-program=" + strings.ReplaceAll(url.QueryEscape(shell.Join(argv)), "+", "%20")
+	}
+	return u
 }
 
 // NixSSHOpts is the NIX_SSHOPTS value that makes OpenSSH connect as

@@ -25,7 +25,7 @@ without waiting for each. A system built on a builder is streamed from the
 builder to the host, without passing through this machine's store. The
 pushed system is a GC root on the host (/nix/var/nix/gcroots/deployctl/pushed)
 until a switch or boot puts it in the system profile.
---copy-backend nix uses 'nix copy' instead (local systems only).
+--copy-backend nix or nix-ssh uses 'nix copy' instead (local systems only).
 
 With --manifest, the systems come from a build manifest and nothing is
 evaluated; otherwise the flake is evaluated and built first.`,
@@ -42,20 +42,23 @@ evaluated; otherwise the flake is evaluated and built first.`,
 
 // registerPushFlags adds the flags of a command that pushes.
 func registerPushFlags(cmd *cobra.Command, g *globals) {
-	cmd.Flags().StringVar(&g.copyBackend, "copy-backend", "native", "copy closures with `BACKEND`: native (deployctl's own nix-store --serve client) or nix (nix copy)")
+	cmd.Flags().StringVar(&g.copyBackend, "copy-backend", "native", "copy closures with `BACKEND`: native (deployctl's own nix-store --serve client), nix ('nix copy --to ssh-ng://', nix-daemon --stdio on the host) or nix-ssh ('nix copy --to ssh://', nix-store --serve on the host)")
 	cmd.Flags().BoolVarP(&g.substitute, "substitute-on-destination", "s", false, "let each host first fetch what it can from its own binary caches; only the rest is sent")
 	cmd.Flags().StringVar(&g.signKeyFile, "sign-key", "", "sign the paths sent with the Nix secret key in `FILE`, for targets that accept only signed paths from a non-root user")
 }
 
+// nixCopy reports whether pushes run nix copy.
+func (g *globals) nixCopy() bool { return g.copyBackend == "nix" || g.copyBackend == "nix-ssh" }
+
 // checkPushFlags checks the push flags and loads the signing key.
 func checkPushFlags(g *globals) error {
-	if g.copyBackend != "native" && g.copyBackend != "nix" {
-		return usageErrorf("--copy-backend %q: want native or nix", g.copyBackend)
+	if g.copyBackend != "native" && !g.nixCopy() {
+		return usageErrorf("--copy-backend %q: want native, nix or nix-ssh", g.copyBackend)
 	}
 	if g.signKeyFile == "" {
 		return nil
 	}
-	if g.copyBackend == "nix" {
+	if g.nixCopy() {
 		return usageErrorf("--sign-key works with the native backend only (nix copy does not sign)")
 	}
 	s, err := push.LoadSigner(g.signKeyFile)

@@ -45,7 +45,7 @@ func (g *globals) runHosts(ctx context.Context, command string, p *plan, steps .
 	targets := map[string]string{}
 	for _, h := range p.hosts {
 		ep, err := d.Resolve(targetOf(h))
-		if err == nil && g.copyBackend == "nix" {
+		if err == nil && g.nixCopy() {
 			_, err = push.NixSSHOpts(ep, g.sshConfig)
 		}
 		if err != nil {
@@ -90,7 +90,7 @@ func (g *globals) runHosts(ctx context.Context, command string, p *plan, steps .
 		return err
 	}
 	// The pushes' metadata: one nix path-info for every local system.
-	if slices.ContainsFunc(steps, func(s hostStep) bool { return s.name == "push" }) && g.copyBackend != "nix" {
+	if slices.ContainsFunc(steps, func(s hostStep) bool { return s.name == "push" }) && !g.nixCopy() {
 		if tops := localTops(closures); len(tops) > 0 {
 			if g.localInfos, err = g.nix().PathInfos(ctx, false, tops...); err != nil {
 				return err

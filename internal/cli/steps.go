@@ -24,10 +24,14 @@ func (g *globals) pushStep() hostStep {
 		case b.At.on == "target":
 			g.log.Info("built on the target: nothing to push", "host", h.Name)
 			return nil
-		case g.copyBackend == "nix" && !b.At.local():
-			return fmt.Errorf("--copy-backend nix pushes from the local store only, and this system is on %s", b.At.target.Name)
-		case g.copyBackend == "nix":
-			if err := push.NixCopy(ctx, g.nix(), conn.Endpoint(), g.sshConfig, b.Toplevel, push.Options{Substitute: g.substitute}); err != nil {
+		case g.nixCopy() && !b.At.local():
+			return fmt.Errorf("--copy-backend %s pushes from the local store only, and this system is on %s", g.copyBackend, b.At.target.Name)
+		case g.nixCopy():
+			proto := push.SSHNG
+			if g.copyBackend == "nix-ssh" {
+				proto = push.SSH
+			}
+			if err := push.NixCopy(ctx, g.nix(), conn, g.sshConfig, proto, b.Toplevel, push.Options{Substitute: g.substitute}); err != nil {
 				return err
 			}
 			g.log.Info("pushed", "host", h.Name, "toplevel", b.Toplevel)

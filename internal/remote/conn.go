@@ -117,6 +117,10 @@ func (c *Conn) argv(cmd Cmd) []string {
 	return cmd.Argv
 }
 
+// AsRoot is argv as it runs as root on the target: behind the privilege
+// escalation command when the login user is not root.
+func (c *Conn) AsRoot(argv ...string) []string { return c.argv(Cmd{Argv: argv, Root: true}) }
+
 // CommandLine is an OpenSSH command line a person could paste to run argv on
 // the target by hand.
 func (c *Conn) CommandLine(cmd Cmd) string {
