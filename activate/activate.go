@@ -1,72 +1,482 @@
-// Package activate makes a pushed system the running one on its target.
+// Package activate makes a pushed system the running one on its target, or
+// puts the target back exactly as it was.
 package activate
 
 import (
+	"bufio"
+	"bytes"
 	"context"
+	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
+	"log/slog"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
 
 	"github.com/deployctl/deployctl/internal/remote"
+	"github.com/deployctl/deployctl/internal/shell"
 	"github.com/deployctl/deployctl/push"
 )
 
 // SystemProfile is the NixOS system profile.
 const SystemProfile = "/nix/var/nix/profiles/system"
 
+// Journal is the file on each target where every activation appends a line.
+const Journal = "/var/lib/deployctl/journal.jsonl"
+
 // Actions are the switch-to-configuration actions.
 var Actions = []string{"switch", "boot", "test", "dry-activate"}
 
-// Runner runs a command on the target; *remote.Conn is one.
-type Runner interface {
+// Target runs commands on the host; *remote.Conn is one.
+type Target interface {
 	Run(ctx context.Context, cmd remote.Cmd) error
+	Start(ctx context.Context, cmd remote.Cmd) (*remote.Process, error)
 }
 
-// Options are where the switch's own output goes (nil: kept only for
-// errors), and where warnings go.
+// Request is one activation.
+type Request struct {
+	// ID names this deploy on the host (its state is under Dir/ID).
+	ID       string
+	Toplevel string
+	Action   string
+	// Holder says who deploys, for the lock and the journal.
+	Holder Holder
+	// AllowFailedUnits accepts switch-to-configuration's status 4 (some
+	// units failed) as a success.
+	AllowFailedUnits bool
+	// NoRollback leaves a host whose switch failed as it is.
+	NoRollback bool
+}
+
+// Holder is who holds a host's lock.
+type Holder struct {
+	ID       string    `json:"id"`
+	User     string    `json:"user"`
+	Machine  string    `json:"machine"`
+	PID      int       `json:"pid"`
+	Started  time.Time `json:"started"`
+	Toplevel string    `json:"toplevel"`
+	Action   string    `json:"action"`
+}
+
+func (h Holder) String() string {
+	return fmt.Sprintf("%s@%s (pid %d), since %s, activating %s (%s)", h.User, h.Machine, h.PID, h.Started.Local().Format(time.DateTime), h.Toplevel, h.Action)
+}
+
+// Options are where the switch's output goes (nil: kept only for errors),
+// where warnings go, and how to reach the host again when its connection
+// is lost.
 type Options struct {
 	Stdout, Stderr io.Writer
 	Warn           func(msg string)
+	// Reconnect dials the host anew; nil gives up on a lost connection.
+	// The caller closes what it returns.
+	Reconnect func(ctx context.Context) (Target, error)
+	// ReconnectFor is how long to keep trying (default 2 minutes).
+	ReconnectFor time.Duration
+	// Log, when set, is told at debug level what each detached job runs,
+	// as an "exec" record of Host (the SSH line that starts it is the
+	// connection's own record).
+	Log  *slog.Logger
+	Host string
 }
 
-// Activate makes toplevel the target's system for action: it realises the
-// toplevel in the target's store (a no-op when pushed; from the target's
-// own substituters otherwise), for switch and boot sets the system profile,
-// then runs the toplevel's own switch-to-configuration.
-func Activate(ctx context.Context, r Runner, toplevel, action string, opts Options) error {
-	if !validAction(action) {
-		return fmt.Errorf("unknown action %q (want switch, boot, test or dry-activate)", action)
+// Result is what an activation found and did.
+type Result struct {
+	// Previous is the system that ran before (readlink
+	// /run/current-system), PreviousProfile the system profile's, Booted
+	// the booted one's: "" when there was none.
+	Previous, PreviousProfile, Booted string
+	// Status is switch-to-configuration's exit status.
+	Status int
+	// RebootRequired is status 100: the new system needs a reboot.
+	RebootRequired bool
+	// RolledBack says the host was put back on Previous.
+	RolledBack bool
+	// Stale is the holder of a lock left by a deploy that died.
+	Stale string
+}
+
+// BusyError is a host another deploy holds.
+type BusyError struct{ Holder string }
+
+func (e *BusyError) Error() string {
+	var h Holder
+	if json.Unmarshal([]byte(e.Holder), &h) == nil && h.ID != "" {
+		return "another deploy holds the host: " + h.String()
 	}
-	if err := r.Run(ctx, remote.Cmd{Argv: []string{"nix-store", "--realise", toplevel}, Root: true, Stdout: opts.Stdout, Stderr: opts.Stderr}); err != nil {
-		return fmt.Errorf("realise %s: %w", toplevel, err)
+	return "another deploy holds the host: " + strings.TrimSpace(e.Holder)
+}
+
+// SwitchError is a switch-to-configuration that failed, and what became of
+// the host.
+type SwitchError struct {
+	Action string
+	Status int
+	// Output is the end of the switch's output.
+	Output string
+	// RolledBack says the host runs the previous system again; Rollback
+	// says why it does not, when it was tried.
+	RolledBack bool
+	Rollback   error
+	Previous   string
+}
+
+// statusMeaning explains switch-to-configuration's exit statuses.
+func statusMeaning(st int) string {
+	switch st {
+	case 1:
+		return "a pre-switch check or the boot loader failed"
+	case 2:
+		return "the activation script failed"
+	case 4:
+		return "some units failed"
+	case 100:
+		return "a reboot is required"
 	}
-	if action == "switch" || action == "boot" {
-		err := r.Run(ctx, remote.Cmd{Argv: []string{"nix-env", "-p", SystemProfile, "--set", toplevel}, Root: true, Stdout: opts.Stdout, Stderr: opts.Stderr})
-		if err != nil {
-			return fmt.Errorf("set system profile: %w", err)
+	return "it failed"
+}
+
+func (e *SwitchError) Error() string {
+	msg := fmt.Sprintf("switch-to-configuration %s exited %d (%s)", e.Action, e.Status, statusMeaning(e.Status))
+	switch {
+	case e.RolledBack:
+		msg += "; rolled back to " + e.Previous
+	case e.Rollback != nil:
+		msg += "; NOT rolled back: " + e.Rollback.Error()
+	default:
+		msg += "; left as it is (--no-rollback)"
+	}
+	if out := strings.TrimSpace(e.Output); out != "" {
+		msg += "\nits output ends:\n" + out
+	}
+	return msg
+}
+
+// Activate makes req.Toplevel the target's system for req.Action: it takes
+// the host's lock, records the running system, realises the toplevel (a
+// no-op when pushed; from the target's own substituters otherwise), then
+// runs a job detached from the SSH session that sets the system profile
+// (switch, boot) and runs the toplevel's switch-to-configuration. A lost
+// connection does not stop the job: Activate reconnects and reads its true
+// result. A failed switch is rolled back to exactly the recorded system,
+// unless req.NoRollback. Each activation appends a line to Journal.
+func Activate(ctx context.Context, t Target, req Request, opts Options) (*Result, error) {
+	if !slices.Contains(Actions, req.Action) {
+		return nil, fmt.Errorf("unknown action %q (want switch, boot, test or dry-activate)", req.Action)
+	}
+	if req.Action == "dry-activate" {
+		// Changes nothing: no lock, no job, no journal.
+		if err := t.Run(ctx, remote.Cmd{Argv: []string{"nix-store", "--realise", req.Toplevel}, Root: true, Stdout: opts.Stdout, Stderr: opts.Stderr}); err != nil {
+			return nil, fmt.Errorf("realise %s: %w", req.Toplevel, err)
 		}
+		err := t.Run(ctx, remote.Cmd{Argv: []string{req.Toplevel + "/bin/switch-to-configuration", "dry-activate"}, Root: true, Stdout: opts.Stdout, Stderr: opts.Stderr})
+		if err != nil {
+			return nil, fmt.Errorf("switch-to-configuration dry-activate: %w", err)
+		}
+		return &Result{}, nil
 	}
-	err := r.Run(ctx, remote.Cmd{Argv: []string{toplevel + "/bin/switch-to-configuration", action}, Root: true, Stdout: opts.Stdout, Stderr: opts.Stderr})
+	a := &activation{t: t, req: req, opts: opts}
+	res, err := a.run(ctx)
+	a.release()
+	return res, err
+}
+
+// activation is one Activate's state.
+type activation struct {
+	t     Target
+	req   Request
+	opts  Options
+	lease *remote.Process
+	res   Result
+}
+
+func (a *activation) run(ctx context.Context) (*Result, error) {
+	if err := a.lock(ctx, false); err != nil {
+		return nil, err
+	}
+	if err := a.t.Run(ctx, remote.Cmd{Argv: []string{"nix-store", "--realise", a.req.Toplevel}, Root: true, Stdout: a.opts.Stdout, Stderr: a.opts.Stderr}); err != nil {
+		return nil, fmt.Errorf("realise %s: %w", a.req.Toplevel, err)
+	}
+	st, out, err := a.job(ctx, "switch", switchJob, a.switchLine())
 	if err != nil {
-		return fmt.Errorf("switch-to-configuration %s: %w", action, err)
+		return &a.res, fmt.Errorf("switch: %w", err)
 	}
-	if action == "switch" || action == "boot" {
-		// The profile keeps the system now: the push's root, when it is
-		// this system's, is no longer needed. Failing to drop it leaves
-		// a root that the next push replaces: worth a warning, no more.
-		drop := `[ "$(readlink "$1")" != "$2" ] || rm -f "$1"`
-		err = r.Run(ctx, remote.Cmd{Argv: []string{"sh", "-c", drop, "sh", push.Root, toplevel}, Root: true, Stdout: opts.Stdout, Stderr: opts.Stderr})
-		if err != nil && opts.Warn != nil {
-			opts.Warn(fmt.Sprintf("could not drop the push's GC root %s: %v", push.Root, err))
+	a.res.Status = st
+	ok := st == 0 || st == 100 || st == 4 && a.req.AllowFailedUnits
+	a.res.RebootRequired = st == 100
+	if st == 4 && ok && a.opts.Warn != nil {
+		a.opts.Warn("some units failed to start (allowed by --allow-failed-units):\n" + strings.TrimSpace(out))
+	}
+	var failure error
+	if !ok {
+		se := &SwitchError{Action: a.req.Action, Status: st, Output: out, Previous: a.res.Previous}
+		if a.req.Action == "boot" {
+			se.Previous = a.res.PreviousProfile
+		}
+		if !a.req.NoRollback {
+			rst, rout, err := a.job(ctx, "rollback", rollbackJob, a.rollbackLine())
+			switch {
+			case err != nil:
+				se.Rollback = err
+			case rst != 0:
+				se.Rollback = fmt.Errorf("exit status %d: %s", rst, strings.TrimSpace(rout))
+			default:
+				se.RolledBack = true
+				a.res.RolledBack = true
+			}
+		}
+		failure = se
+	}
+	if failure == nil && (a.req.Action == "switch" || a.req.Action == "boot") {
+		a.dropPushRoot(ctx)
+	}
+	a.journal(ctx, failure)
+	return &a.res, failure
+}
+
+// lock starts the lease session and waits for its report: the lock and the
+// recorded system, or the holder of a lock held elsewhere.
+func (a *activation) lock(ctx context.Context, resume bool) error {
+	holder, err := json.Marshal(a.req.Holder)
+	if err != nil {
+		return err
+	}
+	args := []string{"sh", "-c", leaseScript, "deployctl-lease", a.req.ID, string(holder), a.req.Action, a.req.Toplevel, keeperScript}
+	if resume {
+		args = []string{"sh", "-c", leaseScript, "deployctl-lease", a.req.ID, "", "resume"}
+	}
+	p, err := a.t.Start(ctx, remote.Cmd{Argv: args, Root: true})
+	if err != nil {
+		return fmt.Errorf("lock: %w", err)
+	}
+	lines := bufio.NewScanner(p.Stdout)
+	var report []string
+	for lines.Scan() {
+		line := lines.Text()
+		if line == "ready" {
+			break
+		}
+		report = append(report, line)
+	}
+	if len(report) > 0 && report[0] == "busy" {
+		p.Close()
+		_ = p.Wait()
+		return fmt.Errorf("lock: %w", &BusyError{Holder: strings.Join(report[1:], "\n")})
+	}
+	if lines.Err() != nil || len(report) == 0 || !strings.HasPrefix(report[0], "previous ") {
+		p.Close()
+		err := p.Wait()
+		if err == nil {
+			err = errors.New("the lock session ended without a report")
+		}
+		return fmt.Errorf("lock: %w", err)
+	}
+	a.lease = p
+	if resume {
+		return nil
+	}
+	for _, line := range report {
+		key, val, _ := strings.Cut(line, " ")
+		switch key {
+		case "previous":
+			a.res.Previous = val
+		case "profile":
+			a.res.PreviousProfile = val
+		case "booted":
+			a.res.Booted = val
+		case "stale":
+			a.res.Stale = val
+			if a.opts.Warn != nil {
+				a.opts.Warn("took over the lock of a deploy that did not finish: " + (&BusyError{Holder: val}).Error()[len("another deploy holds the host: "):])
+			}
 		}
 	}
 	return nil
 }
 
-func validAction(a string) bool {
-	for _, x := range Actions {
-		if a == x {
-			return true
+// release tells the keeper this deploy is done, and ends the lease.
+func (a *activation) release() {
+	if a.lease == nil {
+		return
+	}
+	_, _ = io.WriteString(a.lease.Stdin, "release\n")
+	a.lease.Stdin.Close()
+	if _, ok := a.lease.Exited(10 * time.Second); !ok {
+		a.lease.Close()
+	}
+}
+
+// job runs a detached job and returns its exit status and the end of its
+// output. When the connection is lost while the job runs, it reconnects
+// and reads the job's true result.
+func (a *activation) job(ctx context.Context, name, script, line string) (int, string, error) {
+	if a.opts.Log != nil {
+		a.opts.Log.Debug("exec", "host", a.opts.Host, "cmd", "detached in "+Dir+"/"+a.req.ID+": "+line)
+	}
+	err := a.t.Run(ctx, remote.Cmd{Argv: []string{"sh", "-c", startJobScript, "deployctl-start", a.req.ID, name, script}, Root: true, Stdout: io.Discard})
+	if err != nil {
+		return 0, "", fmt.Errorf("start the %s job: %w", name, err)
+	}
+	var status bytes.Buffer
+	output := &tail{max: 4000}
+	stderr := io.Writer(output)
+	if a.opts.Stderr != nil {
+		stderr = io.MultiWriter(a.opts.Stderr, output)
+	}
+	err = a.t.Run(ctx, remote.Cmd{Argv: []string{"sh", "-c", waitJobScript, "deployctl-wait", a.req.ID, name}, Root: true, Stdout: &status, Stderr: stderr})
+	if err != nil && lost(ctx, err) {
+		if err := a.reconnect(ctx, err); err != nil {
+			return 0, "", fmt.Errorf("the %s job runs on, but: %w", name, err)
+		}
+		status.Reset()
+		output.buf = nil
+		err = a.t.Run(ctx, remote.Cmd{Argv: []string{"sh", "-c", resultScript, "deployctl-result", a.req.ID, name}, Root: true, Stdout: &status, Stderr: output})
+	}
+	if err != nil {
+		return 0, "", fmt.Errorf("wait for the %s job: %w", name, err)
+	}
+	st, err := strconv.Atoi(strings.TrimSpace(status.String()))
+	if err != nil {
+		return 0, "", fmt.Errorf("the %s job's status %q: %w", name, status.String(), err)
+	}
+	return st, string(output.buf), nil
+}
+
+// switchLine is what the switch job runs, as a shell line.
+func (a *activation) switchLine() string {
+	sw := shell.Join([]string{a.req.Toplevel + "/bin/switch-to-configuration", a.req.Action})
+	if a.req.Action == "switch" || a.req.Action == "boot" {
+		return shell.Join([]string{"nix-env", "-p", SystemProfile, "--set", a.req.Toplevel}) + " && " + sw
+	}
+	return sw
+}
+
+// rollbackLine is what the rollback job runs, as a shell line.
+func (a *activation) rollbackLine() string {
+	switch a.req.Action {
+	case "test":
+		return shell.Join([]string{a.res.Previous + "/bin/switch-to-configuration", "test"})
+	case "boot":
+		return shell.Join([]string{"nix-env", "-p", SystemProfile, "--set", a.res.PreviousProfile}) + " && " +
+			shell.Join([]string{a.res.PreviousProfile + "/bin/switch-to-configuration", "boot"})
+	}
+	sw := shell.Join([]string{a.res.Previous + "/bin/switch-to-configuration", "switch"})
+	if a.res.PreviousProfile == "" {
+		return sw
+	}
+	return shell.Join([]string{"nix-env", "-p", SystemProfile, "--set", a.res.PreviousProfile}) + " && " + sw
+}
+
+// lost reports whether err is a connection lost rather than a command that
+// failed.
+func lost(ctx context.Context, err error) bool {
+	var ee *remote.ExitError
+	return ctx.Err() == nil && !errors.As(err, &ee)
+}
+
+// reconnect dials the host anew, with backoff, and rejoins the deploy's
+// keeper.
+func (a *activation) reconnect(ctx context.Context, cause error) error {
+	if a.opts.Reconnect == nil {
+		return fmt.Errorf("the connection was lost: %w", cause)
+	}
+	if a.opts.Warn != nil {
+		a.opts.Warn("the connection was lost while a job ran on the host (it runs on): reconnecting")
+	}
+	limit := a.opts.ReconnectFor
+	if limit == 0 {
+		limit = 2 * time.Minute
+	}
+	deadline := time.Now().Add(limit)
+	wait := 250 * time.Millisecond
+	for {
+		t, err := a.opts.Reconnect(ctx)
+		if err == nil {
+			if a.lease != nil {
+				a.lease.Close()
+				a.lease = nil
+			}
+			a.t = t
+			return a.lock(ctx, true)
+		}
+		if ctx.Err() != nil || time.Now().Add(wait).After(deadline) {
+			return fmt.Errorf("the connection was lost and could not be made again within %s: %w", limit, err)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(wait):
+		}
+		wait = min(wait*2, 5*time.Second)
+	}
+}
+
+// dropPushRoot removes the push's GC root when it points at this system:
+// the profile keeps it now. Failing to drop it leaves a root that the next
+// push replaces: worth a warning, no more.
+func (a *activation) dropPushRoot(ctx context.Context) {
+	drop := `[ "$(readlink "$1")" != "$2" ] || rm -f "$1"`
+	err := a.t.Run(ctx, remote.Cmd{Argv: []string{"sh", "-c", drop, "sh", push.Root, a.req.Toplevel}, Root: true, Stdout: io.Discard})
+	if err != nil && a.opts.Warn != nil {
+		a.opts.Warn(fmt.Sprintf("could not drop the push's GC root %s: %v", push.Root, err))
+	}
+}
+
+// JournalEntry is one line of Journal.
+type JournalEntry struct {
+	Time           time.Time `json:"time"`
+	ID             string    `json:"id"`
+	User           string    `json:"user"`
+	Machine        string    `json:"machine"`
+	Action         string    `json:"action"`
+	Previous       string    `json:"previous"`
+	New            string    `json:"new"`
+	Result         string    `json:"result"`
+	Status         int       `json:"status"`
+	RebootRequired bool      `json:"rebootRequired,omitempty"`
+	RolledBack     bool      `json:"rolledBack,omitempty"`
+	Error          string    `json:"error,omitempty"`
+}
+
+// journal appends this activation's line to Journal; failing to is a
+// warning.
+func (a *activation) journal(ctx context.Context, failure error) {
+	e := JournalEntry{
+		Time: time.Now().UTC(), ID: a.req.ID, User: a.req.Holder.User, Machine: a.req.Holder.Machine,
+		Action: a.req.Action, Previous: a.res.Previous, New: a.req.Toplevel, Status: a.res.Status,
+		RebootRequired: a.res.RebootRequired, RolledBack: a.res.RolledBack, Result: "ok",
+	}
+	if failure != nil {
+		e.Result, e.Error = "failed", failure.Error()
+		if a.res.RolledBack {
+			e.Result = "rolled back"
 		}
 	}
-	return false
+	line, err := json.Marshal(e)
+	if err != nil {
+		return
+	}
+	script := `mkdir -p "${1%/*}" && printf '%s\n' "$2" >> "$1"`
+	err = a.t.Run(ctx, remote.Cmd{Argv: []string{"sh", "-c", script, "sh", Journal, string(line)}, Root: true, Stdout: io.Discard})
+	if err != nil && a.opts.Warn != nil {
+		a.opts.Warn(fmt.Sprintf("could not append to the journal %s: %v", Journal, err))
+	}
+}
+
+// tail keeps the last max bytes written to it.
+type tail struct {
+	max int
+	buf []byte
+}
+
+func (t *tail) Write(p []byte) (int, error) {
+	t.buf = append(t.buf, p...)
+	if len(t.buf) > t.max {
+		t.buf = t.buf[len(t.buf)-t.max:]
+	}
+	return len(p), nil
 }

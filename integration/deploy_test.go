@@ -103,7 +103,7 @@ func TestOneFailingActivationLeavesOthersSwitched(t *testing.T) {
 			t.Errorf("%s: /run/current-system = %q, want %s", h, got, want)
 		}
 	}
-	if !regexp.MustCompile(`(?m)^  beta +FAILED +\S+ +activate: switch-to-configuration switch: exit status 4`).MatchString(r.stderr) {
+	if !regexp.MustCompile(`(?m)^  beta +FAILED +\S+ +activate: switch-to-configuration switch exited 4 \(some units failed\); NOT rolled back: .*no system ran before`).MatchString(r.stderr) {
 		t.Errorf("summary does not name beta's failing step and status:\n%s", r.stderr)
 	}
 	if !strings.Contains(r.stderr, "fixture.service") {
@@ -236,8 +236,9 @@ func TestVerbosePrintsEveryCommand(t *testing.T) {
 		"/result --max-jobs 3 /nix/store/",
 		"[local] + nix --extra-experimental-features 'nix-command flakes' path-info --json --recursive " + top,
 		"[alpha] + ssh -F " + e.fleet.SSHConfig + " -p 22 root@alpha 'nix-store --serve --write'",
-		"[alpha] + ssh -F " + e.fleet.SSHConfig + " -p 22 root@alpha 'nix-env -p /nix/var/nix/profiles/system --set " + top + "'",
-		"[alpha] + ssh -F " + e.fleet.SSHConfig + " -p 22 root@alpha '" + top + "/bin/switch-to-configuration switch'",
+		"[alpha] + ssh -F " + e.fleet.SSHConfig + " -p 22 root@alpha 'nix-store --realise " + top + "'",
+		"[alpha] + detached in /run/deployctl/",
+		": nix-env -p /nix/var/nix/profiles/system --set " + top + " && " + top + "/bin/switch-to-configuration switch",
 	} {
 		if !strings.Contains(r.stderr, want) {
 			t.Errorf("-v output lacks %q", want)
@@ -246,21 +247,35 @@ func TestVerbosePrintsEveryCommand(t *testing.T) {
 	if n := strings.Count(r.stderr, "[local] + nix --version"); n != 1 {
 		t.Errorf("nix --version ran %d times in one deploy, want once", n)
 	}
+	deployed := r.stderr
 	// The nix copy backend shows its command, with the SSH settings.
 	r = e.deployctl("-v", "push", "--copy-backend", "nix", "alpha")
 	r.wantCode(t, 0)
 	if want := "[local] + NIX_SSHOPTS='-F " + e.fleet.SSHConfig + " -p 22' nix --extra-experimental-features 'nix-command flakes' copy --no-check-sigs --to ssh-ng://root@alpha -- " + top; !strings.Contains(r.stderr, want) {
 		t.Errorf("-v output lacks %q:\n%s", want, r.stderr)
 	}
-	// Paste the printed switch line into a shell: it runs on the host.
-	for _, line := range strings.Split(r.stderr, "\n") {
-		if strings.HasPrefix(line, "[alpha] + ssh ") && strings.Contains(line, "switch-to-configuration") {
-			pasted := strings.Replace(strings.TrimPrefix(line, "[alpha] + "), "switch-to-configuration switch", "switch-to-configuration dry-activate", 1)
-			out, err := exec.Command("sh", "-c", pasted).CombinedOutput()
-			if err != nil || !strings.Contains(string(out), "would activate "+top) {
-				t.Errorf("pasted line %q: %v: %s", pasted, err, out)
+	// Paste the printed lines into a shell: they run on the host.
+	pasted := 0
+	for _, line := range strings.Split(deployed, "\n") {
+		if strings.HasPrefix(line, "[alpha] + ssh ") && strings.HasSuffix(line, "'nix-store --realise "+top+"'") {
+			out, err := exec.Command("sh", "-c", strings.TrimPrefix(line, "[alpha] + ")).CombinedOutput()
+			if err != nil || !strings.HasSuffix(strings.TrimSpace(string(out)), top) {
+				t.Errorf("pasted line %q: %v: %s", line, err, out)
 			}
+			pasted++
 		}
+		if cmd, ok := strings.CutPrefix(line, "[alpha] + detached in "); ok {
+			_, cmd, _ = strings.Cut(cmd, ": ")
+			cmd = strings.Replace(cmd, "switch-to-configuration switch", "switch-to-configuration dry-activate", 1)
+			out, err := exec.Command("ssh", "-F", e.fleet.SSHConfig, "alpha", cmd).CombinedOutput()
+			if err != nil || !strings.Contains(string(out), "would activate "+top) {
+				t.Errorf("pasted job %q: %v: %s", cmd, err, out)
+			}
+			pasted++
+		}
+	}
+	if pasted != 2 {
+		t.Errorf("pasted %d lines, want the realise and the switch job", pasted)
 	}
 }
 
@@ -334,7 +349,8 @@ func TestNonRootTargetUser(t *testing.T) {
 	r.wantCode(t, 0)
 	for _, want := range []string{
 		user + "@alpha 'sudo -H -- nix-store --serve --write'",
-		user + "@alpha 'sudo -H -- nix-env -p /nix/var/nix/profiles/system --set ",
+		user + "@alpha 'sudo -H -- nix-store --realise ",
+		user + "@alpha 'sudo -H -- sh -c ",
 	} {
 		if !strings.Contains(r.stderr, want) {
 			t.Errorf("-v output lacks %q:\n%s", want, r.stderr)

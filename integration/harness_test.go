@@ -172,6 +172,15 @@ func (e *testEnv) ssh(host, command string) string {
 	return strings.TrimSpace(out)
 }
 
+// cutter returns a function that kills every SSH session on host (sshd
+// itself stays): connections to it die under whatever uses them.
+func (e *testEnv) cutter(host string) func() {
+	return func() {
+		out, err := e.fleet.SSH(e.t.Context(), host, "pkill -f 'sshd: root@notty'")
+		e.t.Logf("cut %s's sessions: %v %s", host, err, out)
+	}
+}
+
 // currentSystem is the host's /run/current-system target, "" when unset.
 func (e *testEnv) currentSystem(host string) string {
 	return e.ssh(host, "readlink /run/current-system || true")

@@ -80,11 +80,7 @@ func TestPushSurvivesDroppedHost(t *testing.T) {
 	e.deployctl("build", "--all").wantCode(t, 0)
 	// While alpha's push waits on this (its "sending" line), cut every SSH
 	// session on alpha: the push's connection dies under it.
-	cut := func() {
-		out, err := e.fleet.SSH(t.Context(), "alpha", "pkill -f 'sshd: root@notty'")
-		t.Logf("cut alpha's sessions: %v %s", err, out)
-	}
-	r := e.deployctlWatching("[alpha] sending", cut, "push", "alpha", "beta")
+	r := e.deployctlWatching("[alpha] sending", e.cutter("alpha"), "push", "alpha", "beta")
 	r.wantCode(t, 3)
 	if !regexp.MustCompile(`(?m)^  alpha +FAILED +\S+ +push: .*the connection was lost`).MatchString(r.stderr) {
 		t.Errorf("alpha's cut push is not reported as a push failure:\n%s", r.stderr)

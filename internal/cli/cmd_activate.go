@@ -9,7 +9,7 @@ import (
 type activateOptions struct {
 	selection
 	source
-	action string
+	activation activateFlags
 }
 
 func newActivateCommand(g *globals) *cobra.Command {
@@ -17,11 +17,19 @@ func newActivateCommand(g *globals) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "activate [SELECTORS…|--all]",
 		Short: "Activate the selected hosts' pushed systems",
-		Long: `On each selected host: realise its system in the host's own store (it was
-pushed, or the host's substituters have it), set the system profile (switch
-and boot) and run the system's switch-to-configuration ACTION; after a
-switch or boot, the push's GC root is no longer needed and goes. With
---manifest, the systems come from a build manifest and nothing is
+		Long: `On each selected host: take the host's lock (/run/deployctl/lock: a second
+deploy to the host is refused, naming the first), record the running system,
+realise the new one in the host's own store (it was pushed, or the host's
+substituters have it), then, in a job detached from the SSH session, set the
+system profile (switch and boot) and run the system's switch-to-configuration
+ACTION. A lost connection does not stop the job: deployctl reconnects and
+reads its true result. When the switch fails (exit status 1, 2, or 4 unless
+--allow-failed-units; 100 only says a reboot is required), the host goes
+back to exactly the system it ran before, unless --no-rollback. Each
+activation appends a line to /var/lib/deployctl/journal.jsonl on the host.
+After a switch or boot, the push's GC root is no longer needed and goes.
+
+With --manifest, the systems come from a build manifest and nothing is
 evaluated; otherwise the flake is evaluated and built first.`,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return runActivate(cmd.Context(), g, opts, args)
@@ -30,17 +38,17 @@ evaluated; otherwise the flake is evaluated and built first.`,
 	opts.selection.register(cmd, true)
 	registerBuildFlags(cmd, g)
 	opts.source.register(cmd.Flags(), false)
-	registerAction(cmd, &opts.action)
+	opts.activation.register(cmd)
 	return cmd
 }
 
 func runActivate(ctx context.Context, g *globals, opts activateOptions, args []string) error {
-	if err := checkAction(opts.action); err != nil {
+	if err := checkAction(opts.activation.action); err != nil {
 		return err
 	}
 	p, err := g.plan(ctx, args, opts.selection, opts.source)
 	if err != nil {
 		return err
 	}
-	return g.runHosts(ctx, "activate", p, g.activateStep(opts.action))
+	return g.runHosts(ctx, "activate", p, g.activateStep(opts.activation))
 }

@@ -2,8 +2,11 @@ package cli
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"fmt"
 	"io"
+	"os"
 	"time"
 
 	"github.com/deployctl/deployctl/activate"
@@ -89,9 +92,31 @@ func humanBytes(n int64) string {
 	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMG"[exp])
 }
 
-func (g *globals) activateStep(action string) hostStep {
+func (g *globals) activateStep(f activateFlags) hostStep {
 	return hostStep{"activate", func(ctx context.Context, conn *remote.Conn, h *inventory.Host, b built) error {
-		out := activate.Options{Warn: func(msg string) { g.log.Warn(msg, "host", h.Name) }}
+		var extra []*remote.Conn
+		defer func() {
+			for _, c := range extra {
+				c.Close()
+			}
+		}()
+		out := activate.Options{
+			Log:  g.log,
+			Host: h.Name,
+			Warn: func(msg string) { g.log.Warn(msg, "host", h.Name) },
+			Reconnect: func(ctx context.Context) (activate.Target, error) {
+				d, err := g.dialer()
+				if err != nil {
+					return nil, err
+				}
+				c, err := d.Dial(ctx, targetOf(h))
+				if err != nil {
+					return nil, err
+				}
+				extra = append(extra, c)
+				return c, nil
+			},
+		}
 		if g.verbose {
 			w := g.handler.Lines(h.Name)
 			defer w.Close()
@@ -99,10 +124,45 @@ func (g *globals) activateStep(action string) hostStep {
 		} else {
 			out.Stdout = io.Discard
 		}
-		if err := activate.Activate(ctx, conn, b.Toplevel, action, out); err != nil {
+		req := activate.Request{
+			ID:               g.deployID(),
+			Toplevel:         b.Toplevel,
+			Action:           f.action,
+			Holder:           g.holder(b.Toplevel, f.action),
+			AllowFailedUnits: f.allowFailedUnits,
+			NoRollback:       f.noRollback,
+		}
+		req.Holder.ID = req.ID
+		res, err := activate.Activate(ctx, conn, req, out)
+		if err != nil {
 			return err
 		}
-		g.log.Info(action+" done", "host", h.Name)
+		if res.RebootRequired {
+			g.log.Warn(f.action+" done: the new system needs a reboot to take full effect", "host", h.Name)
+			return nil
+		}
+		g.log.Info(f.action+" done", "host", h.Name)
 		return nil
 	}}
+}
+
+// deployID names one activation on its host: the time, and random bits so
+// that two deploying machines never pick the same.
+func (g *globals) deployID() string {
+	var b [4]byte
+	_, _ = rand.Read(b[:])
+	return time.Now().UTC().Format("20060102T150405") + "-" + hex.EncodeToString(b[:])
+}
+
+// holder is who deploys, as the hosts' locks and journals record it.
+func (g *globals) holder(toplevel, action string) activate.Holder {
+	user := g.getenv("USER")
+	if user == "" {
+		user = "unknown"
+	}
+	machine, err := os.Hostname()
+	if err != nil {
+		machine = "unknown"
+	}
+	return activate.Holder{User: user, Machine: machine, PID: os.Getpid(), Started: time.Now().UTC(), Toplevel: toplevel, Action: action}
 }

@@ -1,0 +1,170 @@
+package activate
+
+// The target's side of an activation, as POSIX sh run as root. Each deploy
+// to a host has a directory Dir/ID holding its state in small files:
+//
+//	state            "locked" (the keeper holds the host's lock) or "busy"
+//	holder           the lock's holder, when busy
+//	stale            the holder recorded by a deploy that died holding it
+//	previous         readlink /run/current-system before anything changed
+//	previous-profile the system profile's store path before anything changed
+//	action, toplevel what this deploy activates
+//	lease.pid        the shell of deployctl's session (alive = deployctl is there)
+//	switch.log/.status/.pid, rollback.log/.status/.pid
+//	                 detached jobs: output, exit status, process
+//	armed            the dead-man's switch: seconds to wait for a check-in
+//	                 after the switch ends
+//	deadline         a check-in's new deadline (epoch seconds)
+//	disarmed, release
+//	                 deployctl's word that it no longer needs the watchdog,
+//	                 or the lock
+//	watchdog         why the watchdog rolled back, when it did
+//
+// The keeper is a detached process holding an exclusive flock on Dir/lock
+// (whose content is the holder) for the deploy's lifetime: a second
+// deploy finds it held and is refused with the holder; a deploy whose
+// keeper is gone left only the content, which the next one takes over.
+
+// Dir holds deployctl's state on a target (a tmpfs: a reboot clears it).
+const Dir = "/run/deployctl"
+
+// rollbackFn restores the recorded system: the profile back to the
+// recorded path (switch, boot), then that system's own
+// switch-to-configuration, and checks /run/current-system.
+const rollbackFn = `rollback() {
+  prev=$(cat "$w/previous" 2>/dev/null); prof=$(cat "$w/previous-profile" 2>/dev/null); action=$(cat "$w/action")
+  case $action in
+    switch|test) [ -n "$prev" ] || { echo "no system ran before this deploy: nothing to roll back to" >&2; return 3; } ;;
+    boot) [ -n "$prof" ] || { echo "the system profile was empty before this deploy: nothing to roll back to" >&2; return 3; } ;;
+  esac
+  case $action in
+    switch|boot) if [ -n "$prof" ]; then nix-env -p /nix/var/nix/profiles/system --set "$prof" || return 3; fi ;;
+  esac
+  case $action in
+    switch) "$prev/bin/switch-to-configuration" switch ;;
+    test) "$prev/bin/switch-to-configuration" test ;;
+    boot) "$prof/bin/switch-to-configuration" boot ;;
+  esac
+  st=$?
+  if [ "$action" != boot ] && [ "$(readlink /run/current-system)" != "$prev" ]; then
+    echo "after the rollback /run/current-system is $(readlink /run/current-system), not $prev" >&2
+    return 3
+  fi
+  return $st
+}
+`
+
+// keeperScript ($1 = id, $2 = holder) takes the lock, records the system,
+// then keeps the lock until released, or until deployctl's session has
+// been gone for 30 s with no job running; armed, it rolls back when no
+// check-in came by the deadline.
+const keeperScript = `d=` + Dir + `; w=$d/$1
+` + rollbackFn + `
+running() {
+  for p in "$w"/*.pid; do
+    [ -e "$p" ] || continue
+    [ -e "${p%.pid}.status" ] || return 0
+  done
+  return 1
+}
+exec 9>>"$d/lock" || { echo "cannot open $d/lock" > "$w/state.err"; exit 1; }
+if ! flock -n 9; then
+  cat "$d/lock" > "$w/holder"; echo busy > "$w/state"; exit 0
+fi
+cat "$d/lock" > "$w/stale"
+printf '%s\n' "$2" > "$d/lock"
+readlink /run/current-system > "$w/previous"
+if [ -e /nix/var/nix/profiles/system ]; then readlink -f /nix/var/nix/profiles/system > "$w/previous-profile"; else : > "$w/previous-profile"; fi
+echo locked > "$w/state"
+gone=0
+while [ ! -e "$w/release" ]; do
+  if [ -e "$w/armed" ] && [ ! -e "$w/disarmed" ] && [ -e "$w/switch.status" ]; then
+    if [ -s "$w/deadline" ]; then dl=$(cat "$w/deadline"); else dl=$(( $(stat -c %Y "$w/switch.status") + $(cat "$w/armed") )); fi
+    if [ "$(date +%s)" -ge "$dl" ]; then
+      echo "no check-in from deployctl by the deadline" > "$w/watchdog"
+      echo $$ > "$w/rollback.pid"
+      rollback > "$w/rollback.log" 2>&1; echo $? > "$w/rollback.status"
+      break
+    fi
+  elif running || kill -0 "$(cat "$w/lease.pid" 2>/dev/null)" 2>/dev/null; then
+    gone=0
+  else
+    gone=$((gone + 1))
+    [ "$gone" -lt 150 ] || break
+  fi
+  sleep 0.2
+done
+: > "$d/lock"
+`
+
+// leaseScript ($1 = id, $2 = holder, $3 = action, $4 = toplevel) is
+// deployctl's session on the host: it starts the keeper (or, given
+// "resume" as $3, rejoins it), reports the lock and the recorded system,
+// and lives until deployctl says "release" or goes.
+const leaseScript = `d=` + Dir + `; w=$d/$1
+if [ "$3" != resume ]; then
+  mkdir -p "$w" || exit 70
+  printf '%s\n' "$3" > "$w/action"; printf '%s\n' "$4" > "$w/toplevel"
+  echo $$ > "$w/lease.pid"
+  setsid sh -c "$5" deployctl-keeper "$1" "$2" </dev/null >"$w/keeper.log" 2>&1 &
+  i=0
+  while [ ! -e "$w/state" ] && [ ! -e "$w/state.err" ] && [ "$i" -lt 100 ]; do sleep 0.05; i=$((i + 1)); done
+else
+  [ -e "$w/state" ] || { echo "no deploy $1 on this host" >&2; exit 70; }
+  echo $$ > "$w/lease.pid"
+fi
+case $(cat "$w/state" 2>/dev/null) in
+  locked) ;;
+  busy) echo busy; cat "$w/holder"; exit 0 ;;
+  *) echo "the lock keeper did not start: $(cat "$w/state.err" "$w/keeper.log" 2>/dev/null)" >&2; exit 70 ;;
+esac
+echo "previous $(cat "$w/previous")"
+echo "profile $(cat "$w/previous-profile")"
+echo "booted $(readlink /run/booted-system)"
+[ ! -s "$w/stale" ] || echo "stale $(cat "$w/stale")"
+echo ready
+while read -r word; do
+  if [ "$word" = release ]; then touch "$w/release"; exit 0; fi
+done
+`
+
+// startJobScript ($1 = id, $2 = job name, $3 = job script) starts the
+// job detached from the session, with $w its deploy's directory, and its
+// output and exit status in files there.
+const startJobScript = `w=` + Dir + `/$1
+[ "$(cat "$w/state" 2>/dev/null)" = locked ] || { echo "this deploy does not hold the host's lock" >&2; exit 70; }
+rm -f "$w/$2.status" "$w/$2.log" "$w/$2.pid"
+setsid sh -c 'w=$1; { '"$3"'
+} > "$w/$2.log" 2>&1; echo $? > "$w/$2.status.tmp"; mv "$w/$2.status.tmp" "$w/$2.status"' deployctl-job "$w" "$2" </dev/null >/dev/null 2>&1 &
+echo $! > "$w/$2.pid"
+`
+
+// switchJob sets the profile (switch, boot) and runs
+// switch-to-configuration, in one job: nothing comes between.
+const switchJob = `action=$(cat "$w/action"); top=$(cat "$w/toplevel")
+run() {
+  case $action in
+    switch|boot) nix-env -p /nix/var/nix/profiles/system --set "$top" || { touch "$w/profile.failed"; return 1; } ;;
+  esac
+  "$top/bin/switch-to-configuration" "$action"
+}
+run`
+
+// rollbackJob runs rollbackFn.
+const rollbackJob = rollbackFn + `rollback`
+
+// waitJobScript ($1 = id, $2 = job) streams the job's output to standard
+// error while it runs, then prints its exit status.
+const waitJobScript = `w=` + Dir + `/$1
+tail -n +1 -s 0.1 -f --pid="$(cat "$w/$2.pid")" "$w/$2.log" >&2 2>/dev/null
+while [ ! -e "$w/$2.status" ]; do sleep 0.1; done
+cat "$w/$2.status"
+`
+
+// resultScript ($1 = id, $2 = job) waits for the job to end and prints its
+// exit status and the end of its output, for a caller that reconnected.
+const resultScript = `w=` + Dir + `/$1
+while [ ! -e "$w/$2.status" ]; do sleep 0.1; done
+cat "$w/$2.status"
+tail -c 2000 "$w/$2.log" >&2
+`

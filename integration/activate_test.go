@@ -1,0 +1,152 @@
+package integration
+
+import (
+	"encoding/json"
+	"regexp"
+	"strings"
+	"testing"
+
+	"github.com/deployctl/deployctl/integration/fixture"
+)
+
+// journal reads a host's activation journal.
+func (e *testEnv) journal(host string) []map[string]any {
+	e.t.Helper()
+	var out []map[string]any
+	for _, line := range strings.Split(e.ssh(host, "cat /var/lib/deployctl/journal.jsonl 2>/dev/null || true"), "\n") {
+		if line == "" {
+			continue
+		}
+		var m map[string]any
+		if err := json.Unmarshal([]byte(line), &m); err != nil {
+			e.t.Fatalf("%s: journal line %q: %v", host, line, err)
+		}
+		out = append(out, m)
+	}
+	return out
+}
+
+// profile is the store path the host's system profile points at.
+func (e *testEnv) profile(host string) string {
+	return e.ssh(host, "readlink -f /nix/var/nix/profiles/system || true")
+}
+
+// TestFailedSwitchRollsBack: a switch-to-configuration that exits 2 puts
+// the host back on exactly the system that ran before (running system and
+// profile), the exit code says so, and the journal records it; exit 100
+// is a reboot required, not a failure; --no-rollback leaves the host be;
+// a failed test activation leaves the profile alone.
+func TestFailedSwitchRollsBack(t *testing.T) {
+	e := startFleet(t, fixture.Host{Name: "alpha"}, fixture.Host{Name: "beta"})
+	e.deployctl("deploy", "--all").wantCode(t, 0)
+	old := map[string]string{"alpha": e.toplevel("alpha"), "beta": e.toplevel("beta")}
+
+	e.writeFlake(fixture.Host{Name: "alpha", FailExit: 2, Revision: "2"}, fixture.Host{Name: "beta", Revision: "2"})
+	bad, good := e.toplevel("alpha"), e.toplevel("beta")
+	r := e.deployctl("deploy", "--all")
+	r.wantCode(t, 3)
+	if !regexp.MustCompile(`(?m)^  alpha +FAILED +\S+ +activate: switch-to-configuration switch exited 2 \(the activation script failed\); rolled back to ` + regexp.QuoteMeta(old["alpha"])).MatchString(r.stderr) {
+		t.Errorf("the summary does not say alpha was rolled back:\n%s", r.stderr)
+	}
+	if got := e.currentSystem("alpha"); got != old["alpha"] {
+		t.Errorf("alpha runs %s after the rollback, want %s", got, old["alpha"])
+	}
+	if got := e.profile("alpha"); got != old["alpha"] {
+		t.Errorf("alpha's profile is %s after the rollback, want %s", got, old["alpha"])
+	}
+	if got := e.currentSystem("beta"); got != good {
+		t.Errorf("beta runs %s, want its new system %s", got, good)
+	}
+	j := e.journal("alpha")
+	if len(j) != 2 || j[1]["result"] != "rolled back" || j[1]["previous"] != old["alpha"] || j[1]["new"] != bad || j[1]["status"] != 2.0 {
+		t.Errorf("alpha's journal does not record the rollback: %v", j)
+	}
+	if e.ssh("alpha", "cat /run/deployctl/lock") != "" {
+		t.Errorf("the lock still names a holder after the deploy")
+	}
+
+	// --no-rollback leaves the failed system running.
+	e.deployctl("deploy", "alpha", "--no-rollback").wantCode(t, 1)
+	if got := e.currentSystem("alpha"); got != bad {
+		t.Errorf("with --no-rollback alpha runs %s, want the failed %s", got, bad)
+	}
+	e.writeFlake(fixture.Host{Name: "alpha"}, fixture.Host{Name: "beta", Revision: "2"})
+	e.deployctl("deploy", "alpha").wantCode(t, 0)
+
+	// Status 100: the switch worked but wants a reboot.
+	e.writeFlake(fixture.Host{Name: "alpha", FailExit: 100, Revision: "3"}, fixture.Host{Name: "beta", Revision: "2"})
+	r = e.deployctl("deploy", "alpha")
+	r.wantCode(t, 0)
+	if !strings.Contains(r.stderr, "needs a reboot") || e.currentSystem("alpha") != e.toplevel("alpha") {
+		t.Errorf("status 100 is not reported as a reboot required, with the new system kept:\n%s", r.stderr)
+	}
+
+	// A failed test activation: the previous system runs again and the
+	// profile was never touched.
+	running, profile := e.currentSystem("alpha"), e.profile("alpha")
+	e.writeFlake(fixture.Host{Name: "alpha", FailExit: 2, Revision: "4"}, fixture.Host{Name: "beta", Revision: "2"})
+	e.deployctl("deploy", "alpha", "--action", "test").wantCode(t, 1)
+	if got := e.currentSystem("alpha"); got != running {
+		t.Errorf("after a failed test activation alpha runs %s, want %s", got, running)
+	}
+	if got := e.profile("alpha"); got != profile {
+		t.Errorf("a test activation changed the profile to %s (was %s)", got, profile)
+	}
+	// Status 4 is a failure unless --allow-failed-units.
+	e.writeFlake(fixture.Host{Name: "alpha", FailExit: 4, Revision: "5"}, fixture.Host{Name: "beta", Revision: "2"})
+	e.deployctl("deploy", "alpha").wantCode(t, 1)
+	if got := e.currentSystem("alpha"); got != running {
+		t.Errorf("after a switch with failed units alpha runs %s, want it rolled back to %s", got, running)
+	}
+	r = e.deployctl("deploy", "alpha", "--allow-failed-units")
+	r.wantCode(t, 0)
+	if got := e.currentSystem("alpha"); got != e.toplevel("alpha") || !strings.Contains(r.stderr, "some units failed") {
+		t.Errorf("--allow-failed-units: alpha runs %s, want %s, with a warning:\n%s", got, e.toplevel("alpha"), r.stderr)
+	}
+}
+
+// TestSecondDeployRefused: while one deploy switches a host, a second is
+// refused at once, naming the first; a lock left by a deploy that died is
+// taken over with a warning.
+func TestSecondDeployRefused(t *testing.T) {
+	e := startFleet(t, fixture.Host{Name: "alpha", SwitchSeconds: 3})
+	e.deployctl("build", "alpha").wantCode(t, 0)
+	// The first deploy's output waits while the second runs.
+	var second result
+	first := e.deployctlWatching("switching slowly", func() { second = e.deployctl("activate", "alpha") }, "-v", "deploy", "alpha")
+	first.wantCode(t, 0)
+	second.wantCode(t, 1)
+	if !regexp.MustCompile(`(?m)^  alpha +FAILED +\S+ +activate: lock: another deploy holds the host: \S+@\S+ \(pid \d+\), since .*, activating ` + regexp.QuoteMeta(e.toplevel("alpha")) + ` \(switch\)`).MatchString(second.stderr) {
+		t.Errorf("the second deploy is not refused naming the first:\n%s", second.stderr)
+	}
+	if len(e.journal("alpha")) != 1 {
+		t.Errorf("the refused deploy reached the journal: %v", e.journal("alpha"))
+	}
+
+	// A holder whose keeper is gone: taken over, with a warning.
+	e.ssh("alpha", `printf '%s\n' '{"id":"x","user":"ghost","machine":"gone","pid":1,"started":"2026-01-01T00:00:00Z","toplevel":"/nix/store/x","action":"switch"}' > /run/deployctl/lock`)
+	r := e.deployctl("activate", "alpha")
+	r.wantCode(t, 0)
+	if !strings.Contains(r.stderr, "took over the lock of a deploy that did not finish: ghost@gone (pid 1)") {
+		t.Errorf("a stale lock is not taken over with a warning:\n%s", r.stderr)
+	}
+}
+
+// TestSwitchSurvivesLostConnection: the connection is cut while a slow
+// switch runs; the switch completes, and deployctl reconnects and reports
+// its true result.
+func TestSwitchSurvivesLostConnection(t *testing.T) {
+	e := startFleet(t, fixture.Host{Name: "alpha", SwitchSeconds: 3})
+	e.deployctl("build", "alpha").wantCode(t, 0)
+	r := e.deployctlWatching("switching slowly", e.cutter("alpha"), "-v", "deploy", "alpha")
+	r.wantCode(t, 0)
+	if !strings.Contains(r.stderr, "the connection was lost") {
+		t.Errorf("the cut is not reported:\n%s", r.stderr)
+	}
+	if got, want := e.currentSystem("alpha"), e.toplevel("alpha"); got != want {
+		t.Errorf("alpha runs %q, want %s", got, want)
+	}
+	if j := e.journal("alpha"); len(j) != 1 || j[0]["result"] != "ok" {
+		t.Errorf("journal after the reconnect: %v", j)
+	}
+}
