@@ -73,10 +73,9 @@ type Options struct {
 	Stdout, Stderr io.Writer
 	Warn           func(msg string)
 	// Reconnect dials the host anew; nil gives up on a lost connection.
-	// The caller closes what it returns.
+	// The caller closes what it returns. It is tried, backing off, for
+	// reconnectFor.
 	Reconnect func(ctx context.Context) (Target, error)
-	// ReconnectFor is how long to keep trying (default 2 minutes).
-	ReconnectFor time.Duration
 	// Log, when set, is told at debug level what each detached job runs,
 	// as an "exec" record of Host (the SSH line that starts it is the
 	// connection's own record).
@@ -87,28 +86,32 @@ type Options struct {
 // Result is what an activation found and did.
 type Result struct {
 	// Previous is the system that ran before (readlink
-	// /run/current-system), PreviousProfile the system profile's, Booted
-	// the booted one's: "" when there was none.
-	Previous, PreviousProfile, Booted string
+	// /run/current-system), PreviousProfile the system profile's: "" when
+	// there was none.
+	Previous, PreviousProfile string
 	// Status is switch-to-configuration's exit status.
 	Status int
 	// RebootRequired is status 100: the new system needs a reboot.
 	RebootRequired bool
 	// RolledBack says the host was put back on Previous.
 	RolledBack bool
-	// Stale is the holder of a lock left by a deploy that died.
-	Stale string
 }
 
 // BusyError is a host another deploy holds.
 type BusyError struct{ Holder string }
 
 func (e *BusyError) Error() string {
+	return "another deploy holds the host: " + describeHolder(e.Holder)
+}
+
+// describeHolder is a lock's content in words: a Holder as a sentence,
+// anything else as it is.
+func describeHolder(raw string) string {
 	var h Holder
-	if json.Unmarshal([]byte(e.Holder), &h) == nil && h.ID != "" {
-		return "another deploy holds the host: " + h.String()
+	if json.Unmarshal([]byte(raw), &h) == nil && h.ID != "" {
+		return h.String()
 	}
-	return "another deploy holds the host: " + strings.TrimSpace(e.Holder)
+	return strings.TrimSpace(raw)
 }
 
 // SwitchError is a switch-to-configuration that failed, and what became of
@@ -134,8 +137,6 @@ func statusMeaning(st int) string {
 		return "the activation script failed"
 	case 4:
 		return "some units failed"
-	case 100:
-		return "a reboot is required"
 	}
 	return "it failed"
 }
@@ -170,8 +171,8 @@ func Activate(ctx context.Context, t Target, req Request, opts Options) (*Result
 	}
 	if req.Action == "dry-activate" {
 		// Changes nothing: no lock, no job, no journal.
-		if err := t.Run(ctx, remote.Cmd{Argv: []string{"nix-store", "--realise", req.Toplevel}, Root: true, Stdout: opts.Stdout, Stderr: opts.Stderr}); err != nil {
-			return nil, fmt.Errorf("realise %s: %w", req.Toplevel, err)
+		if err := realise(ctx, t, req.Toplevel, opts); err != nil {
+			return nil, err
 		}
 		err := t.Run(ctx, remote.Cmd{Argv: []string{req.Toplevel + "/bin/switch-to-configuration", "dry-activate"}, Root: true, Stdout: opts.Stdout, Stderr: opts.Stderr})
 		if err != nil {
@@ -183,6 +184,15 @@ func Activate(ctx context.Context, t Target, req Request, opts Options) (*Result
 	res, err := a.run(ctx)
 	a.release()
 	return res, err
+}
+
+// realise makes toplevel valid in the target's store: a no-op when it was
+// pushed, a fetch from the target's own substituters otherwise.
+func realise(ctx context.Context, t Target, toplevel string, opts Options) error {
+	if err := t.Run(ctx, remote.Cmd{Argv: []string{"nix-store", "--realise", toplevel}, Root: true, Stdout: opts.Stdout, Stderr: opts.Stderr}); err != nil {
+		return fmt.Errorf("realise %s: %w", toplevel, err)
+	}
+	return nil
 }
 
 // activation is one Activate's state.
@@ -198,8 +208,8 @@ func (a *activation) run(ctx context.Context) (*Result, error) {
 	if err := a.lock(ctx, false); err != nil {
 		return nil, err
 	}
-	if err := a.t.Run(ctx, remote.Cmd{Argv: []string{"nix-store", "--realise", a.req.Toplevel}, Root: true, Stdout: a.opts.Stdout, Stderr: a.opts.Stderr}); err != nil {
-		return nil, fmt.Errorf("realise %s: %w", a.req.Toplevel, err)
+	if err := realise(ctx, a.t, a.req.Toplevel, a.opts); err != nil {
+		return nil, err
 	}
 	st, out, err := a.job(ctx, "switch", switchJob, a.switchLine())
 	if err != nil {
@@ -286,12 +296,9 @@ func (a *activation) lock(ctx context.Context, resume bool) error {
 			a.res.Previous = val
 		case "profile":
 			a.res.PreviousProfile = val
-		case "booted":
-			a.res.Booted = val
 		case "stale":
-			a.res.Stale = val
 			if a.opts.Warn != nil {
-				a.opts.Warn("took over the lock of a deploy that did not finish: " + (&BusyError{Holder: val}).Error()[len("another deploy holds the host: "):])
+				a.opts.Warn("took over the lock of a deploy that did not finish: " + describeHolder(val))
 			}
 		}
 	}
@@ -322,7 +329,7 @@ func (a *activation) job(ctx context.Context, name, script, line string) (int, s
 		return 0, "", fmt.Errorf("start the %s job: %w", name, err)
 	}
 	var status bytes.Buffer
-	output := &tail{max: 4000}
+	output := remote.NewTail(4000)
 	stderr := io.Writer(output)
 	if a.opts.Stderr != nil {
 		stderr = io.MultiWriter(a.opts.Stderr, output)
@@ -333,7 +340,7 @@ func (a *activation) job(ctx context.Context, name, script, line string) (int, s
 			return 0, "", fmt.Errorf("the %s job runs on, but: %w", name, err)
 		}
 		status.Reset()
-		output.buf = nil
+		output.Reset()
 		err = a.t.Run(ctx, remote.Cmd{Argv: []string{"sh", "-c", resultScript, "deployctl-result", a.req.ID, name}, Root: true, Stdout: &status, Stderr: output})
 	}
 	if err != nil {
@@ -343,7 +350,7 @@ func (a *activation) job(ctx context.Context, name, script, line string) (int, s
 	if err != nil {
 		return 0, "", fmt.Errorf("the %s job's status %q: %w", name, status.String(), err)
 	}
-	return st, string(output.buf), nil
+	return st, output.String(), nil
 }
 
 // switchLine is what the switch job runs, as a shell line.
@@ -378,6 +385,9 @@ func lost(ctx context.Context, err error) bool {
 	return ctx.Err() == nil && !errors.As(err, &ee)
 }
 
+// reconnectFor is how long a lost connection is tried again.
+const reconnectFor = 2 * time.Minute
+
 // reconnect dials the host anew, with backoff, and rejoins the deploy's
 // keeper.
 func (a *activation) reconnect(ctx context.Context, cause error) error {
@@ -387,11 +397,7 @@ func (a *activation) reconnect(ctx context.Context, cause error) error {
 	if a.opts.Warn != nil {
 		a.opts.Warn("the connection was lost while a job ran on the host (it runs on): reconnecting")
 	}
-	limit := a.opts.ReconnectFor
-	if limit == 0 {
-		limit = 2 * time.Minute
-	}
-	deadline := time.Now().Add(limit)
+	deadline := time.Now().Add(reconnectFor)
 	wait := 250 * time.Millisecond
 	for {
 		t, err := a.opts.Reconnect(ctx)
@@ -404,7 +410,7 @@ func (a *activation) reconnect(ctx context.Context, cause error) error {
 			return a.lock(ctx, true)
 		}
 		if ctx.Err() != nil || time.Now().Add(wait).After(deadline) {
-			return fmt.Errorf("the connection was lost and could not be made again within %s: %w", limit, err)
+			return fmt.Errorf("the connection was lost and could not be made again within %s: %w", reconnectFor, err)
 		}
 		select {
 		case <-ctx.Done():
@@ -465,18 +471,4 @@ func (a *activation) journal(ctx context.Context, failure error) {
 	if err != nil && a.opts.Warn != nil {
 		a.opts.Warn(fmt.Sprintf("could not append to the journal %s: %v", Journal, err))
 	}
-}
-
-// tail keeps the last max bytes written to it.
-type tail struct {
-	max int
-	buf []byte
-}
-
-func (t *tail) Write(p []byte) (int, error) {
-	t.buf = append(t.buf, p...)
-	if len(t.buf) > t.max {
-		t.buf = t.buf[len(t.buf)-t.max:]
-	}
-	return len(p), nil
 }

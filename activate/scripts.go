@@ -12,13 +12,7 @@ package activate
 //	lease.pid        the shell of deployctl's session (alive = deployctl is there)
 //	switch.log/.status/.pid, rollback.log/.status/.pid
 //	                 detached jobs: output, exit status, process
-//	armed            the dead-man's switch: seconds to wait for a check-in
-//	                 after the switch ends
-//	deadline         a check-in's new deadline (epoch seconds)
-//	disarmed, release
-//	                 deployctl's word that it no longer needs the watchdog,
-//	                 or the lock
-//	watchdog         why the watchdog rolled back, when it did
+//	release          deployctl's word that it no longer needs the lock
 //
 // The keeper is a detached process holding an exclusive flock on Dir/lock
 // (whose content is the holder) for the deploy's lifetime: a second
@@ -56,10 +50,8 @@ const rollbackFn = `rollback() {
 
 // keeperScript ($1 = id, $2 = holder) takes the lock, records the system,
 // then keeps the lock until released, or until deployctl's session has
-// been gone for 30 s with no job running; armed, it rolls back when no
-// check-in came by the deadline.
+// been gone for 30 s with no job running.
 const keeperScript = `d=` + Dir + `; w=$d/$1
-` + rollbackFn + `
 running() {
   for p in "$w"/*.pid; do
     [ -e "$p" ] || continue
@@ -78,15 +70,7 @@ if [ -e /nix/var/nix/profiles/system ]; then readlink -f /nix/var/nix/profiles/s
 echo locked > "$w/state"
 gone=0
 while [ ! -e "$w/release" ]; do
-  if [ -e "$w/armed" ] && [ ! -e "$w/disarmed" ] && [ -e "$w/switch.status" ]; then
-    if [ -s "$w/deadline" ]; then dl=$(cat "$w/deadline"); else dl=$(( $(stat -c %Y "$w/switch.status") + $(cat "$w/armed") )); fi
-    if [ "$(date +%s)" -ge "$dl" ]; then
-      echo "no check-in from deployctl by the deadline" > "$w/watchdog"
-      echo $$ > "$w/rollback.pid"
-      rollback > "$w/rollback.log" 2>&1; echo $? > "$w/rollback.status"
-      break
-    fi
-  elif running || kill -0 "$(cat "$w/lease.pid" 2>/dev/null)" 2>/dev/null; then
+  if running || kill -0 "$(cat "$w/lease.pid" 2>/dev/null)" 2>/dev/null; then
     gone=0
   else
     gone=$((gone + 1))
@@ -120,7 +104,6 @@ case $(cat "$w/state" 2>/dev/null) in
 esac
 echo "previous $(cat "$w/previous")"
 echo "profile $(cat "$w/previous-profile")"
-echo "booted $(readlink /run/booted-system)"
 [ ! -s "$w/stale" ] || echo "stale $(cat "$w/stale")"
 echo ready
 while read -r word; do

@@ -124,15 +124,15 @@ func (g *globals) activateStep(f activateFlags) hostStep {
 		} else {
 			out.Stdout = io.Discard
 		}
+		id := g.deployID()
 		req := activate.Request{
-			ID:               g.deployID(),
+			ID:               id,
 			Toplevel:         b.Toplevel,
 			Action:           f.action,
-			Holder:           g.holder(b.Toplevel, f.action),
+			Holder:           g.holder(id, b.Toplevel, f.action),
 			AllowFailedUnits: f.allowFailedUnits,
 			NoRollback:       f.noRollback,
 		}
-		req.Holder.ID = req.ID
 		res, err := activate.Activate(ctx, conn, req, out)
 		if err != nil {
 			return err
@@ -155,7 +155,7 @@ func (g *globals) deployID() string {
 }
 
 // holder is who deploys, as the hosts' locks and journals record it.
-func (g *globals) holder(toplevel, action string) activate.Holder {
+func (g *globals) holder(id, toplevel, action string) activate.Holder {
 	user := g.getenv("USER")
 	if user == "" {
 		user = "unknown"
@@ -164,5 +164,5 @@ func (g *globals) holder(toplevel, action string) activate.Holder {
 	if err != nil {
 		machine = "unknown"
 	}
-	return activate.Holder{User: user, Machine: machine, PID: os.Getpid(), Started: time.Now().UTC(), Toplevel: toplevel, Action: action}
+	return activate.Holder{ID: id, User: user, Machine: machine, PID: os.Getpid(), Started: time.Now().UTC(), Toplevel: toplevel, Action: action}
 }

@@ -158,7 +158,7 @@ func (c *Conn) Run(ctx context.Context, cmd Cmd) error {
 	defer sess.Close()
 	sess.Stdin = cmd.Stdin
 	sess.Stdout = cmd.Stdout
-	tail := &tailBuffer{max: 4096}
+	tail := NewTail(4096)
 	if cmd.Stderr != nil {
 		sess.Stderr = io.MultiWriter(cmd.Stderr, tail)
 	} else {
@@ -185,7 +185,7 @@ func (c *Conn) Run(ctx context.Context, cmd Cmd) error {
 }
 
 // exitError turns a finished session's error into Run's errors.
-func exitError(line string, err error, tail *tailBuffer) error {
+func exitError(line string, err error, tail *Tail) error {
 	var exitErr *ssh.ExitError
 	var missing *ssh.ExitMissingError
 	switch {
@@ -210,7 +210,7 @@ type Process struct {
 	Stdout io.Reader
 	sess   *ssh.Session
 	line   string
-	tail   *tailBuffer
+	tail   *Tail
 	done   chan struct{}
 	err    error
 }
@@ -228,7 +228,7 @@ func (c *Conn) Start(ctx context.Context, cmd Cmd) (*Process, error) {
 	if err != nil {
 		return nil, err
 	}
-	p := &Process{sess: sess, line: line, tail: &tailBuffer{max: 4096}, done: make(chan struct{})}
+	p := &Process{sess: sess, line: line, tail: NewTail(4096), done: make(chan struct{})}
 	if cmd.Stderr != nil {
 		sess.Stderr = io.MultiWriter(cmd.Stderr, p.tail)
 	} else {
@@ -283,14 +283,14 @@ func (p *Process) Stderr() string { return p.tail.String() }
 // Close ends the session; the remote command sees its input and output close.
 func (p *Process) Close() error { return p.sess.Close() }
 
-// tailBuffer keeps the last max bytes written to it.
-type tailBuffer struct {
+// Tail keeps the last bytes written to it; goroutines may share one.
+type Tail struct {
 	mu  sync.Mutex
 	max int
 	buf []byte
 }
 
-func (t *tailBuffer) Write(p []byte) (int, error) {
+func (t *Tail) Write(p []byte) (int, error) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	t.buf = append(t.buf, p...)
@@ -300,7 +300,17 @@ func (t *tailBuffer) Write(p []byte) (int, error) {
 	return len(p), nil
 }
 
-func (t *tailBuffer) String() string {
+// NewTail returns a Tail keeping max bytes.
+func NewTail(max int) *Tail { return &Tail{max: max} }
+
+// Reset forgets what was written.
+func (t *Tail) Reset() {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.buf = nil
+}
+
+func (t *Tail) String() string {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	return string(t.buf)
