@@ -47,8 +47,17 @@ type Request struct {
 	// AllowFailedUnits accepts switch-to-configuration's status 4 (some
 	// units failed) as a success.
 	AllowFailedUnits bool
-	// NoRollback leaves a host whose switch failed as it is.
+	// NoRollback leaves a host whose switch or checks failed as it is.
 	NoRollback bool
+	// Checks run after a switch or test, for at most ProbeTimeout; their
+	// HTTP and TCP checks go to ProbeHost unless they name a host.
+	Checks       Checks
+	ProbeTimeout time.Duration
+	ProbeHost    string
+	// ConfirmTimeout arms the dead-man's switch for switch and test: the
+	// host rolls itself back unless a new connection checks in within
+	// this long after the switch. 0 disarms it.
+	ConfirmTimeout time.Duration
 }
 
 // Holder is who holds a host's lock.
@@ -76,6 +85,8 @@ type Options struct {
 	// The caller closes what it returns. It is tried, backing off, for
 	// reconnectFor.
 	Reconnect func(ctx context.Context) (Target, error)
+	// OnProbe, when set, is told of each health check's result.
+	OnProbe func(ProbeResult)
 	// Log, when set, is told at debug level what each detached job runs,
 	// as an "exec" record of Host (the SSH line that starts it is the
 	// connection's own record).
@@ -93,8 +104,11 @@ type Result struct {
 	Status int
 	// RebootRequired is status 100: the new system needs a reboot.
 	RebootRequired bool
-	// RolledBack says the host was put back on Previous.
-	RolledBack bool
+	// Probes are the health checks' results.
+	Probes []ProbeResult
+	// RolledBack says the host was put back on Previous; ByWatchdog that
+	// its dead-man's switch did it.
+	RolledBack, ByWatchdog bool
 }
 
 // BusyError is a host another deploy holds.
@@ -114,6 +128,29 @@ func describeHolder(raw string) string {
 	return strings.TrimSpace(raw)
 }
 
+// Outcome is what became of a host after a failure.
+type Outcome struct {
+	// RolledBack says the host runs Previous again; ByWatchdog that the
+	// host's dead-man's switch did it.
+	RolledBack, ByWatchdog bool
+	// Err says why the host was not rolled back, when that was tried.
+	Err error
+	// Previous is the system the host was to go back to.
+	Previous string
+}
+
+func (o Outcome) String() string {
+	switch {
+	case o.RolledBack && o.ByWatchdog:
+		return "the host rolled itself back to " + o.Previous
+	case o.RolledBack:
+		return "rolled back to " + o.Previous
+	case o.Err != nil:
+		return "NOT rolled back: " + o.Err.Error()
+	}
+	return "left as it is (--no-rollback)"
+}
+
 // SwitchError is a switch-to-configuration that failed, and what became of
 // the host.
 type SwitchError struct {
@@ -121,11 +158,7 @@ type SwitchError struct {
 	Status int
 	// Output is the end of the switch's output.
 	Output string
-	// RolledBack says the host runs the previous system again; Rollback
-	// says why it does not, when it was tried.
-	RolledBack bool
-	Rollback   error
-	Previous   string
+	Outcome
 }
 
 // statusMeaning explains switch-to-configuration's exit statuses.
@@ -142,17 +175,52 @@ func statusMeaning(st int) string {
 }
 
 func (e *SwitchError) Error() string {
-	msg := fmt.Sprintf("switch-to-configuration %s exited %d (%s)", e.Action, e.Status, statusMeaning(e.Status))
-	switch {
-	case e.RolledBack:
-		msg += "; rolled back to " + e.Previous
-	case e.Rollback != nil:
-		msg += "; NOT rolled back: " + e.Rollback.Error()
-	default:
-		msg += "; left as it is (--no-rollback)"
-	}
+	msg := fmt.Sprintf("switch-to-configuration %s exited %d (%s); %s", e.Action, e.Status, statusMeaning(e.Status), e.Outcome)
 	if out := strings.TrimSpace(e.Output); out != "" {
 		msg += "\nits output ends:\n" + out
+	}
+	return msg
+}
+
+// ProbeError is health checks that failed after the switch, and what
+// became of the host.
+type ProbeError struct {
+	Failed []ProbeResult
+	Outcome
+}
+
+func (e *ProbeError) Error() string {
+	var b strings.Builder
+	if len(e.Failed) == 1 {
+		b.WriteString("a health check failed")
+	} else {
+		fmt.Fprintf(&b, "%d health checks failed", len(e.Failed))
+	}
+	fmt.Fprintf(&b, "; %s", e.Outcome)
+	for _, r := range e.Failed {
+		b.WriteString("\n  " + r.String())
+	}
+	return b.String()
+}
+
+// UnconfirmedError is a switched host that deployctl could not reach over
+// a new connection in time, so the host's dead-man's switch rolled it
+// back (or was due to).
+type UnconfirmedError struct {
+	Timeout time.Duration
+	// Cause is why the check-in failed; nil when the watchdog acted first.
+	Cause error
+	Outcome
+}
+
+func (e *UnconfirmedError) Error() string {
+	msg := fmt.Sprintf("no new SSH connection to the host could check in within %s of the switch (the new system may break SSH)", e.Timeout)
+	if e.Cause == nil {
+		msg = fmt.Sprintf("the host's watchdog acted before deployctl could disarm it (its deadline, %s after the check-in, had passed)", e.Timeout)
+	}
+	msg += "; " + e.Outcome.String()
+	if e.Cause != nil {
+		msg += "\nthe check-in's error: " + e.Cause.Error()
 	}
 	return msg
 }
@@ -211,6 +279,19 @@ func (a *activation) run(ctx context.Context) (*Result, error) {
 	if err := realise(ctx, a.t, a.req.Toplevel, a.opts); err != nil {
 		return nil, err
 	}
+	running := a.req.Action == "switch" || a.req.Action == "test"
+	armed := running && a.req.ConfirmTimeout > 0
+	if armed {
+		// Armed before the switch starts: a switch that breaks SSH at
+		// once is still caught.
+		script := fmt.Sprintf("tmo=%d\n", int(a.req.ConfirmTimeout.Round(time.Second)/time.Second)) + watchdogJob
+		if a.opts.Log != nil {
+			a.opts.Log.Debug(fmt.Sprintf("arming the dead-man's switch: the host rolls back unless a new connection checks in within %s of the switch", a.req.ConfirmTimeout), "host", a.opts.Host)
+		}
+		if _, err := a.start(ctx, "watchdog", script, "", ""); err != nil {
+			return nil, err
+		}
+	}
 	st, out, err := a.job(ctx, "switch", switchJob, a.switchLine())
 	if err != nil {
 		return &a.res, fmt.Errorf("switch: %w", err)
@@ -222,30 +303,164 @@ func (a *activation) run(ctx context.Context) (*Result, error) {
 		a.opts.Warn("some units failed to start (allowed by --allow-failed-units):\n" + strings.TrimSpace(out))
 	}
 	var failure error
-	if !ok {
-		se := &SwitchError{Action: a.req.Action, Status: st, Output: out, Previous: a.res.Previous}
-		if a.req.Action == "boot" {
-			se.Previous = a.res.PreviousProfile
+	switch {
+	case !ok:
+		failure = &SwitchError{Action: a.req.Action, Status: st, Output: out, Outcome: a.rollback(ctx)}
+	case armed:
+		if err := a.checkIn(ctx); err != nil {
+			failure = err
 		}
-		if !a.req.NoRollback {
-			rst, rout, err := a.job(ctx, "rollback", rollbackJob, a.rollbackLine())
-			switch {
-			case err != nil:
-				se.Rollback = err
-			case rst != 0:
-				se.Rollback = fmt.Errorf("exit status %d: %s", rst, strings.TrimSpace(rout))
-			default:
-				se.RolledBack = true
-				a.res.RolledBack = true
+	}
+	if failure == nil && running && !a.req.Checks.Empty() {
+		a.res.Probes = Probe(ctx, a.t, a.req.Checks, a.req.ProbeHost, a.req.ProbeTimeout, a.opts.OnProbe)
+		var failed []ProbeResult
+		for _, r := range a.res.Probes {
+			if !r.OK {
+				failed = append(failed, r)
 			}
 		}
-		failure = se
+		if len(failed) > 0 {
+			failure = &ProbeError{Failed: failed, Outcome: a.rollback(ctx)}
+		}
+	}
+	if failure == nil && armed {
+		if err := a.disarm(ctx); err != nil {
+			failure = err
+		}
 	}
 	if failure == nil && (a.req.Action == "switch" || a.req.Action == "boot") {
 		a.dropPushRoot(ctx)
 	}
 	a.journal(ctx, failure)
 	return &a.res, failure
+}
+
+// previous is the system a rollback goes back to.
+func (a *activation) previous() string {
+	if a.req.Action == "boot" {
+		return a.res.PreviousProfile
+	}
+	return a.res.Previous
+}
+
+// rollback puts the host back on the recorded system, unless NoRollback;
+// when the host's watchdog has claimed that already, it waits for the
+// watchdog's rollback instead.
+func (a *activation) rollback(ctx context.Context) Outcome {
+	o := Outcome{Previous: a.previous()}
+	if a.req.NoRollback {
+		return o
+	}
+	started, err := a.start(ctx, "rollback", rollbackJob, a.rollbackLine(), "rollback")
+	if err != nil {
+		o.Err = err
+		return o
+	}
+	o.ByWatchdog = !started
+	st, out, err := a.wait(ctx, "rollback")
+	return a.rolledBack(o, st, out, err)
+}
+
+// rolledBack completes o with the rollback job's result.
+func (a *activation) rolledBack(o Outcome, st int, out string, err error) Outcome {
+	switch {
+	case err != nil:
+		o.Err = err
+	case st != 0:
+		o.Err = fmt.Errorf("exit status %d: %s", st, strings.TrimSpace(out))
+	default:
+		o.RolledBack = true
+		a.res.RolledBack, a.res.ByWatchdog = true, o.ByWatchdog
+	}
+	return o
+}
+
+// checkIn tells the watchdog, over a new connection, that deployctl can
+// still reach the host, which moves its deadline past the health checks.
+// It tries until ConfirmTimeout has passed since the switch ended; then
+// the watchdog rolls back, and checkIn waits to report that.
+func (a *activation) checkIn(ctx context.Context) error {
+	deadline := time.Now().Add(a.req.ConfirmTimeout)
+	cause := errors.New("no way to open a new connection")
+	if a.opts.Reconnect != nil {
+		for wait := 250 * time.Millisecond; ; wait = min(wait*2, 2*time.Second) {
+			err := a.checkInOnce(ctx, deadline)
+			if err == nil {
+				return nil
+			}
+			if errors.Is(err, errClaimed) {
+				return &UnconfirmedError{Timeout: a.req.ConfirmTimeout, Outcome: a.watchdogRollback(ctx)}
+			}
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			cause = err
+			if !time.Now().Add(wait).Before(deadline) {
+				break
+			}
+			select {
+			case <-ctx.Done():
+				return ctx.Err()
+			case <-time.After(wait):
+			}
+		}
+	}
+	if a.opts.Warn != nil {
+		a.opts.Warn(fmt.Sprintf("no new connection could check in within %s of the switch: the host's watchdog rolls it back; waiting for it", a.req.ConfirmTimeout))
+	}
+	return &UnconfirmedError{Timeout: a.req.ConfirmTimeout, Cause: cause, Outcome: a.watchdogRollback(ctx)}
+}
+
+// errClaimed is a watchdog that has acted already.
+var errClaimed = errors.New("the watchdog has claimed the host")
+
+// checkInOnce dials the host anew and checks in, giving the watchdog the
+// probe deadline and the confirm timeout more.
+func (a *activation) checkInOnce(ctx context.Context, deadline time.Time) error {
+	ctx, cancel := context.WithDeadline(ctx, deadline)
+	defer cancel()
+	t, err := a.opts.Reconnect(ctx)
+	if err != nil {
+		return err
+	}
+	more := int((a.req.ProbeTimeout + a.req.ConfirmTimeout).Round(time.Second) / time.Second)
+	var word bytes.Buffer
+	err = t.Run(ctx, remote.Cmd{Argv: []string{"sh", "-c", checkinScript, "deployctl-checkin", a.req.ID, strconv.Itoa(more)}, Root: true, Stdout: &word})
+	switch {
+	case err != nil:
+		return err
+	case strings.TrimSpace(word.String()) == "claimed":
+		return errClaimed
+	}
+	return nil
+}
+
+// watchdogRollback waits for the rollback the host's watchdog runs, over
+// the session's connection while it works, else over a new one.
+func (a *activation) watchdogRollback(ctx context.Context) Outcome {
+	o := Outcome{Previous: a.previous(), ByWatchdog: true}
+	st, out, err := a.wait(ctx, "rollback")
+	return a.rolledBack(o, st, out, err)
+}
+
+// disarm claims the host's fate, so the watchdog goes without acting.
+// When the watchdog was first, it waits for its rollback and reports it.
+func (a *activation) disarm(ctx context.Context) error {
+	var word bytes.Buffer
+	err := a.t.Run(ctx, remote.Cmd{Argv: []string{"sh", "-c", claimScript, "deployctl-disarm", a.req.ID, "keep"}, Root: true, Stdout: &word})
+	if err != nil && lost(ctx, err) {
+		if err = a.reconnect(ctx, err); err == nil {
+			word.Reset()
+			err = a.t.Run(ctx, remote.Cmd{Argv: []string{"sh", "-c", claimScript, "deployctl-disarm", a.req.ID, "keep"}, Root: true, Stdout: &word})
+		}
+	}
+	if err != nil {
+		return fmt.Errorf("disarm the dead-man's switch (it rolls the host back when its deadline passes): %w", err)
+	}
+	if strings.TrimSpace(word.String()) == "claimed" {
+		return &UnconfirmedError{Timeout: a.req.ProbeTimeout + a.req.ConfirmTimeout, Outcome: a.watchdogRollback(ctx)}
+	}
+	return nil
 }
 
 // lock starts the lease session and waits for its report: the lock and the
@@ -321,20 +536,44 @@ func (a *activation) release() {
 // output. When the connection is lost while the job runs, it reconnects
 // and reads the job's true result.
 func (a *activation) job(ctx context.Context, name, script, line string) (int, string, error) {
-	if a.opts.Log != nil {
+	if _, err := a.start(ctx, name, script, line, ""); err != nil {
+		return 0, "", err
+	}
+	return a.wait(ctx, name)
+}
+
+// start starts a detached job, after claiming the host's fate when claim
+// is set; it reports false when the watchdog had claimed it (and started
+// nothing). line, when set, is the job as a shell line for -v. A
+// connection lost before the job starts is made again.
+func (a *activation) start(ctx context.Context, name, script, line, claim string) (bool, error) {
+	if a.opts.Log != nil && line != "" {
 		a.opts.Log.Debug("exec", "host", a.opts.Host, "cmd", "detached in "+Dir+"/"+a.req.ID+": "+line)
 	}
-	err := a.t.Run(ctx, remote.Cmd{Argv: []string{"sh", "-c", startJobScript, "deployctl-start", a.req.ID, name, script}, Root: true, Stdout: io.Discard})
-	if err != nil {
-		return 0, "", fmt.Errorf("start the %s job: %w", name, err)
+	var word bytes.Buffer
+	cmd := remote.Cmd{Argv: []string{"sh", "-c", startJobScript, "deployctl-start", a.req.ID, name, script, claim}, Root: true, Stdout: &word}
+	err := a.t.Run(ctx, cmd)
+	if err != nil && lost(ctx, err) && word.Len() == 0 {
+		if err = a.reconnect(ctx, err); err == nil {
+			err = a.t.Run(ctx, cmd)
+		}
 	}
+	if err != nil {
+		return false, fmt.Errorf("start the %s job: %w", name, err)
+	}
+	return strings.TrimSpace(word.String()) == "started", nil
+}
+
+// wait waits for a detached job and returns its exit status and the end
+// of its output, reconnecting when the connection is lost meanwhile.
+func (a *activation) wait(ctx context.Context, name string) (int, string, error) {
 	var status bytes.Buffer
 	output := remote.NewTail(4000)
 	stderr := io.Writer(output)
 	if a.opts.Stderr != nil {
 		stderr = io.MultiWriter(a.opts.Stderr, output)
 	}
-	err = a.t.Run(ctx, remote.Cmd{Argv: []string{"sh", "-c", waitJobScript, "deployctl-wait", a.req.ID, name}, Root: true, Stdout: &status, Stderr: stderr})
+	err := a.t.Run(ctx, remote.Cmd{Argv: []string{"sh", "-c", waitJobScript, "deployctl-wait", a.req.ID, name}, Root: true, Stdout: &status, Stderr: stderr})
 	if err != nil && lost(ctx, err) {
 		if err := a.reconnect(ctx, err); err != nil {
 			return 0, "", fmt.Errorf("the %s job runs on, but: %w", name, err)
@@ -434,18 +673,20 @@ func (a *activation) dropPushRoot(ctx context.Context) {
 
 // JournalEntry is one line of Journal.
 type JournalEntry struct {
-	Time           time.Time `json:"time"`
-	ID             string    `json:"id"`
-	User           string    `json:"user"`
-	Machine        string    `json:"machine"`
-	Action         string    `json:"action"`
-	Previous       string    `json:"previous"`
-	New            string    `json:"new"`
-	Result         string    `json:"result"`
-	Status         int       `json:"status"`
-	RebootRequired bool      `json:"rebootRequired,omitempty"`
-	RolledBack     bool      `json:"rolledBack,omitempty"`
-	Error          string    `json:"error,omitempty"`
+	Time           time.Time     `json:"time"`
+	ID             string        `json:"id"`
+	User           string        `json:"user"`
+	Machine        string        `json:"machine"`
+	Action         string        `json:"action"`
+	Previous       string        `json:"previous"`
+	New            string        `json:"new"`
+	Result         string        `json:"result"`
+	Status         int           `json:"status"`
+	RebootRequired bool          `json:"rebootRequired,omitempty"`
+	Probes         []ProbeResult `json:"probes,omitempty"`
+	RolledBack     bool          `json:"rolledBack,omitempty"`
+	ByWatchdog     bool          `json:"byWatchdog,omitempty"`
+	Error          string        `json:"error,omitempty"`
 }
 
 // journal appends this activation's line to Journal; failing to is a
@@ -454,7 +695,7 @@ func (a *activation) journal(ctx context.Context, failure error) {
 	e := JournalEntry{
 		Time: time.Now().UTC(), ID: a.req.ID, User: a.req.Holder.User, Machine: a.req.Holder.Machine,
 		Action: a.req.Action, Previous: a.res.Previous, New: a.req.Toplevel, Status: a.res.Status,
-		RebootRequired: a.res.RebootRequired, RolledBack: a.res.RolledBack, Result: "ok",
+		RebootRequired: a.res.RebootRequired, RolledBack: a.res.RolledBack, ByWatchdog: a.res.ByWatchdog, Result: "ok", Probes: a.res.Probes,
 	}
 	if failure != nil {
 		e.Result, e.Error = "failed", failure.Error()

@@ -27,9 +27,9 @@ func TestSwitchErrorSaysWhatBecameOfTheHost(t *testing.T) {
 		err  SwitchError
 		want string
 	}{
-		{SwitchError{Action: "switch", Status: 2, RolledBack: true, Previous: "/nix/store/old", Output: "boom\n"},
+		{SwitchError{Action: "switch", Status: 2, Outcome: Outcome{RolledBack: true, Previous: "/nix/store/old"}, Output: "boom\n"},
 			"switch-to-configuration switch exited 2 (the activation script failed); rolled back to /nix/store/old\nits output ends:\nboom"},
-		{SwitchError{Action: "test", Status: 4, Rollback: errors.New("exit status 3: nothing ran before")},
+		{SwitchError{Action: "test", Status: 4, Outcome: Outcome{Err: errors.New("exit status 3: nothing ran before")}},
 			"switch-to-configuration test exited 4 (some units failed); NOT rolled back: exit status 3: nothing ran before"},
 		{SwitchError{Action: "boot", Status: 1},
 			"switch-to-configuration boot exited 1 (a pre-switch check or the boot loader failed); left as it is (--no-rollback)"},
@@ -38,7 +38,19 @@ func TestSwitchErrorSaysWhatBecameOfTheHost(t *testing.T) {
 			t.Errorf("got  %q\nwant %q", got, c.want)
 		}
 	}
-	if !strings.Contains((&SwitchError{Action: "switch", Status: 9, RolledBack: true}).Error(), "exited 9 (it failed)") {
+	if !strings.Contains((&SwitchError{Action: "switch", Status: 9, Outcome: Outcome{RolledBack: true}}).Error(), "exited 9 (it failed)") {
 		t.Errorf("an unknown status is not named as a failure")
+	}
+}
+
+// TestOutcomeSaysWhoRolledBack: a rollback by the host's watchdog is told
+// apart from deployctl's own.
+func TestOutcomeSaysWhoRolledBack(t *testing.T) {
+	if got := (Outcome{RolledBack: true, ByWatchdog: true, Previous: "/nix/store/old"}).String(); got != "the host rolled itself back to /nix/store/old" {
+		t.Errorf("got %q", got)
+	}
+	e := &UnconfirmedError{Timeout: 5 * time.Second, Cause: errors.New("connection refused"), Outcome: Outcome{RolledBack: true, ByWatchdog: true, Previous: "/nix/store/old"}}
+	if got, want := e.Error(), "no new SSH connection to the host could check in within 5s of the switch (the new system may break SSH); the host rolled itself back to /nix/store/old\nthe check-in's error: connection refused"; got != want {
+		t.Errorf("got  %q\nwant %q", got, want)
 	}
 }

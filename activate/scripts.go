@@ -10,8 +10,14 @@ package activate
 //	previous-profile the system profile's store path before anything changed
 //	action, toplevel what this deploy activates
 //	lease.pid        the shell of deployctl's session (alive = deployctl is there)
-//	switch.log/.status/.pid, rollback.log/.status/.pid
+//	switch.log/.status/.pid, rollback.log/.status/.pid, watchdog.log/.status/.pid
 //	                 detached jobs: output, exit status, process
+//	claim/by         who decided the host's fate after the switch: the
+//	                 watchdog (it rolls back), "rollback" (deployctl rolls
+//	                 back) or "keep" (deployctl disarmed the watchdog);
+//	                 mkdir makes the first claimant the only one
+//	checkin          deployctl's check-in: the seconds the watchdog waits
+//	                 more, from now
 //	release          deployctl's word that it no longer needs the lock
 //
 // The keeper is a detached process holding an exclusive flock on Dir/lock
@@ -111,15 +117,21 @@ while read -r word; do
 done
 `
 
-// startJobScript ($1 = id, $2 = job name, $3 = job script) starts the
-// job detached from the session, with $w its deploy's directory, and its
-// output and exit status in files there.
+// startJobScript ($1 = id, $2 = job name, $3 = job script, $4 = a claim
+// or "") starts the job detached from the session, with $w its deploy's
+// directory, and its output and exit status in files there. Given a
+// claim, it first claims the host's fate and, when another claimant was
+// first, prints "claimed" and starts nothing. Each job runs once per
+// deploy: a job started already (by a try whose connection dropped) is
+// not started again.
 const startJobScript = `w=` + Dir + `/$1
 [ "$(cat "$w/state" 2>/dev/null)" = locked ] || { echo "this deploy does not hold the host's lock" >&2; exit 70; }
-rm -f "$w/$2.status" "$w/$2.log" "$w/$2.pid"
+if [ -n "$4" ]; then ` + claimFn + `claim "$4" || { echo claimed; exit 0; }; fi
+[ ! -e "$w/$2.pid" ] || { echo started; exit 0; }
 setsid sh -c 'w=$1; { '"$3"'
 } > "$w/$2.log" 2>&1; echo $? > "$w/$2.status.tmp"; mv "$w/$2.status.tmp" "$w/$2.status"' deployctl-job "$w" "$2" </dev/null >/dev/null 2>&1 &
 echo $! > "$w/$2.pid"
+echo started
 `
 
 // switchJob sets the profile (switch, boot) and runs
@@ -137,8 +149,11 @@ run`
 const rollbackJob = rollbackFn + `rollback`
 
 // waitJobScript ($1 = id, $2 = job) streams the job's output to standard
-// error while it runs, then prints its exit status.
+// error while it runs, then prints its exit status. A job the watchdog
+// starts may not have its pid file yet.
 const waitJobScript = `w=` + Dir + `/$1
+i=0
+while [ ! -e "$w/$2.pid" ] && [ "$i" -lt 100 ]; do sleep 0.1; i=$((i + 1)); done
 tail -n +1 -s 0.1 -f --pid="$(cat "$w/$2.pid")" "$w/$2.log" >&2 2>/dev/null
 while [ ! -e "$w/$2.status" ]; do sleep 0.1; done
 cat "$w/$2.status"
@@ -150,4 +165,55 @@ const resultScript = `w=` + Dir + `/$1
 while [ ! -e "$w/$2.status" ]; do sleep 0.1; done
 cat "$w/$2.status"
 tail -c 2000 "$w/$2.log" >&2
+`
+
+// watchdogJob ($tmo = the confirm timeout in seconds) is the dead-man's
+// switch, started before the switch: once the switch has ended, deployctl
+// must check in (Dir/ID/checkin, written over a new connection) within
+// $tmo seconds, which moves the deadline by the seconds it names, and then
+// claim the host's fate before the deadline passes; otherwise the watchdog
+// claims it and rolls back. It also goes when the switch never starts and
+// deployctl is gone.
+const watchdogJob = rollbackFn + claimFn + `while [ ! -e "$w/switch.status" ]; do
+  [ ! -d "$w/claim" ] || exit 0
+  if [ ! -e "$w/switch.pid" ] && ! kill -0 "$(cat "$w/lease.pid" 2>/dev/null)" 2>/dev/null; then
+    echo "deployctl went before the switch started"; exit 0
+  fi
+  sleep 0.2
+done
+deadline=$(( $(date +%s) + tmo ))
+while [ "$(date +%s)" -lt "$deadline" ]; do
+  [ ! -d "$w/claim" ] || exit 0
+  if [ -e "$w/checkin" ]; then
+    more=$(cat "$w/checkin"); rm -f "$w/checkin"
+    echo "deployctl checked in: $more s more"
+    deadline=$(( $(date +%s) + more ))
+  fi
+  sleep 0.2
+done
+claim watchdog || exit 0
+echo "no word from deployctl before the deadline: rolling back"
+echo $$ > "$w/rollback.pid"
+rollback > "$w/rollback.log" 2>&1
+echo $? > "$w/rollback.status.tmp"; mv "$w/rollback.status.tmp" "$w/rollback.status"
+`
+
+// claimFn claims the host's fate for $1: mkdir lets only the first
+// claimant through (and the same one again).
+const claimFn = `claim() {
+  if mkdir "$w/claim" 2>/dev/null; then echo "$1" > "$w/claim/by"; else [ "$(cat "$w/claim/by" 2>/dev/null)" = "$1" ]; fi
+}
+`
+
+// claimScript ($1 = id, $2 = claimant) claims the host's fate: "ok", or
+// "claimed" when the watchdog was first.
+const claimScript = `w=` + Dir + `/$1
+` + claimFn + `if claim "$2"; then echo ok; else echo claimed; fi
+`
+
+// checkinScript ($1 = id, $2 = seconds) is deployctl's check-in with the
+// watchdog: "ok", or "claimed" when the watchdog has already acted.
+const checkinScript = `w=` + Dir + `/$1
+[ ! -d "$w/claim" ] || { echo claimed; exit 0; }
+echo "$2" > "$w/checkin.tmp" && mv "$w/checkin.tmp" "$w/checkin" && echo ok
 `

@@ -5,6 +5,7 @@ import (
 	"regexp"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/deployctl/deployctl/integration/fixture"
 )
@@ -148,5 +149,128 @@ func TestSwitchSurvivesLostConnection(t *testing.T) {
 	}
 	if j := e.journal("alpha"); len(j) != 1 || j[0]["result"] != "ok" {
 		t.Errorf("journal after the reconnect: %v", j)
+	}
+}
+
+// checked is a host whose deployment.healthChecks ask for its service's
+// health three ways: a command on the host, HTTP and TCP from here.
+func checked(h fixture.Host) fixture.Host {
+	h.HTTPPort = 8080
+	h.Deployment = map[string]any{"healthChecks": map[string]any{
+		"cmd":  []any{map[string]any{"description": "service healthy", "cmd": []string{"grep", "-qx", "healthy", "/run/fixture/health"}, "period": 0.2}},
+		"http": []any{map[string]any{"port": 8080, "path": "/health", "period": 0.2, "timeout": 1}},
+		"tcp":  []any{map[string]any{"port": 8080, "period": 0.2}},
+	}}
+	return h
+}
+
+// TestFailedProbeRollsBack: health checks run after the switch; when one
+// fails, that host goes back to exactly the system it ran before (running
+// system and profile) and the run fails, while the other host keeps its
+// new system; after a test activation the profile is never touched.
+func TestFailedProbeRollsBack(t *testing.T) {
+	// A check that cannot run stops the deploy before any host is touched.
+	bad := checked(fixture.Host{Name: "beta"})
+	bad.Deployment = map[string]any{"healthChecks": map[string]any{"http": []any{map[string]any{"path": "/"}}}}
+	e := startFleet(t, checked(fixture.Host{Name: "alpha"}), bad)
+	r := e.deployctl("deploy", "--all")
+	r.wantCode(t, 2)
+	if !strings.Contains(r.stderr, "beta: deployment.healthChecks.http[0]: port 0 is not a TCP port") || e.currentSystem("alpha") != "" {
+		t.Errorf("a bad check is not refused before anything runs (alpha runs %q):\n%s", e.currentSystem("alpha"), r.stderr)
+	}
+
+	e.writeFlake(checked(fixture.Host{Name: "alpha"}), checked(fixture.Host{Name: "beta"}))
+	r = e.deployctl("deploy", "--all")
+	r.wantCode(t, 0)
+	for _, check := range []string{`cmd check "service healthy": healthy`, "http check http://127.0.0.", "tcp check 127.0.0."} {
+		if !strings.Contains(r.stderr, check) {
+			t.Errorf("no %q in the output:\n%s", check, r.stderr)
+		}
+	}
+	old := e.toplevel("alpha")
+
+	e.writeFlake(checked(fixture.Host{Name: "alpha", Unhealthy: true, Revision: "2"}), checked(fixture.Host{Name: "beta", Revision: "2"}))
+	r = e.deployctl("deploy", "--all", "--probe-timeout", "3s")
+	r.wantCode(t, 3)
+	if !regexp.MustCompile(`(?m)^  alpha +FAILED +\S+ +activate: 2 health checks failed; rolled back to ` + regexp.QuoteMeta(old)).MatchString(r.stderr) {
+		t.Errorf("the summary does not say alpha failed its checks and was rolled back:\n%s", r.stderr)
+	}
+	if !strings.Contains(r.stderr, "503 Service Unavailable") || !strings.Contains(r.stderr, `cmd check "service healthy": exit status 1`) {
+		t.Errorf("the failed checks' reasons are not shown:\n%s", r.stderr)
+	}
+	if got := e.currentSystem("alpha"); got != old {
+		t.Errorf("alpha runs %s after failing its checks, want %s", got, old)
+	}
+	if got := e.profile("alpha"); got != old {
+		t.Errorf("alpha's profile is %s after failing its checks, want %s", got, old)
+	}
+	if got := e.ssh("alpha", "cat /run/fixture/health"); got != "healthy" {
+		t.Errorf("alpha's service reports %q after the rollback", got)
+	}
+	if got, want := e.currentSystem("beta"), e.toplevel("beta"); got != want {
+		t.Errorf("beta runs %s, want its new system %s", got, want)
+	}
+	j := e.journal("alpha")
+	if len(j) != 2 || j[1]["result"] != "rolled back" || len(j[1]["probes"].([]any)) != 3 {
+		t.Errorf("alpha's journal does not record the checks and the rollback: %v", j)
+	}
+
+	// A test activation that fails its checks: the old system runs, the
+	// profile is untouched.
+	r = e.deployctl("deploy", "alpha", "--action", "test", "--probe-timeout", "2s")
+	r.wantCode(t, 1)
+	if got := e.currentSystem("alpha"); got != old {
+		t.Errorf("alpha runs %s after a test activation failed its checks, want %s", got, old)
+	}
+	if got := e.profile("alpha"); got != old {
+		t.Errorf("a test activation moved alpha's profile to %s", got)
+	}
+}
+
+// TestBrokenSSHRollsItselfBack: a system that stops sshd is switched to;
+// no new connection can check in, so the host's dead-man's switch rolls it
+// back within deployment.confirmTimeout: SSH works again, and deployctl
+// says what happened and fails.
+func TestBrokenSSHRollsItselfBack(t *testing.T) {
+	confirm := map[string]any{"confirmTimeout": 3}
+	e := startFleet(t, fixture.Host{Name: "alpha", Deployment: confirm})
+	e.deployctl("deploy", "alpha").wantCode(t, 0)
+	old := e.toplevel("alpha")
+
+	e.writeFlake(fixture.Host{Name: "alpha", Deployment: confirm, BreaksSSH: true, Revision: "2"})
+	start := time.Now()
+	r := e.deployctl("deploy", "alpha")
+	took := time.Since(start)
+	r.wantCode(t, 1)
+	if !strings.Contains(r.stderr, "no new SSH connection to the host could check in within 3s of the switch") ||
+		!strings.Contains(r.stderr, "the host rolled itself back to "+old) {
+		t.Errorf("deployctl does not report the host's own rollback:\n%s", r.stderr)
+	}
+	if took > 30*time.Second {
+		t.Errorf("the deploy took %s: the rollback did not come within the confirm timeout", took)
+	}
+	// SSH works again (e.ssh fails the test otherwise) and the old system runs.
+	if got := e.currentSystem("alpha"); got != old {
+		t.Errorf("alpha runs %s, want %s", got, old)
+	}
+	if got := e.profile("alpha"); got != old {
+		t.Errorf("alpha's profile is %s, want %s", got, old)
+	}
+	if j := e.journal("alpha"); len(j) != 2 || j[1]["result"] != "rolled back" || j[1]["byWatchdog"] != true {
+		t.Errorf("the journal does not record the host's own rollback: %v", j)
+	}
+
+	// --no-magic-rollback: nothing watches, the broken system stays.
+	e.deployctl("deploy", "alpha", "--no-magic-rollback").wantCode(t, 0)
+	time.Sleep(4 * time.Second)
+	host := e.fleet.Host("alpha")
+	if out, err := host.Exec(t.Context(), "readlink /run/current-system"); err != nil || strings.TrimSpace(out) != e.toplevel("alpha") {
+		t.Errorf("with --no-magic-rollback alpha runs %q (%v), want the SSH-breaking %s", out, err, e.toplevel("alpha"))
+	}
+	if out, err := e.fleet.SSH(t.Context(), "alpha", "true"); err == nil {
+		t.Errorf("SSH to alpha works although its system stopped sshd: %s", out)
+	}
+	if out, err := host.Exec(t.Context(), "/run/fleet/start-sshd"); err != nil {
+		t.Fatalf("start alpha's sshd again: %v %s", err, out)
 	}
 }

@@ -6,6 +6,12 @@
 
 let
   inherit (lib) mkOption types literalExpression;
+  # Each health check is tried every `period` seconds, each try for at most
+  # `timeout` seconds, until it passes or `--probe-timeout` ends.
+  timing = {
+    period = mkOption { type = types.number; default = 2; description = "Seconds between tries."; };
+    timeout = mkOption { type = types.number; default = 5; description = "Seconds one try may take."; };
+  };
 in
 {
   options.deployment = {
@@ -90,10 +96,60 @@ in
       default = { };
       description = "Secrets to upload, in Colmena's shape. Not acted on yet.";
     };
-    healthChecks = mkOption {
-      type = types.attrsOf types.anything;
-      default = { };
-      description = "Health checks, in morph's shape (`cmd`, `http`). Not acted on yet.";
+  };
+
+  # The activation phase's options (deployctl activate): health checks in
+  # morph's shape, with a tcp kind added, and the dead-man's switch.
+  options.deployment.healthChecks = {
+    cmd = mkOption {
+      type = types.listOf (types.submodule {
+        options = {
+          description = mkOption { type = types.str; default = ""; description = "What the check proves, for the report."; };
+          cmd = mkOption {
+            type = types.nonEmptyListOf types.str;
+            example = [ "systemctl" "is-active" "nginx" ];
+            description = "A command (argv) run on the host as `targetUser`; exit status 0 is healthy.";
+          };
+        } // timing;
+      });
+      default = [ ];
+      description = "Commands run on the host after each switch or test activation.";
     };
+    http = mkOption {
+      type = types.listOf (types.submodule {
+        options = {
+          description = mkOption { type = types.str; default = ""; description = "What the check proves, for the report."; };
+          scheme = mkOption { type = types.enum [ "http" "https" ]; default = "http"; description = "http or https."; };
+          host = mkOption { type = types.nullOr types.str; default = null; description = "The host to ask; `null` is the target host (its SSH HostName)."; };
+          port = mkOption { type = types.port; description = "The port to ask."; };
+          path = mkOption { type = types.str; default = "/"; description = "The path to ask for."; };
+          headers = mkOption { type = types.attrsOf types.str; default = { }; description = "Request headers."; };
+          insecureSSL = mkOption { type = types.bool; default = false; description = "Accept any TLS certificate."; };
+        } // timing;
+      });
+      default = [ ];
+      description = "HTTP GET requests made from the deploying machine; any 2xx status is healthy.";
+    };
+    tcp = mkOption {
+      type = types.listOf (types.submodule {
+        options = {
+          description = mkOption { type = types.str; default = ""; description = "What the check proves, for the report."; };
+          host = mkOption { type = types.nullOr types.str; default = null; description = "The host to connect to; `null` is the target host."; };
+          port = mkOption { type = types.port; description = "The port to connect to."; };
+        } // timing;
+      });
+      default = [ ];
+      description = "TCP connections made from the deploying machine; one accepted is healthy.";
+    };
+  };
+  options.deployment.confirmTimeout = mkOption {
+    type = types.ints.unsigned;
+    default = 30;
+    description = ''
+      The dead-man's switch: after a switch or test activation, deployctl
+      must reach the host over a new SSH connection within this many
+      seconds, or the host rolls itself back to the system it ran before.
+      `deployctl activate --no-magic-rollback` disarms it.
+    '';
   };
 }

@@ -10,6 +10,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/deployctl/deployctl/activate"
 	"github.com/deployctl/deployctl/internal/inventory"
 	"github.com/deployctl/deployctl/internal/nixtest"
 )
@@ -24,7 +25,7 @@ func TestModuleParses(t *testing.T) {
 		t.Fatalf("default.nix does not parse: %v\n%s", err, out)
 	}
 	for _, opt := range []string{"targetHost", "targetPort", "targetUser", "tags", "buildOnTarget", "privilegeEscalationCommand", "sshOptions",
-		"allowLocalDeployment", "replaceUnknownProfiles", "keys", "healthChecks"} {
+		"allowLocalDeployment", "replaceUnknownProfiles", "keys", "healthChecks", "confirmTimeout"} {
 		if !strings.Contains(string(out), opt+" = ") {
 			t.Errorf("default.nix does not declare deployment.%s", opt)
 		}
@@ -79,5 +80,24 @@ func TestModuleEvaluatesWithNixpkgsLib(t *testing.T) {
 		strings.Join(plain.PrivilegeEscalationCommand, " ") != strings.Join(bare.PrivilegeEscalationCommand, " ") ||
 		len(plain.SSHOptions) != len(bare.SSHOptions) {
 		t.Errorf("module defaults %+v differ from deployctl's %+v", plain, bare)
+	}
+	if checks, err := activate.ParseChecks(plain.Extra["healthChecks"]); err != nil || !checks.Empty() || string(plain.Extra["confirmTimeout"]) != "30" {
+		t.Errorf("a host that sets nothing: checks %+v (%v), confirmTimeout %s", checks, err, plain.Extra["confirmTimeout"])
+	}
+	// A morph block, with the module's defaults filled in, reads back as
+	// written.
+	morph, err := inventory.Decode("app-1", got["morph"])
+	if err != nil {
+		t.Fatal(err)
+	}
+	checks, err := activate.ParseChecks(morph.Extra["healthChecks"])
+	if err != nil {
+		t.Fatalf("deployctl rejects the module's health checks: %v", err)
+	}
+	c, h, p := checks.Cmd[0], checks.HTTP[0], checks.TCP[0]
+	if len(checks.Cmd) != 1 || c.Description != "nginx runs" || strings.Join(c.Cmd, " ") != "systemctl is-active nginx" || c.Period != 2 || c.Timeout != 5 ||
+		h.Scheme != "https" || h.Host != nil || h.Port != 443 || h.Path != "/health" || h.Headers["Host"] != "app.example.org" || h.Period != 1 || h.Timeout != 2.5 || !h.InsecureSSL ||
+		p.Port != 5432 || p.Period != 2 || string(morph.Extra["confirmTimeout"]) != "45" {
+		t.Errorf("morph's block read back as %+v, confirmTimeout %s", checks, morph.Extra["confirmTimeout"])
 	}
 }

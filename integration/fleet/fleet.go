@@ -26,7 +26,7 @@ func Prerequisites() error {
 	if os.Geteuid() != 0 {
 		missing = append(missing, "root (mount namespaces and binding /nix need it)")
 	}
-	for _, bin := range []string{"unshare", "ssh", "ssh-keygen", "nix", "nix-store"} {
+	for _, bin := range []string{"unshare", "nsenter", "ssh", "ssh-keygen", "nix", "nix-store"} {
 		if _, err := exec.LookPath(bin); err != nil {
 			missing = append(missing, bin)
 		}
@@ -34,13 +34,19 @@ func Prerequisites() error {
 	if _, err := os.Stat(sshdPath); err != nil {
 		missing = append(missing, sshdPath+" (openssh-server)")
 	}
+	if _, err := os.Stat(perlPath); err != nil {
+		missing = append(missing, perlPath+" (perl-base: the hosts' init and the fixture's HTTP service)")
+	}
 	if len(missing) > 0 {
 		return fmt.Errorf("missing %s: run scripts/setup.sh as root", strings.Join(missing, ", "))
 	}
 	return nil
 }
 
-const sshdPath = "/usr/sbin/sshd"
+const (
+	sshdPath = "/usr/sbin/sshd"
+	perlPath = "/usr/bin/perl"
+)
 
 // Options describe a fleet to start.
 type Options struct {
@@ -267,9 +273,12 @@ SetEnv NIX_CONF_DIR=/run/fleet/nix
 	return os.WriteFile(filepath.Join(h.Root, "etc", "nix.conf"), nixConf, 0o644)
 }
 
-// hostScript runs inside the new namespaces: private mounts, then sshd as
-// the namespace's PID 1. When it dies, the kernel kills every process the
-// host started.
+// hostScript runs inside the new namespaces: private mounts, sshd, and a
+// PID 1 that reaps orphans (as init does), so that killing sshd leaves the
+// host up. When PID 1 dies, the kernel kills every process the host
+// started. For the fixture's systems it leaves /run/fleet/address (the
+// host's loopback address) and /run/fleet/start-sshd (starts sshd again
+// after a system stopped it; /run/sshd.pid is its pid).
 const hostScript = `set -eu
 R="$1"
 if [ "$2" = memory ]; then mount -t tmpfs -o mode=0755 tmpfs /nix; else mount --bind "$R/nix" /nix; fi
@@ -285,7 +294,11 @@ chmod 644 /run/fleet/authorized_keys
 mount --bind "$R/varlib" /var/lib/deployctl
 mount --bind "$R/root" /root
 mount --bind "$R/tmp" /tmp
-exec ` + sshdPath + ` -D -e -f /run/fleet/sshd_config
+echo "$3" > /run/fleet/address
+printf '#!/bin/sh\nexec %s -f /run/fleet/sshd_config </dev/null >/dev/null 2>&1\n' ` + sshdPath + ` > /run/fleet/start-sshd
+chmod 755 /run/fleet/start-sshd
+` + sshdPath + ` -D -e -f /run/fleet/sshd_config &
+exec ` + perlPath + ` -e 'while (1) { sleep 1 if waitpid(-1, 0) < 0 }'
 `
 
 func (h *Host) start(log io.Writer) error {
@@ -294,7 +307,7 @@ func (h *Host) start(log io.Writer) error {
 		storeKind = "memory"
 	}
 	cmd := exec.Command("unshare", "--mount", "--pid", "--fork", "--kill-child", "--propagation", "private", "--mount-proc",
-		"sh", "-c", hostScript, "fleet-host", h.Root, storeKind)
+		"sh", "-c", hostScript, "fleet-host", h.Root, storeKind, h.Addr)
 	h.stderr = newLockedBuffer()
 	var w io.Writer = h.stderr
 	if log != nil {
@@ -352,6 +365,19 @@ func (h *Host) Stop() {
 		_ = syscall.Kill(-h.cmd.Process.Pid, syscall.SIGKILL)
 		<-h.exited
 	})
+}
+
+// Exec runs script with sh inside the host's namespaces, as root, without
+// SSH (for a host whose sshd a test stopped), and returns its output.
+func (h *Host) Exec(ctx context.Context, script string) (string, error) {
+	pid := h.cmd.Process.Pid
+	children, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%d/children", pid, pid))
+	if err != nil || len(strings.Fields(string(children))) == 0 {
+		return "", fmt.Errorf("%s: no init process: %v", h.Name, err)
+	}
+	init := strings.Fields(string(children))[0]
+	out, err := exec.CommandContext(ctx, "nsenter", "--target", init, "--mount", "--pid", "sh", "-c", script).CombinedOutput()
+	return string(out), err
 }
 
 // Host returns the named host, or nil.

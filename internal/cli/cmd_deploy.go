@@ -2,11 +2,16 @@ package cli
 
 import (
 	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
 	"slices"
+	"time"
 
 	"github.com/spf13/cobra"
 
 	"github.com/deployctl/deployctl/activate"
+	"github.com/deployctl/deployctl/internal/inventory"
 )
 
 type deployOptions struct {
@@ -46,7 +51,7 @@ evaluated. With --closure PATH HOST, one prebuilt system goes to one host
 }
 
 func runDeploy(ctx context.Context, g *globals, opts deployOptions, args []string) error {
-	if err := checkAction(opts.activation.action); err != nil {
+	if err := opts.activation.check(); err != nil {
 		return err
 	}
 	if err := checkPushFlags(g); err != nil {
@@ -56,7 +61,11 @@ func runDeploy(ctx context.Context, g *globals, opts deployOptions, args []strin
 	if err != nil {
 		return err
 	}
-	return g.runHosts(ctx, "deploy", p, g.pushStep(), g.activateStep(opts.activation))
+	specs, err := activationSpecs(p.hosts)
+	if err != nil {
+		return err
+	}
+	return g.runHosts(ctx, "deploy", p, g.pushStep(), g.activateStep(opts.activation, specs))
 }
 
 // activateFlags are the flags of the commands that activate.
@@ -64,17 +73,56 @@ type activateFlags struct {
 	action           string
 	allowFailedUnits bool
 	noRollback       bool
+	noMagicRollback  bool
+	probeTimeout     time.Duration
 }
 
 func (f *activateFlags) register(cmd *cobra.Command) {
 	cmd.Flags().StringVar(&f.action, "action", "switch", "switch-to-configuration `ACTION`: switch, boot, test or dry-activate")
 	cmd.Flags().BoolVar(&f.allowFailedUnits, "allow-failed-units", false, "accept a switch whose only failure is units that failed to start (switch-to-configuration's status 4)")
-	cmd.Flags().BoolVar(&f.noRollback, "no-rollback", false, "leave a host whose switch failed as it is, instead of switching it back to the system it ran before")
+	cmd.Flags().BoolVar(&f.noRollback, "no-rollback", false, "leave a host whose switch or health checks failed as it is, instead of switching it back to the system it ran before")
+	cmd.Flags().BoolVar(&f.noMagicRollback, "no-magic-rollback", false, "do not arm the hosts' dead-man's switch (which rolls a host back when no new SSH connection can check in after the switch)")
+	cmd.Flags().DurationVar(&f.probeTimeout, "probe-timeout", 60*time.Second, "how long each host's health checks (deployment.healthChecks) may take to pass")
 }
 
-func checkAction(a string) error {
-	if !slices.Contains(activate.Actions, a) {
-		return usageErrorf("--action %q: want switch, boot, test or dry-activate", a)
+func (f *activateFlags) check() error {
+	if !slices.Contains(activate.Actions, f.action) {
+		return usageErrorf("--action %q: want switch, boot, test or dry-activate", f.action)
+	}
+	if f.probeTimeout <= 0 {
+		return usageErrorf("--probe-timeout must be positive, got %s", f.probeTimeout)
 	}
 	return nil
+}
+
+// activationSpec is what a host's deployment options say about its
+// activation.
+type activationSpec struct {
+	checks         activate.Checks
+	confirmTimeout time.Duration
+}
+
+// activationSpecs reads every host's deployment.healthChecks and
+// deployment.confirmTimeout, so that a bad one stops the run before any
+// host is touched.
+func activationSpecs(hosts []*inventory.Host) (map[string]activationSpec, error) {
+	specs := map[string]activationSpec{}
+	var errs []error
+	for _, h := range hosts {
+		checks, err := activate.ParseChecks(h.Extra["healthChecks"])
+		if err != nil {
+			errs = append(errs, fmt.Errorf("%s: %w", h.Name, err))
+		}
+		confirm := 30.0
+		if raw, ok := h.Extra["confirmTimeout"]; ok && string(raw) != "null" {
+			if err := json.Unmarshal(raw, &confirm); err != nil || confirm < 0 {
+				errs = append(errs, fmt.Errorf("%s: deployment.confirmTimeout: expected a number of seconds, got %s", h.Name, raw))
+			}
+		}
+		specs[h.Name] = activationSpec{checks: checks, confirmTimeout: time.Duration(confirm * float64(time.Second))}
+	}
+	if len(errs) > 0 {
+		return nil, usageErrorf("%w", errors.Join(errs...))
+	}
+	return specs, nil
 }

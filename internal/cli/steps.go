@@ -92,7 +92,7 @@ func humanBytes(n int64) string {
 	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMG"[exp])
 }
 
-func (g *globals) activateStep(f activateFlags) hostStep {
+func (g *globals) activateStep(f activateFlags, specs map[string]activationSpec) hostStep {
 	return hostStep{"activate", func(ctx context.Context, conn *remote.Conn, h *inventory.Host, b built) error {
 		var extra []*remote.Conn
 		defer func() {
@@ -104,6 +104,13 @@ func (g *globals) activateStep(f activateFlags) hostStep {
 			Log:  g.log,
 			Host: h.Name,
 			Warn: func(msg string) { g.log.Warn(msg, "host", h.Name) },
+			OnProbe: func(r activate.ProbeResult) {
+				if r.OK {
+					g.log.Info(r.String(), "host", h.Name)
+				} else {
+					g.log.Warn(r.String(), "host", h.Name)
+				}
+			},
 			Reconnect: func(ctx context.Context) (activate.Target, error) {
 				d, err := g.dialer()
 				if err != nil {
@@ -132,6 +139,12 @@ func (g *globals) activateStep(f activateFlags) hostStep {
 			Holder:           g.holder(id, b.Toplevel, f.action),
 			AllowFailedUnits: f.allowFailedUnits,
 			NoRollback:       f.noRollback,
+			Checks:           specs[h.Name].checks,
+			ProbeTimeout:     f.probeTimeout,
+			ProbeHost:        conn.Endpoint().HostName,
+		}
+		if !f.noMagicRollback {
+			req.ConfirmTimeout = specs[h.Name].confirmTimeout
 		}
 		res, err := activate.Activate(ctx, conn, req, out)
 		if err != nil {

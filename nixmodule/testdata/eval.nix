@@ -28,4 +28,15 @@ in
     };
   }).config.deployment;
   plain = (eval { networking.hostName = "db-1"; }).config.deployment;
+  morph = (eval {
+    networking.hostName = "app-1";
+    deployment = {
+      healthChecks = {
+        cmd = [ { description = "nginx runs"; cmd = [ "systemctl" "is-active" "nginx" ]; } ];
+        http = [ { scheme = "https"; port = 443; path = "/health"; headers.Host = "app.example.org"; period = 1; timeout = 2.5; insecureSSL = true; } ];
+        tcp = [ { port = 5432; } ];
+      };
+      confirmTimeout = 45;
+    };
+  }).config.deployment;
 }
