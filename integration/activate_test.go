@@ -274,3 +274,47 @@ func TestBrokenSSHRollsItselfBack(t *testing.T) {
 		t.Fatalf("start alpha's sshd again: %v %s", err, out)
 	}
 }
+
+// TestCanaryHaltsRollout: an unhealthy canary is rolled back and no other
+// host is touched; in waves, a failure beyond --max-failures stops the
+// next waves, the failed host rolled back and the rest skipped.
+func TestCanaryHaltsRollout(t *testing.T) {
+	e := startFleet(t, checked(fixture.Host{Name: "alpha"}), checked(fixture.Host{Name: "beta"}), checked(fixture.Host{Name: "gamma"}))
+	e.deployctl("deploy", "alpha").wantCode(t, 0)
+	old := e.toplevel("alpha")
+	untouched := func(host string) {
+		t.Helper()
+		if got := e.currentSystem(host); got != "" {
+			t.Errorf("%s runs %s: the halted rollout touched it", host, got)
+		}
+		if got := e.ssh(host, "ls /nix/store | grep -c nixos-system || true"); got != "0" {
+			t.Errorf("%s's store holds %s systems: the halted rollout pushed to it", host, got)
+		}
+	}
+	e.writeFlake(checked(fixture.Host{Name: "alpha", Unhealthy: true, Revision: "2"}), checked(fixture.Host{Name: "beta"}), checked(fixture.Host{Name: "gamma"}))
+	r := e.deployctl("deploy", "--all", "--canary", "1", "--max-failures", "0", "--probe-timeout", "2s")
+	r.wantCode(t, 1)
+	if !regexp.MustCompile(`(?m)^deploy: 0 of 3 hosts ok, 2 skipped$`).MatchString(r.stderr) ||
+		!regexp.MustCompile(`(?m)^  beta +skipped +the rollout halted: a canary failed: untouched$`).MatchString(r.stderr) {
+		t.Errorf("the summary does not say the others were skipped:\n%s", r.stderr)
+	}
+	if got := e.currentSystem("alpha"); got != old {
+		t.Errorf("the unhealthy canary alpha runs %s, want it rolled back to %s", got, old)
+	}
+	untouched("beta")
+	untouched("gamma")
+
+	// Waves of a third of the hosts (one) after a healthy canary: beta fails, and
+	// gamma, in the wave after, never starts.
+	e.writeFlake(checked(fixture.Host{Name: "alpha", Revision: "3"}), checked(fixture.Host{Name: "beta", Unhealthy: true}), checked(fixture.Host{Name: "gamma"}))
+	r = e.deployctl("deploy", "--all", "--canary", "1", "--wave-size", "33%", "--max-failures", "0", "--probe-timeout", "2s")
+	r.wantCode(t, 3)
+	if got, want := e.currentSystem("alpha"), e.toplevel("alpha"); got != want {
+		t.Errorf("the healthy canary alpha runs %s, want %s", got, want)
+	}
+	if !regexp.MustCompile(`(?m)^  beta +FAILED +\S+ +activate: 2 health checks failed`).MatchString(r.stderr) ||
+		!regexp.MustCompile(`(?m)^  gamma +skipped +the rollout halted: 1 failed, more than the 0 allowed: untouched$`).MatchString(r.stderr) {
+		t.Errorf("beta is not reported failed and gamma skipped:\n%s", r.stderr)
+	}
+	untouched("gamma")
+}

@@ -62,5 +62,5 @@ func runActivate(ctx context.Context, g *globals, opts activateOptions, args []s
 	if err != nil {
 		return err
 	}
-	return g.runHosts(ctx, "activate", p, g.activateStep(opts.activation, specs))
+	return g.runHosts(ctx, "activate", p, &opts.activation, g.activateStep(opts.activation, specs))
 }

@@ -54,8 +54,10 @@ activate and deploy --manifest can run later, elsewhere, without evaluating.`,
 
 // hostOutcome is one host's result of a command, for the summary.
 type hostOutcome struct {
-	Host     string        `json:"host"`
-	OK       bool          `json:"ok"`
+	Host string `json:"host"`
+	OK   bool   `json:"ok"`
+	// Skipped is a host a halted rollout never started.
+	Skipped  bool          `json:"skipped,omitempty"`
 	Step     string        `json:"step,omitempty"`
 	Error    string        `json:"error,omitempty"`
 	Toplevel string        `json:"toplevel,omitempty"`

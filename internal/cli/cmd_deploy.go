@@ -6,12 +6,15 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strconv"
+	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
 
 	"github.com/deployctl/deployctl/activate"
 	"github.com/deployctl/deployctl/internal/inventory"
+	"github.com/deployctl/deployctl/internal/rollout"
 )
 
 type deployOptions struct {
@@ -65,7 +68,7 @@ func runDeploy(ctx context.Context, g *globals, opts deployOptions, args []strin
 	if err != nil {
 		return err
 	}
-	return g.runHosts(ctx, "deploy", p, g.pushStep(), g.activateStep(opts.activation, specs))
+	return g.runHosts(ctx, "deploy", p, &opts.activation, g.pushStep(), g.activateStep(opts.activation, specs))
 }
 
 // activateFlags are the flags of the commands that activate.
@@ -75,6 +78,9 @@ type activateFlags struct {
 	noRollback       bool
 	noMagicRollback  bool
 	probeTimeout     time.Duration
+	canary           int
+	waveSize         string
+	maxFailures      int
 }
 
 func (f *activateFlags) register(cmd *cobra.Command) {
@@ -83,6 +89,21 @@ func (f *activateFlags) register(cmd *cobra.Command) {
 	cmd.Flags().BoolVar(&f.noRollback, "no-rollback", false, "leave a host whose switch or health checks failed as it is, instead of switching it back to the system it ran before")
 	cmd.Flags().BoolVar(&f.noMagicRollback, "no-magic-rollback", false, "do not arm the hosts' dead-man's switch (which rolls a host back when no new SSH connection can check in after the switch)")
 	cmd.Flags().DurationVar(&f.probeTimeout, "probe-timeout", 60*time.Second, "how long each host's health checks (deployment.healthChecks) may take to pass")
+	cmd.Flags().IntVar(&f.canary, "canary", 0, "activate the first `N` selected hosts first: any failure among them halts the rollout before another host is touched")
+	cmd.Flags().StringVar(&f.waveSize, "wave-size", "", "after the canaries, go through the hosts in waves of `N` hosts (or N% of the selected hosts), each finished before the next starts")
+	cmd.Flags().IntVar(&f.maxFailures, "max-failures", rollout.NoLimit, "halt the rollout once more than `N` hosts have failed: no further host starts (default: never halt)")
+}
+
+// rollout is the rollout over n hosts the flags ask for.
+func (f *activateFlags) rollout(n, parallel int) rollout.Options {
+	o := rollout.Options{Parallel: parallel, Canary: f.canary, MaxFailures: f.maxFailures}
+	if pct, ok := strings.CutSuffix(f.waveSize, "%"); ok {
+		p, _ := strconv.Atoi(pct)
+		o.WaveSize = max(1, (n*p+99)/100)
+	} else if f.waveSize != "" {
+		o.WaveSize, _ = strconv.Atoi(f.waveSize)
+	}
+	return o
 }
 
 func (f *activateFlags) check() error {
@@ -91,6 +112,19 @@ func (f *activateFlags) check() error {
 	}
 	if f.probeTimeout <= 0 {
 		return usageErrorf("--probe-timeout must be positive, got %s", f.probeTimeout)
+	}
+	if f.canary < 0 {
+		return usageErrorf("--canary must be 0 or more, got %d", f.canary)
+	}
+	if f.maxFailures < rollout.NoLimit {
+		return usageErrorf("--max-failures must be 0 or more, got %d", f.maxFailures)
+	}
+	if f.waveSize != "" {
+		pct, isPct := strings.CutSuffix(f.waveSize, "%")
+		n, err := strconv.Atoi(pct)
+		if err != nil || n < 1 || isPct && n > 100 {
+			return usageErrorf("--wave-size %q: want a number of hosts (5) or a percentage of them (25%%)", f.waveSize)
+		}
 	}
 	return nil
 }

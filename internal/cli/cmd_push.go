@@ -77,5 +77,5 @@ func runPush(ctx context.Context, g *globals, opts pushOptions, args []string) e
 	if err != nil {
 		return err
 	}
-	return g.runHosts(ctx, "push", p, g.pushStep())
+	return g.runHosts(ctx, "push", p, nil, g.pushStep())
 }

@@ -2,6 +2,7 @@ package cli
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 	"sync"
@@ -15,8 +16,9 @@ import (
 
 // runHosts checks every selected host can be reached as configured, gets
 // the systems, then runs steps on each host over one SSH connection, at
-// most --parallel at once, and summarises.
-func (g *globals) runHosts(ctx context.Context, command string, p *plan, steps ...hostStep) error {
+// most --parallel at once, in the rollout the activation flags ask for
+// (nil: every host, never halting), and summarises.
+func (g *globals) runHosts(ctx context.Context, command string, p *plan, af *activateFlags, steps ...hostStep) error {
 	// A build-only host named outright is a mistake; one that a glob or a
 	// tag caught is left out.
 	var hosts []*inventory.Host
@@ -118,7 +120,11 @@ func (g *globals) runHosts(ctx context.Context, command string, p *plan, steps .
 		byName[h.Name] = h
 		names[i] = h.Name
 	}
-	results := rollout.Each(ctx, names, g.parallel, func(ctx context.Context, name string) error {
+	ro := rollout.Options{Parallel: g.parallel, MaxFailures: rollout.NoLimit}
+	if af != nil {
+		ro = af.rollout(len(names), g.parallel)
+	}
+	results := rollout.Run(ctx, names, ro, func(ctx context.Context, name string) error {
 		b := closures[name]
 		if b.Err != nil {
 			return b.Err
@@ -148,7 +154,11 @@ func (g *globals) runHosts(ctx context.Context, command string, p *plan, steps .
 	outcomes := make([]hostOutcome, len(results))
 	for i, r := range results {
 		outcomes[i] = hostOutcome{Host: r.Host, Toplevel: closures[r.Host].Toplevel, Duration: r.Duration, OK: r.Err == nil}
-		if r.Err != nil {
+		var skipped *rollout.SkippedError
+		switch {
+		case errors.As(r.Err, &skipped):
+			outcomes[i].Skipped, outcomes[i].Error = true, skipped.Reason
+		case r.Err != nil:
 			outcomes[i].Step, outcomes[i].Error = stepOf(r.Err)
 		}
 	}

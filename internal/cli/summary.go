@@ -27,16 +27,24 @@ func stepOf(err error) (step, msg string) {
 	return step, err.Error()
 }
 
-// printSummary writes one line per host: ok with its system, or failed with
-// the step and the error (further lines of the error indented below).
+// printSummary writes one line per host: ok with its system, skipped by a
+// halted rollout, or failed with the step and the error (further lines of
+// the error indented below).
 func printSummary(w io.Writer, command string, outcomes []hostOutcome) {
-	ok := 0
+	ok, skipped := 0, 0
 	for _, o := range outcomes {
-		if o.OK {
+		switch {
+		case o.OK:
 			ok++
+		case o.Skipped:
+			skipped++
 		}
 	}
-	fmt.Fprintf(w, "\n%s: %d of %d hosts ok\n", command, ok, len(outcomes))
+	fmt.Fprintf(w, "\n%s: %d of %d hosts ok", command, ok, len(outcomes))
+	if skipped > 0 {
+		fmt.Fprintf(w, ", %d skipped", skipped)
+	}
+	fmt.Fprintln(w)
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	var details []string
 	for _, o := range outcomes {
@@ -46,6 +54,10 @@ func printSummary(w io.Writer, command string, outcomes []hostOutcome) {
 		}
 		if o.OK {
 			fmt.Fprintf(tw, "  %s\tok\t%s\t%s\n", o.Host, dur, o.Toplevel)
+			continue
+		}
+		if o.Skipped {
+			fmt.Fprintf(tw, "  %s\tskipped\t\t%s: untouched\n", o.Host, o.Error)
 			continue
 		}
 		first, rest, _ := strings.Cut(strings.TrimSpace(o.Error), "\n")
