@@ -54,6 +54,8 @@ type Request struct {
 	Checks       Checks
 	ProbeTimeout time.Duration
 	ProbeHost    string
+	// Rollback marks this activation, in the journal, as a rollback.
+	Rollback bool
 	// ConfirmTimeout arms the dead-man's switch for switch and test: the
 	// host rolls itself back unless a new connection checks in within
 	// this long after the switch. 0 disarms it.
@@ -250,7 +252,7 @@ func Activate(ctx context.Context, t Target, req Request, opts Options) (*Result
 	}
 	a := &activation{t: t, req: req, opts: opts}
 	res, err := a.run(ctx)
-	a.release()
+	a.release(ctx)
 	return res, err
 }
 
@@ -270,6 +272,9 @@ type activation struct {
 	opts  Options
 	lease *remote.Process
 	res   Result
+	// decided says the host's fate after the switch is claimed: by a
+	// rollback, by the watchdog, or kept (the watchdog disarmed).
+	decided bool
 }
 
 func (a *activation) run(ctx context.Context) (*Result, error) {
@@ -323,8 +328,10 @@ func (a *activation) run(ctx context.Context) (*Result, error) {
 			failure = &ProbeError{Failed: failed, Outcome: a.rollback(ctx)}
 		}
 	}
-	if failure == nil && armed {
-		if err := a.disarm(ctx); err != nil {
+	if armed && !a.decided {
+		// Checks passed, or a failure is left as it is (NoRollback):
+		// the watchdog must not act either.
+		if err := a.disarm(ctx); err != nil && failure == nil {
 			failure = err
 		}
 	}
@@ -356,6 +363,7 @@ func (a *activation) rollback(ctx context.Context) Outcome {
 		o.Err = err
 		return o
 	}
+	a.decided = true
 	o.ByWatchdog = !started
 	st, out, err := a.wait(ctx, "rollback")
 	return a.rolledBack(o, st, out, err)
@@ -439,6 +447,7 @@ func (a *activation) checkInOnce(ctx context.Context, deadline time.Time) error 
 // the session's connection while it works, else over a new one.
 func (a *activation) watchdogRollback(ctx context.Context) Outcome {
 	o := Outcome{Previous: a.previous(), ByWatchdog: true}
+	a.decided = true
 	st, out, err := a.wait(ctx, "rollback")
 	return a.rolledBack(o, st, out, err)
 }
@@ -457,6 +466,7 @@ func (a *activation) disarm(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("disarm the dead-man's switch (it rolls the host back when its deadline passes): %w", err)
 	}
+	a.decided = true
 	if strings.TrimSpace(word.String()) == "claimed" {
 		return &UnconfirmedError{Timeout: a.req.ProbeTimeout + a.req.ConfirmTimeout, Outcome: a.watchdogRollback(ctx)}
 	}
@@ -474,7 +484,9 @@ func (a *activation) lock(ctx context.Context, resume bool) error {
 	if resume {
 		args = []string{"sh", "-c", leaseScript, "deployctl-lease", a.req.ID, "", "resume"}
 	}
-	p, err := a.t.Start(ctx, remote.Cmd{Argv: args, Root: true})
+	// The lease outlives ctx, so that an interrupted deploy can still say
+	// "release" (the keeper then lets go once the jobs under way end).
+	p, err := a.t.Start(context.WithoutCancel(ctx), remote.Cmd{Argv: args, Root: true})
 	if err != nil {
 		return fmt.Errorf("lock: %w", err)
 	}
@@ -520,12 +532,18 @@ func (a *activation) lock(ctx context.Context, resume bool) error {
 	return nil
 }
 
-// release tells the keeper this deploy is done, and ends the lease.
-func (a *activation) release() {
+// release tells the keeper this deploy is done, and ends the lease. After
+// ctx has ended (a detached deploy), it does not wait for the keeper: the
+// keeper lets go once the jobs under way end.
+func (a *activation) release(ctx context.Context) {
 	if a.lease == nil {
 		return
 	}
-	_, _ = io.WriteString(a.lease.Stdin, "release\n")
+	word := "release\n"
+	if ctx.Err() != nil {
+		word = "leave\n"
+	}
+	_, _ = io.WriteString(a.lease.Stdin, word)
 	a.lease.Stdin.Close()
 	if _, ok := a.lease.Exited(10 * time.Second); !ok {
 		a.lease.Close()
@@ -673,20 +691,24 @@ func (a *activation) dropPushRoot(ctx context.Context) {
 
 // JournalEntry is one line of Journal.
 type JournalEntry struct {
-	Time           time.Time     `json:"time"`
-	ID             string        `json:"id"`
-	User           string        `json:"user"`
-	Machine        string        `json:"machine"`
-	Action         string        `json:"action"`
-	Previous       string        `json:"previous"`
-	New            string        `json:"new"`
-	Result         string        `json:"result"`
-	Status         int           `json:"status"`
-	RebootRequired bool          `json:"rebootRequired,omitempty"`
-	Probes         []ProbeResult `json:"probes,omitempty"`
-	RolledBack     bool          `json:"rolledBack,omitempty"`
-	ByWatchdog     bool          `json:"byWatchdog,omitempty"`
-	Error          string        `json:"error,omitempty"`
+	Time    time.Time `json:"time"`
+	ID      string    `json:"id"`
+	User    string    `json:"user"`
+	Machine string    `json:"machine"`
+	Action  string    `json:"action"`
+	// Rollback marks a deployctl rollback.
+	Rollback bool   `json:"rollback,omitempty"`
+	Previous string `json:"previous"`
+	// PreviousProfile is the system profile's store path before.
+	PreviousProfile string        `json:"previousProfile,omitempty"`
+	New             string        `json:"new"`
+	Result          string        `json:"result"`
+	Status          int           `json:"status"`
+	RebootRequired  bool          `json:"rebootRequired,omitempty"`
+	Probes          []ProbeResult `json:"probes,omitempty"`
+	RolledBack      bool          `json:"rolledBack,omitempty"`
+	ByWatchdog      bool          `json:"byWatchdog,omitempty"`
+	Error           string        `json:"error,omitempty"`
 }
 
 // journal appends this activation's line to Journal; failing to is a
@@ -694,7 +716,7 @@ type JournalEntry struct {
 func (a *activation) journal(ctx context.Context, failure error) {
 	e := JournalEntry{
 		Time: time.Now().UTC(), ID: a.req.ID, User: a.req.Holder.User, Machine: a.req.Holder.Machine,
-		Action: a.req.Action, Previous: a.res.Previous, New: a.req.Toplevel, Status: a.res.Status,
+		Action: a.req.Action, Rollback: a.req.Rollback, Previous: a.res.Previous, PreviousProfile: a.res.PreviousProfile, New: a.req.Toplevel, Status: a.res.Status,
 		RebootRequired: a.res.RebootRequired, RolledBack: a.res.RolledBack, ByWatchdog: a.res.ByWatchdog, Result: "ok", Probes: a.res.Probes,
 	}
 	if failure != nil {

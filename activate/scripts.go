@@ -19,6 +19,7 @@ package activate
 //	checkin          deployctl's check-in: the seconds the watchdog waits
 //	                 more, from now
 //	release          deployctl's word that it no longer needs the lock
+//	released         the keeper's word that it has let go
 //
 // The keeper is a detached process holding an exclusive flock on Dir/lock
 // (whose content is the holder) for the deploy's lifetime: a second
@@ -55,12 +56,12 @@ const rollbackFn = `rollback() {
 `
 
 // keeperScript ($1 = id, $2 = holder) takes the lock, records the system,
-// then keeps the lock until released, or until deployctl's session has
-// been gone for 30 s with no job running.
+// then keeps the lock while a job runs, and after that until released, or
+// until deployctl's session has been gone for 30 s.
 const keeperScript = `d=` + Dir + `; w=$d/$1
 running() {
   for p in "$w"/*.pid; do
-    [ -e "$p" ] || continue
+    [ -e "$p" ] && [ "$p" != "$w/lease.pid" ] || continue
     [ -e "${p%.pid}.status" ] || return 0
   done
   return 1
@@ -75,8 +76,12 @@ readlink /run/current-system > "$w/previous"
 if [ -e /nix/var/nix/profiles/system ]; then readlink -f /nix/var/nix/profiles/system > "$w/previous-profile"; else : > "$w/previous-profile"; fi
 echo locked > "$w/state"
 gone=0
-while [ ! -e "$w/release" ]; do
-  if running || kill -0 "$(cat "$w/lease.pid" 2>/dev/null)" 2>/dev/null; then
+while :; do
+  if running; then
+    gone=0
+  elif [ -e "$w/release" ]; then
+    break
+  elif kill -0 "$(cat "$w/lease.pid" 2>/dev/null)" 2>/dev/null; then
     gone=0
   else
     gone=$((gone + 1))
@@ -85,12 +90,14 @@ while [ ! -e "$w/release" ]; do
   sleep 0.2
 done
 : > "$d/lock"
+touch "$w/released"
 `
 
 // leaseScript ($1 = id, $2 = holder, $3 = action, $4 = toplevel) is
 // deployctl's session on the host: it starts the keeper (or, given
 // "resume" as $3, rejoins it), reports the lock and the recorded system,
-// and lives until deployctl says "release" or goes.
+// and lives until deployctl says "release" (and the keeper has let go) or
+// "leave" (the keeper lets go once the jobs under way end), or goes.
 const leaseScript = `d=` + Dir + `; w=$d/$1
 if [ "$3" != resume ]; then
   mkdir -p "$w" || exit 70
@@ -113,7 +120,16 @@ echo "profile $(cat "$w/previous-profile")"
 [ ! -s "$w/stale" ] || echo "stale $(cat "$w/stale")"
 echo ready
 while read -r word; do
-  if [ "$word" = release ]; then touch "$w/release"; exit 0; fi
+  case $word in
+    release) touch "$w/release" ;;
+    leave) touch "$w/release"; exit 0 ;;
+    *) continue ;;
+  esac
+  # Wait (a little) for the keeper to let go, so that a deploy right
+  # after this one finds the host free.
+  i=0
+  while [ ! -e "$w/released" ] && [ "$i" -lt 50 ]; do sleep 0.1; i=$((i + 1)); done
+  exit 0
 done
 `
 
@@ -128,8 +144,8 @@ const startJobScript = `w=` + Dir + `/$1
 [ "$(cat "$w/state" 2>/dev/null)" = locked ] || { echo "this deploy does not hold the host's lock" >&2; exit 70; }
 if [ -n "$4" ]; then ` + claimFn + `claim "$4" || { echo claimed; exit 0; }; fi
 [ ! -e "$w/$2.pid" ] || { echo started; exit 0; }
-setsid sh -c 'w=$1; { '"$3"'
-} > "$w/$2.log" 2>&1; echo $? > "$w/$2.status.tmp"; mv "$w/$2.status.tmp" "$w/$2.status"' deployctl-job "$w" "$2" </dev/null >/dev/null 2>&1 &
+setsid sh -c 'w=$1; ( '"$3"'
+) > "$w/$2.log" 2>&1; echo $? > "$w/$2.status.tmp"; mv "$w/$2.status.tmp" "$w/$2.status"' deployctl-job "$w" "$2" </dev/null >/dev/null 2>&1 &
 echo $! > "$w/$2.pid"
 echo started
 `

@@ -318,3 +318,135 @@ func TestCanaryHaltsRollout(t *testing.T) {
 	}
 	untouched("gamma")
 }
+
+// TestInterruptLetsSwitchFinish: Ctrl-C during a switch starts no further
+// host, lets the switch finish, and exits 130; the host is consistent: it
+// runs the new system, the journal says so, and its lock is free.
+func TestInterruptLetsSwitchFinish(t *testing.T) {
+	e := startFleet(t, fixture.Host{Name: "alpha", SwitchSeconds: 2}, fixture.Host{Name: "beta"})
+	e.deployctl("build", "--all").wantCode(t, 0)
+	r := e.deployctlInterrupted("switching slowly", "-v", "deploy", "--all", "--parallel", "1")
+	r.wantCode(t, 130)
+	if !strings.Contains(r.stderr, "interrupted: no further host starts; waiting for alpha to finish activating (Ctrl-C again to detach)") {
+		t.Errorf("the interrupt does not say what it waits for:\n%s", r.stderr)
+	}
+	if !regexp.MustCompile(`(?m)^  alpha +ok +`).MatchString(r.stderr) || !regexp.MustCompile(`(?m)^  beta +skipped +interrupted before it started: untouched$`).MatchString(r.stderr) {
+		t.Errorf("the summary does not show alpha finished and beta never started:\n%s", r.stderr)
+	}
+	if got, want := e.currentSystem("alpha"), e.toplevel("alpha"); got != want {
+		t.Errorf("alpha runs %q, want %s", got, want)
+	}
+	if j := e.journal("alpha"); len(j) != 1 || j[0]["result"] != "ok" {
+		t.Errorf("alpha's journal: %v", j)
+	}
+	if got := e.ssh("alpha", "cat /run/deployctl/lock"); got != "" {
+		t.Errorf("alpha's lock is still held: %s", got)
+	}
+	if got := e.currentSystem("beta"); got != "" {
+		t.Errorf("beta was started after the interrupt: it runs %s", got)
+	}
+}
+
+// TestSecondInterruptDetaches: a second Ctrl-C leaves the switch to run on
+// the host and says so; the host keeps its lock while the switch runs, and
+// with no one to check in, its dead-man's switch rolls it back.
+func TestSecondInterruptDetaches(t *testing.T) {
+	confirm := map[string]any{"confirmTimeout": 2}
+	e := startFleet(t, fixture.Host{Name: "alpha", Deployment: confirm})
+	e.deployctl("deploy", "alpha").wantCode(t, 0)
+	old := e.toplevel("alpha")
+	e.writeFlake(fixture.Host{Name: "alpha", Deployment: confirm, SwitchSeconds: 3, Revision: "2"})
+	e.deployctl("build", "alpha").wantCode(t, 0)
+	r := e.deployctlInterruptedTwice("switching slowly", "Ctrl-C again to detach", "-v", "deploy", "alpha")
+	r.wantCode(t, 130)
+	if !strings.Contains(r.stderr, "detached: alpha still activating") ||
+		!regexp.MustCompile(`(?m)^  alpha +FAILED +\S+ +activate: detached: the switch runs on on the host, and its dead-man's switch rolls it back 2s after it ends`).MatchString(r.stderr) {
+		t.Errorf("the detach does not say what runs on:\n%s", r.stderr)
+	}
+	if got := e.ssh("alpha", "cat /run/deployctl/lock"); !strings.Contains(got, e.toplevel("alpha")) {
+		t.Errorf("alpha's lock does not name the detached deploy while its switch runs: %q", got)
+	}
+	deadline := time.Now().Add(20 * time.Second)
+	for e.currentSystem("alpha") != old || e.ssh("alpha", "cat /run/deployctl/lock") != "" {
+		if time.Now().After(deadline) {
+			t.Fatalf("20 s after the detach alpha runs %s (want %s rolled back to) and its lock holds %q",
+				e.currentSystem("alpha"), old, e.ssh("alpha", "cat /run/deployctl/lock"))
+		}
+		time.Sleep(250 * time.Millisecond)
+	}
+}
+
+// TestStatusAndRollback: status reads what each host runs, its lock and
+// its last deploy; rollback puts a host back on the system that ran
+// before its last deploy (running system and profile), journaled as a
+// rollback, and refuses a host whose journal has nothing to undo.
+func TestStatusAndRollback(t *testing.T) {
+	e := startFleet(t, fixture.Host{Name: "alpha"}, fixture.Host{Name: "beta"})
+	e.deployctl("deploy", "alpha").wantCode(t, 0)
+	v1 := e.toplevel("alpha")
+	e.writeFlake(fixture.Host{Name: "alpha", Revision: "2", SwitchSeconds: 2}, fixture.Host{Name: "beta"})
+	e.deployctl("build", "alpha").wantCode(t, 0)
+	v2 := e.toplevel("alpha")
+
+	type status struct {
+		Hosts []struct {
+			Host, Running, Profile, Error string
+			Generation                    int
+			Lock                          *struct{ Toplevel string }
+			LastDeploy                    *struct {
+				Action, Previous, New, Result string
+				Rollback                      bool
+			}
+		}
+	}
+	read := func(args ...string) status {
+		t.Helper()
+		r := e.deployctl(append([]string{"status", "--json"}, args...)...)
+		var st status
+		if err := json.Unmarshal([]byte(r.stdout), &st); err != nil {
+			t.Fatalf("status --json: %v\n%s", err, r.stdout)
+		}
+		return st
+	}
+	// While a deploy switches alpha, status names the lock's holder.
+	var during status
+	e.deployctlWatching("switching slowly", func() { during = read("alpha") }, "-v", "deploy", "alpha").wantCode(t, 0)
+	if l := during.Hosts[0].Lock; l == nil || l.Toplevel != v2 {
+		t.Errorf("status during a deploy shows no lock held for %s: %+v", v2, l)
+	}
+	st := read("--all")
+	a, b := st.Hosts[0], st.Hosts[1]
+	if a.Host != "alpha" || a.Running != v2 || a.Profile != v2 || a.Generation != 2 || a.LastDeploy == nil ||
+		a.LastDeploy.Previous != v1 || a.LastDeploy.New != v2 || a.LastDeploy.Result != "ok" || a.Lock != nil {
+		t.Errorf("alpha's status: %+v (last deploy %+v)", a, a.LastDeploy)
+	}
+	if b.Host != "beta" || b.Running != "" || b.LastDeploy != nil || b.Error != "" {
+		t.Errorf("beta's status: %+v", b)
+	}
+
+	r := e.deployctl("rollback", "alpha", "beta")
+	r.wantCode(t, 3)
+	if !regexp.MustCompile(`(?m)^  beta +FAILED +\S+ +rollback: the host's journal records no deploy: nothing to roll back$`).MatchString(r.stderr) {
+		t.Errorf("beta is not refused:\n%s", r.stderr)
+	}
+	if got := e.currentSystem("alpha"); got != v1 {
+		t.Errorf("alpha runs %s after the rollback, want %s", got, v1)
+	}
+	if got := e.profile("alpha"); got != v1 {
+		t.Errorf("alpha's profile is %s after the rollback, want %s", got, v1)
+	}
+	if got := e.currentSystem("beta"); got != "" {
+		t.Errorf("beta was changed: it runs %s", got)
+	}
+	if d := read("alpha").Hosts[0].LastDeploy; d == nil || !d.Rollback || d.Previous != v2 || d.New != v1 || d.Result != "ok" {
+		t.Errorf("the rollback is not journaled as one: %+v", d)
+	}
+
+	// Something else changed the host: rollback refuses to guess.
+	e.ssh("alpha", "ln -sfn /nix/store/elsewhere /run/current-system")
+	r = e.deployctl("rollback", "alpha")
+	r.wantCode(t, 1)
+	if !strings.Contains(r.stderr, "but the host has /nix/store/elsewhere now: something else changed it since") {
+		t.Errorf("a changed host is not refused:\n%s", r.stderr)
+	}
+}

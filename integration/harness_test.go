@@ -96,62 +96,87 @@ type result struct {
 // deployctl runs deployctl in-process against the fleet and its flake.
 func (e *testEnv) deployctl(args ...string) result {
 	e.t.Helper()
-	return e.run("", nil, nil, args...)
+	return e.run(nil, nil, args...)
 }
 
-// deployctlWith runs deployctl with extra environment variables.
 func (e *testEnv) deployctlWith(env []string, args ...string) result {
 	e.t.Helper()
-	return e.run("", nil, env, args...)
+	return e.run(nil, env, args...)
 }
 
 // deployctlInterrupted runs deployctl and interrupts it (as Ctrl-C does)
 // as soon as its stderr contains when.
 func (e *testEnv) deployctlInterrupted(when string, args ...string) result {
 	e.t.Helper()
-	return e.run(when, nil, nil, args...)
+	return e.run([]trigger{{when: when, interrupt: true}}, nil, args...)
+}
+
+// deployctlInterruptedTwice interrupts deployctl once its stderr contains
+// first, and again (detaching it) once it then contains second.
+func (e *testEnv) deployctlInterruptedTwice(first, second string, args ...string) result {
+	e.t.Helper()
+	return e.run([]trigger{{when: first, interrupt: true}, {when: second, interrupt: true}}, nil, args...)
 }
 
 // deployctlWatching runs deployctl and calls fn, once, as soon as its
 // stderr contains when; deployctl waits meanwhile.
 func (e *testEnv) deployctlWatching(when string, fn func(), args ...string) result {
 	e.t.Helper()
-	return e.run(when, fn, nil, args...)
+	return e.run([]trigger{{when: when, fn: fn}}, nil, args...)
 }
 
-// run runs deployctl; when its stderr contains when, it calls fn, or with
-// fn nil interrupts it.
-func (e *testEnv) run(when string, fn func(), env []string, args ...string) result {
+// trigger is something done to a running deployctl once its stderr
+// contains when: fn called, or an interrupt (the first interrupts, the
+// second detaches).
+type trigger struct {
+	when      string
+	fn        func()
+	interrupt bool
+}
+
+// run runs deployctl in-process, pulling the triggers in order.
+func (e *testEnv) run(triggers []trigger, env []string, args ...string) result {
 	e.t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
-	if fn == nil {
-		fn = cancel
+	detach, detachNow := context.WithCancel(context.Background())
+	defer detachNow()
+	interrupts := []func(){cancel, detachNow}
+	for i := range triggers {
+		if triggers[i].interrupt {
+			triggers[i].fn, interrupts = interrupts[0], interrupts[1:]
+		}
 	}
 	var stdout bytes.Buffer
-	stderr := &watchWriter{when: when, fn: fn}
+	stderr := &watchWriter{triggers: triggers}
 	full := append([]string{"--flake", e.flake, "--ssh-config", e.fleet.SSHConfig}, args...)
-	code := cli.Main(ctx, cli.Invocation{Args: full, Stdin: strings.NewReader(""), Stdout: &stdout, Stderr: stderr, Env: e.env(env...)})
+	code := cli.Main(ctx, cli.Invocation{Args: full, Stdin: strings.NewReader(""), Stdout: &stdout, Stderr: stderr, Env: e.env(env...), Detach: detach})
 	e.t.Logf("deployctl %s → exit %d\n%s", strings.Join(args, " "), code, stderr.String())
 	return result{code, stdout.String(), stderr.String()}
 }
 
-// watchWriter collects output and calls fn once it contains when.
+// watchWriter collects output and pulls each trigger, in order, once the
+// output after the previous one contains its text.
 type watchWriter struct {
-	mu    sync.Mutex
-	buf   bytes.Buffer
-	when  string
-	fn    func()
-	fired bool
+	mu       sync.Mutex
+	buf      bytes.Buffer
+	from     int
+	triggers []trigger
 }
 
 func (w *watchWriter) Write(p []byte) (int, error) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	w.buf.Write(p)
-	if w.when != "" && !w.fired && strings.Contains(w.buf.String(), w.when) {
-		w.fired = true
-		w.fn()
+	for len(w.triggers) > 0 {
+		t := w.triggers[0]
+		i := strings.Index(w.buf.String()[w.from:], t.when)
+		if i < 0 {
+			break
+		}
+		w.from += i + len(t.when)
+		w.triggers = w.triggers[1:]
+		t.fn()
 	}
 	return len(p), nil
 }

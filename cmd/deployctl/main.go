@@ -11,8 +11,18 @@ import (
 )
 
 func main() {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	code := cli.Main(ctx, cli.Invocation{Args: os.Args[1:], Stdin: os.Stdin, Stdout: os.Stdout, Stderr: os.Stderr, Env: os.Environ()})
-	stop()
-	os.Exit(code)
+	// The first Ctrl-C (or SIGTERM) interrupts: no new host starts, and
+	// activations under way finish. The second detaches from them.
+	interrupted, interrupt := context.WithCancel(context.Background())
+	detached, detach := context.WithCancel(context.Background())
+	signals := make(chan os.Signal, 2)
+	signal.Notify(signals, os.Interrupt, syscall.SIGTERM)
+	go func() {
+		<-signals
+		interrupt()
+		<-signals
+		detach()
+		signal.Stop(signals) // a third kills
+	}()
+	os.Exit(cli.Main(interrupted, cli.Invocation{Args: os.Args[1:], Stdin: os.Stdin, Stdout: os.Stdout, Stderr: os.Stderr, Env: os.Environ(), Detach: detached}))
 }

@@ -34,6 +34,10 @@ type Invocation struct {
 	// Env is the environment, as os.Environ returns it. deployctl reads
 	// HOME and SSH_AUTH_SOCK from it and passes it to the commands it runs.
 	Env []string
+	// Detach ends when the user insists (a second Ctrl-C): activations
+	// that Main's context (the first Ctrl-C) let finish are left to run on
+	// their hosts. nil: never.
+	Detach context.Context
 }
 
 // globals are the options every command shares.
@@ -76,6 +80,10 @@ type globals struct {
 	// roots holds the run's GC roots; removed when the run ends.
 	rootsMu sync.Mutex
 	roots   string
+	// activating are the hosts whose activation runs, which an interrupt
+	// lets finish.
+	activatingMu sync.Mutex
+	activating   map[string]bool
 	// held are the local paths the run holds as GC roots already.
 	held map[string]bool
 }
@@ -93,6 +101,9 @@ func (g *globals) getenv(key string) string {
 func Main(ctx context.Context, inv Invocation) int {
 	stdout := &countingWriter{w: inv.Stdout}
 	inv.Stdout = stdout
+	if inv.Detach == nil {
+		inv.Detach = context.Background()
+	}
 	g := &globals{inv: inv}
 	g.buildBar.g, g.pushBar.g = g, g
 	root := newRootCommand(g)

@@ -81,17 +81,25 @@ type activateFlags struct {
 	canary           int
 	waveSize         string
 	maxFailures      int
+	// rollback marks the activations as rollbacks in the journal.
+	rollback bool
 }
 
 func (f *activateFlags) register(cmd *cobra.Command) {
 	cmd.Flags().StringVar(&f.action, "action", "switch", "switch-to-configuration `ACTION`: switch, boot, test or dry-activate")
 	cmd.Flags().BoolVar(&f.allowFailedUnits, "allow-failed-units", false, "accept a switch whose only failure is units that failed to start (switch-to-configuration's status 4)")
+	f.registerRollout(cmd)
+}
+
+// registerRollout registers the flags that shape activations but not what
+// they activate.
+func (f *activateFlags) registerRollout(cmd *cobra.Command) {
 	cmd.Flags().BoolVar(&f.noRollback, "no-rollback", false, "leave a host whose switch or health checks failed as it is, instead of switching it back to the system it ran before")
 	cmd.Flags().BoolVar(&f.noMagicRollback, "no-magic-rollback", false, "do not arm the hosts' dead-man's switch (which rolls a host back when no new SSH connection can check in after the switch)")
 	cmd.Flags().DurationVar(&f.probeTimeout, "probe-timeout", 60*time.Second, "how long each host's health checks (deployment.healthChecks) may take to pass")
 	cmd.Flags().IntVar(&f.canary, "canary", 0, "activate the first `N` selected hosts first: any failure among them halts the rollout before another host is touched")
 	cmd.Flags().StringVar(&f.waveSize, "wave-size", "", "after the canaries, go through the hosts in waves of `N` hosts (or N% of the selected hosts), each finished before the next starts")
-	cmd.Flags().IntVar(&f.maxFailures, "max-failures", rollout.NoLimit, "halt the rollout once more than `N` hosts have failed: no further host starts (default: never halt)")
+	cmd.Flags().IntVar(&f.maxFailures, "max-failures", rollout.NoLimit, "halt the rollout once more than `N` hosts have failed: no further host starts (-1: never halt)")
 }
 
 // rollout is the rollout over n hosts the flags ask for.

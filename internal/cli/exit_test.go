@@ -53,13 +53,13 @@ func TestMainExitCodes(t *testing.T) {
 		{[]string{"deploy", "--all", "--action", "x"}, 2},
 		{[]string{"push"}, 2},
 		{[]string{"activate", "--manifest", "/nonexistent", "--all"}, 2},
-		{[]string{"rollback"}, 1},
+		{[]string{"rollback"}, 2},
 		{[]string{"--flake", "./nowhere", "list"}, 2},
 		{[]string{"deploy", "--all", "web-1"}, 2},
 		{[]string{"deploy", "--", "-oProxyCommand=x"}, 2},
 		{[]string{"deploy", "--closure", "/nix/store/x", "a", "b"}, 2},
 		{[]string{"rollback", "--help"}, 0},
-		{[]string{"status"}, 1},
+		{[]string{"status"}, 2},
 	} {
 		if got, stderr := run(tc.args...); got != tc.want {
 			t.Errorf("deployctl %v exited %d, want %d\n%s", tc.args, got, tc.want, stderr)

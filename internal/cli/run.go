@@ -4,7 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -19,6 +21,20 @@ import (
 // most --parallel at once, in the rollout the activation flags ask for
 // (nil: every host, never halting), and summarises.
 func (g *globals) runHosts(ctx context.Context, command string, p *plan, af *activateFlags, steps ...hostStep) error {
+	outcomes, err := g.runOnHosts(ctx, command, p, af, steps...)
+	if err != nil {
+		return err
+	}
+	if ctx.Err() != nil {
+		// Some hosts may have switched: say which, on stdout too.
+		_ = g.summarize(command+" (interrupted)", outcomes)
+		return ctx.Err()
+	}
+	return g.summarize(command, outcomes)
+}
+
+// runOnHosts is runHosts without the summary: each host's outcome.
+func (g *globals) runOnHosts(ctx context.Context, command string, p *plan, af *activateFlags, steps ...hostStep) ([]hostOutcome, error) {
 	// A build-only host named outright is a mistake; one that a glob or a
 	// tag caught is left out.
 	var hosts []*inventory.Host
@@ -27,18 +43,18 @@ func (g *globals) runHosts(ctx context.Context, command string, p *plan, af *act
 		case h.Deployable():
 			hosts = append(hosts, h)
 		case slices.Contains(p.named, h.Name):
-			return usageErrorf("%s is build-only (deployment.targetHost = null): it cannot be deployed", h.Name)
+			return nil, usageErrorf("%s is build-only (deployment.targetHost = null): it cannot be deployed", h.Name)
 		default:
 			g.log.Warn("left out: build-only (deployment.targetHost = null)", "host", h.Name)
 		}
 	}
 	if len(hosts) == 0 {
-		return usageErrorf("every selected host is build-only (deployment.targetHost = null)")
+		return nil, usageErrorf("every selected host is build-only (deployment.targetHost = null)")
 	}
 	p.hosts = hosts
 	d, err := g.dialer()
 	if err != nil {
-		return err
+		return nil, err
 	}
 	// Resolve every target before anything runs, so a bad sshOptions or
 	// ssh config entry stops the run with nothing done, and so does two
@@ -51,20 +67,20 @@ func (g *globals) runHosts(ctx context.Context, command string, p *plan, af *act
 			_, err = push.NixSSHOpts(ep, g.sshConfig)
 		}
 		if err != nil {
-			return usageErrorf("%s: %w", h.Name, err)
+			return nil, usageErrorf("%s: %w", h.Name, err)
 		}
 		key := ep.Addr()
 		for i := len(ep.Hops) - 1; i >= 0; i-- {
 			key = ep.Hops[i].Addr() + " → " + key
 		}
 		if other, ok := targets[key]; ok {
-			return usageErrorf("%s and %s both deploy to %s: one machine cannot run two systems (check deployment.targetHost)", other, h.Name, key)
+			return nil, usageErrorf("%s and %s both deploy to %s: one machine cannot run two systems (check deployment.targetHost)", other, h.Name, key)
 		}
 		targets[key] = h.Name
 	}
 	closures, err := p.closures(ctx, p.hosts)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	// Dial the first hosts while this machine's own Nix calls run, so the
 	// handshakes overlap them. (Connecting changes nothing on a host.) The
@@ -89,13 +105,13 @@ func (g *globals) runHosts(ctx context.Context, command string, p *plan, af *act
 	// Hold every system as a GC root on this machine until the run ends,
 	// so that a garbage collection meanwhile cannot take it.
 	if err := g.holdRoots(ctx, closures); err != nil {
-		return err
+		return nil, err
 	}
 	// The pushes' metadata: one nix path-info for every local system.
 	if slices.ContainsFunc(steps, func(s hostStep) bool { return s.name == "push" }) && !g.nixCopy() {
 		if tops := localTops(closures); len(tops) > 0 {
 			if g.localInfos, err = g.nix().PathInfos(ctx, false, tops...); err != nil {
-				return err
+				return nil, err
 			}
 			// Tell the shared reader how many hosts will want each path.
 			for _, b := range closures {
@@ -104,7 +120,7 @@ func (g *globals) runHosts(ctx context.Context, command string, p *plan, af *act
 				}
 				closure, err := nix.Closure(g.localInfos, b.Toplevel)
 				if err != nil {
-					return err
+					return nil, err
 				}
 				paths := make([]string, len(closure))
 				for i, info := range closure {
@@ -124,6 +140,7 @@ func (g *globals) runHosts(ctx context.Context, command string, p *plan, af *act
 	if af != nil {
 		ro = af.rollout(len(names), g.parallel)
 	}
+	stopNotes := g.noteInterrupts(ctx)
 	results := rollout.Run(ctx, names, ro, func(ctx context.Context, name string) error {
 		b := closures[name]
 		if b.Err != nil {
@@ -138,13 +155,23 @@ func (g *globals) runHosts(ctx context.Context, command string, p *plan, af *act
 		}
 		defer g.release(hostKey(name))
 		for _, s := range steps {
-			if err := s.run(ctx, conn, h, b); err != nil {
+			if err := ctx.Err(); err != nil {
+				return rollout.Step(s.name, err)
+			}
+			sctx, done := ctx, func() {}
+			if s.finish {
+				sctx, done = g.finishing(ctx, name)
+			}
+			err := s.run(sctx, conn, h, b)
+			done()
+			if err != nil {
 				return rollout.Step(s.name, err)
 			}
 		}
 		g.log.Debug(command+" finished", "host", name, "took", time.Since(start).Round(10*time.Millisecond).String())
 		return nil
 	})
+	stopNotes()
 	g.pushBar.close()
 	if g.shared != nil {
 		if st := g.shared.Stats(); st.Reused > 0 {
@@ -155,17 +182,60 @@ func (g *globals) runHosts(ctx context.Context, command string, p *plan, af *act
 	for i, r := range results {
 		outcomes[i] = hostOutcome{Host: r.Host, Toplevel: closures[r.Host].Toplevel, Duration: r.Duration, OK: r.Err == nil}
 		var skipped *rollout.SkippedError
+		var se *rollout.StepError
 		switch {
 		case errors.As(r.Err, &skipped):
 			outcomes[i].Skipped, outcomes[i].Error = true, skipped.Reason
+		case errors.Is(r.Err, context.Canceled) && !errors.As(r.Err, &se):
+			outcomes[i].Skipped, outcomes[i].Error = true, "interrupted before it started"
 		case r.Err != nil:
 			outcomes[i].Step, outcomes[i].Error = stepOf(r.Err)
 		}
 	}
-	if ctx.Err() != nil {
-		// Some hosts may have switched: say which, on stdout too.
-		_ = g.summarize(command+" (interrupted)", outcomes)
-		return ctx.Err()
+	return outcomes, nil
+}
+
+// finishing is the context of a host's step that an interrupt (ctx) lets
+// finish and a detach ends; done says it has finished.
+func (g *globals) finishing(ctx context.Context, host string) (_ context.Context, done func()) {
+	g.activatingMu.Lock()
+	if g.activating == nil {
+		g.activating = map[string]bool{}
 	}
-	return g.summarize(command, outcomes)
+	g.activating[host] = true
+	g.activatingMu.Unlock()
+	sctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	stop := context.AfterFunc(g.inv.Detach, cancel)
+	return sctx, func() {
+		stop()
+		cancel()
+		g.activatingMu.Lock()
+		delete(g.activating, host)
+		g.activatingMu.Unlock()
+	}
+}
+
+// stillActivating names the hosts whose activation runs.
+func (g *globals) stillActivating() []string {
+	g.activatingMu.Lock()
+	defer g.activatingMu.Unlock()
+	hosts := slices.Collect(maps.Keys(g.activating))
+	slices.Sort(hosts)
+	return hosts
+}
+
+// noteInterrupts says, when ctx ends (the first Ctrl-C) and when the run
+// is detached (the second), what becomes of the hosts under way.
+func (g *globals) noteInterrupts(ctx context.Context) (stop func()) {
+	stopInterrupt := context.AfterFunc(ctx, func() {
+		if hosts := g.stillActivating(); len(hosts) > 0 {
+			g.log.Warn(fmt.Sprintf("interrupted: no further host starts; waiting for %s to finish activating (Ctrl-C again to detach)", strings.Join(hosts, ", ")))
+		}
+	})
+	stopDetach := context.AfterFunc(g.inv.Detach, func() {
+		if hosts := g.stillActivating(); len(hosts) > 0 {
+			g.log.Warn(fmt.Sprintf("detached: %s still activating on the host(s); each keeps its lock until its switch ends", strings.Join(hosts, ", ")))
+		}
+	})
+	return func() { stopInterrupt(); stopDetach() }
 }

@@ -19,10 +19,13 @@ import (
 type hostStep struct {
 	name string
 	run  func(ctx context.Context, conn *remote.Conn, h *inventory.Host, b built) error
+	// finish says that once started, the step runs to its end through an
+	// interrupt (not through a detach).
+	finish bool
 }
 
 func (g *globals) pushStep() hostStep {
-	return hostStep{"push", func(ctx context.Context, conn *remote.Conn, h *inventory.Host, b built) error {
+	return hostStep{name: "push", run: func(ctx context.Context, conn *remote.Conn, h *inventory.Host, b built) error {
 		switch {
 		case b.At.on == "target":
 			g.log.Info("built on the target: nothing to push", "host", h.Name)
@@ -93,7 +96,7 @@ func humanBytes(n int64) string {
 }
 
 func (g *globals) activateStep(f activateFlags, specs map[string]activationSpec) hostStep {
-	return hostStep{"activate", func(ctx context.Context, conn *remote.Conn, h *inventory.Host, b built) error {
+	return hostStep{name: "activate", finish: true, run: func(ctx context.Context, conn *remote.Conn, h *inventory.Host, b built) error {
 		var extra []*remote.Conn
 		defer func() {
 			for _, c := range extra {
@@ -139,6 +142,7 @@ func (g *globals) activateStep(f activateFlags, specs map[string]activationSpec)
 			Holder:           g.holder(id, b.Toplevel, f.action),
 			AllowFailedUnits: f.allowFailedUnits,
 			NoRollback:       f.noRollback,
+			Rollback:         f.rollback,
 			Checks:           specs[h.Name].checks,
 			ProbeTimeout:     f.probeTimeout,
 			ProbeHost:        conn.Endpoint().HostName,
@@ -147,6 +151,13 @@ func (g *globals) activateStep(f activateFlags, specs map[string]activationSpec)
 			req.ConfirmTimeout = specs[h.Name].confirmTimeout
 		}
 		res, err := activate.Activate(ctx, conn, req, out)
+		if err != nil && g.inv.Detach.Err() != nil {
+			still := "the switch runs on on the host"
+			if req.ConfirmTimeout > 0 {
+				still += fmt.Sprintf(", and its dead-man's switch rolls it back %s after it ends, as no one checks in", req.ConfirmTimeout)
+			}
+			return fmt.Errorf("detached: %s", still)
+		}
 		if err != nil {
 			return err
 		}
