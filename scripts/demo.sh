@@ -26,3 +26,7 @@ for host in $(awk '$1 == "Host" && $2 != "*" { print $2 }' "$FLEET_SSH_CONFIG");
     printf "         service: %s (pid %s), store paths: %s\n" "$(cat /run/fixture/health)" "$(cat /run/fixture/service.pid)" "$(ls /nix/store | grep -vc "\.drv$")"
   '
 done
+
+# The same, as deployctl reads it: running, booted and profile system,
+# lock, and the last deploy from each host's journal.
+run "$deployctl" --flake "$FLEET_FLAKE" --ssh-config "$FLEET_SSH_CONFIG" status --all

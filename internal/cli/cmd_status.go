@@ -146,7 +146,7 @@ func printStatus(w interface{ Write([]byte) (int, error) }, entries []statusEntr
 			}
 			line := fmt.Sprintf("%s %s by %s@%s: %s", d.Time.Local().Format(time.DateTime), what, d.User, d.Machine, d.Result)
 			if d.Result == "ok" {
-				line += ", " + d.Previous + " → " + d.New
+				line += ", " + or(d.Previous, "no system") + " → " + d.New
 			} else if d.Error != "" {
 				first, _, _ := strings.Cut(d.Error, "\n")
 				line += ": " + first
