@@ -111,6 +111,11 @@ type Result struct {
 	// RolledBack says the host was put back on Previous; ByWatchdog that
 	// its dead-man's switch did it.
 	RolledBack, ByWatchdog bool
+	// Stage is how far the activation got: "lock", "switch" (the job
+	// started), "checks" (after the switch), "done".
+	Stage string
+	// Armed says the dead-man's switch was armed, and not disarmed.
+	Armed bool
 }
 
 // BusyError is a host another deploy holds.
@@ -147,6 +152,8 @@ func (o Outcome) String() string {
 		return "the host rolled itself back to " + o.Previous
 	case o.RolledBack:
 		return "rolled back to " + o.Previous
+	case o.ByWatchdog && o.Err != nil:
+		return "the host's watchdog rolls it back to " + o.Previous + ", but its result could not be read: " + o.Err.Error()
 	case o.Err != nil:
 		return "NOT rolled back: " + o.Err.Error()
 	}
@@ -218,7 +225,7 @@ type UnconfirmedError struct {
 func (e *UnconfirmedError) Error() string {
 	msg := fmt.Sprintf("no new SSH connection to the host could check in within %s of the switch (the new system may break SSH)", e.Timeout)
 	if e.Cause == nil {
-		msg = fmt.Sprintf("the host's watchdog acted before deployctl could disarm it (its deadline, %s after the check-in, had passed)", e.Timeout)
+		msg = "the host's watchdog acted before deployctl could disarm it (its deadline had passed)"
 	}
 	msg += "; " + e.Outcome.String()
 	if e.Cause != nil {
@@ -251,9 +258,10 @@ func Activate(ctx context.Context, t Target, req Request, opts Options) (*Result
 		return &Result{}, nil
 	}
 	a := &activation{t: t, req: req, opts: opts}
-	res, err := a.run(ctx)
+	a.res.Stage = "lock"
+	_, err := a.run(ctx)
 	a.release(ctx)
-	return res, err
+	return &a.res, err
 }
 
 // realise makes toplevel valid in the target's store: a no-op when it was
@@ -273,8 +281,11 @@ type activation struct {
 	lease *remote.Process
 	res   Result
 	// decided says the host's fate after the switch is claimed: by a
-	// rollback, by the watchdog, or kept (the watchdog disarmed).
-	decided bool
+	// rollback, by the watchdog, or kept (the watchdog disarmed);
+	// watchdogActed that the watchdog claimed it.
+	decided, watchdogActed bool
+	// fresh is the check-in's connection.
+	fresh Target
 }
 
 func (a *activation) run(ctx context.Context) (*Result, error) {
@@ -286,6 +297,7 @@ func (a *activation) run(ctx context.Context) (*Result, error) {
 	}
 	running := a.req.Action == "switch" || a.req.Action == "test"
 	armed := running && a.req.ConfirmTimeout > 0
+	a.res.Armed = armed
 	if armed {
 		// Armed before the switch starts: a switch that breaks SSH at
 		// once is still caught.
@@ -297,10 +309,12 @@ func (a *activation) run(ctx context.Context) (*Result, error) {
 			return nil, err
 		}
 	}
+	a.res.Stage = "switch"
 	st, out, err := a.job(ctx, "switch", switchJob, a.switchLine())
 	if err != nil {
 		return &a.res, fmt.Errorf("switch: %w", err)
 	}
+	a.res.Stage = "checks"
 	a.res.Status = st
 	ok := st == 0 || st == 100 || st == 4 && a.req.AllowFailedUnits
 	a.res.RebootRequired = st == 100
@@ -309,6 +323,9 @@ func (a *activation) run(ctx context.Context) (*Result, error) {
 	}
 	var failure error
 	switch {
+	case st == profileFailed:
+		// nix-env failed: nothing was switched, nothing to roll back.
+		failure = fmt.Errorf("setting the system profile failed, so nothing was switched: %s", strings.TrimSpace(out))
 	case !ok:
 		failure = &SwitchError{Action: a.req.Action, Status: st, Output: out, Outcome: a.rollback(ctx)}
 	case armed:
@@ -317,7 +334,13 @@ func (a *activation) run(ctx context.Context) (*Result, error) {
 		}
 	}
 	if failure == nil && running && !a.req.Checks.Empty() {
-		a.res.Probes = Probe(ctx, a.t, a.req.Checks, a.req.ProbeHost, a.req.ProbeTimeout, a.opts.OnProbe)
+		// Over the check-in's connection when there is one: the switch
+		// may have cut the first.
+		t := a.t
+		if a.fresh != nil {
+			t = a.fresh
+		}
+		a.res.Probes = Probe(ctx, t, a.req.Checks, a.req.ProbeHost, a.req.ProbeTimeout, a.opts.OnProbe)
 		var failed []ProbeResult
 		for _, r := range a.res.Probes {
 			if !r.OK {
@@ -335,12 +358,21 @@ func (a *activation) run(ctx context.Context) (*Result, error) {
 			failure = err
 		}
 	}
+	a.res.Armed = armed && !a.decided
 	if failure == nil && (a.req.Action == "switch" || a.req.Action == "boot") {
 		a.dropPushRoot(ctx)
 	}
-	a.journal(ctx, failure)
+	if !a.watchdogActed {
+		// (The watchdog journals what it does itself.)
+		a.journal(ctx, failure)
+	}
+	a.res.Stage = "done"
 	return &a.res, failure
 }
+
+// profileFailed is the switch job's status when nix-env could not set
+// the system profile (switch-to-configuration never ran).
+const profileFailed = 90
 
 // previous is the system a rollback goes back to.
 func (a *activation) previous() string {
@@ -365,6 +397,7 @@ func (a *activation) rollback(ctx context.Context) Outcome {
 	}
 	a.decided = true
 	o.ByWatchdog = !started
+	a.watchdogActed = o.ByWatchdog
 	st, out, err := a.wait(ctx, "rollback")
 	return a.rolledBack(o, st, out, err)
 }
@@ -440,6 +473,7 @@ func (a *activation) checkInOnce(ctx context.Context, deadline time.Time) error 
 	case strings.TrimSpace(word.String()) == "claimed":
 		return errClaimed
 	}
+	a.fresh = t
 	return nil
 }
 
@@ -447,7 +481,7 @@ func (a *activation) checkInOnce(ctx context.Context, deadline time.Time) error 
 // the session's connection while it works, else over a new one.
 func (a *activation) watchdogRollback(ctx context.Context) Outcome {
 	o := Outcome{Previous: a.previous(), ByWatchdog: true}
-	a.decided = true
+	a.decided, a.watchdogActed = true, true
 	st, out, err := a.wait(ctx, "rollback")
 	return a.rolledBack(o, st, out, err)
 }
@@ -492,9 +526,11 @@ func (a *activation) lock(ctx context.Context, resume bool) error {
 	}
 	lines := bufio.NewScanner(p.Stdout)
 	var report []string
+	ready := false
 	for lines.Scan() {
 		line := lines.Text()
 		if line == "ready" {
+			ready = true
 			break
 		}
 		report = append(report, line)
@@ -504,7 +540,7 @@ func (a *activation) lock(ctx context.Context, resume bool) error {
 		_ = p.Wait()
 		return fmt.Errorf("lock: %w", &BusyError{Holder: strings.Join(report[1:], "\n")})
 	}
-	if lines.Err() != nil || len(report) == 0 || !strings.HasPrefix(report[0], "previous ") {
+	if !ready || len(report) == 0 || !strings.HasPrefix(report[0], "previous ") {
 		p.Close()
 		err := p.Wait()
 		if err == nil {

@@ -57,21 +57,25 @@ const rollbackFn = `rollback() {
 
 // keeperScript ($1 = id, $2 = holder) takes the lock, records the system,
 // then keeps the lock while a job runs, and after that until released, or
-// until deployctl's session has been gone for 30 s.
+// until deployctl's session has been gone for 30 s. A job whose process
+// is gone without a status counts as ended. Letting go, it sets the state
+// to "released": a deployctl that comes back later holds nothing.
 const keeperScript = `d=` + Dir + `; w=$d/$1
 running() {
   for p in "$w"/*.pid; do
     [ -e "$p" ] && [ "$p" != "$w/lease.pid" ] || continue
-    [ -e "${p%.pid}.status" ] || return 0
+    [ ! -e "${p%.pid}.status" ] && kill -0 "$(cat "$p")" 2>/dev/null && return 0
   done
   return 1
 }
 exec 9>>"$d/lock" || { echo "cannot open $d/lock" > "$w/state.err"; exit 1; }
-if ! flock -n 9; then
+# -w: a deployctl status that tests the lock holds it for an instant.
+if ! flock -w 2 9; then
   cat "$d/lock" > "$w/holder"; echo busy > "$w/state"; exit 0
 fi
 cat "$d/lock" > "$w/stale"
 printf '%s\n' "$2" > "$d/lock"
+printf '%s\n' "$2" > "$w/holder.json"
 readlink /run/current-system > "$w/previous"
 if [ -e /nix/var/nix/profiles/system ]; then readlink -f /nix/var/nix/profiles/system > "$w/previous-profile"; else : > "$w/previous-profile"; fi
 echo locked > "$w/state"
@@ -89,6 +93,7 @@ while :; do
   fi
   sleep 0.2
 done
+echo released > "$w/state"
 : > "$d/lock"
 touch "$w/released"
 `
@@ -108,6 +113,7 @@ if [ "$3" != resume ]; then
   while [ ! -e "$w/state" ] && [ ! -e "$w/state.err" ] && [ "$i" -lt 100 ]; do sleep 0.05; i=$((i + 1)); done
 else
   [ -e "$w/state" ] || { echo "no deploy $1 on this host" >&2; exit 70; }
+  [ "$(cat "$w/state")" = locked ] || { echo "the host's lock was let go while the connection was lost (no job ran and deployctl was gone for 30 s)" >&2; exit 70; }
   echo $$ > "$w/lease.pid"
 fi
 case $(cat "$w/state" 2>/dev/null) in
@@ -151,11 +157,12 @@ echo started
 `
 
 // switchJob sets the profile (switch, boot) and runs
-// switch-to-configuration, in one job: nothing comes between.
+// switch-to-configuration, in one job: nothing comes between. It exits 90
+// (profileFailed) when the profile could not be set.
 const switchJob = `action=$(cat "$w/action"); top=$(cat "$w/toplevel")
 run() {
   case $action in
-    switch|boot) nix-env -p /nix/var/nix/profiles/system --set "$top" || { touch "$w/profile.failed"; return 1; } ;;
+    switch|boot) nix-env -p /nix/var/nix/profiles/system --set "$top" || return 90 ;;
   esac
   "$top/bin/switch-to-configuration" "$action"
 }
@@ -171,16 +178,24 @@ const waitJobScript = `w=` + Dir + `/$1
 i=0
 while [ ! -e "$w/$2.pid" ] && [ "$i" -lt 100 ]; do sleep 0.1; i=$((i + 1)); done
 tail -n +1 -s 0.1 -f --pid="$(cat "$w/$2.pid")" "$w/$2.log" >&2 2>/dev/null
-while [ ! -e "$w/$2.status" ]; do sleep 0.1; done
-cat "$w/$2.status"
-`
+` + awaitStatus
 
 // resultScript ($1 = id, $2 = job) waits for the job to end and prints its
 // exit status and the end of its output, for a caller that reconnected.
 const resultScript = `w=` + Dir + `/$1
-while [ ! -e "$w/$2.status" ]; do sleep 0.1; done
+` + awaitStatus + `tail -c 2000 "$w/$2.log" >&2
+`
+
+// awaitStatus waits for job $2's status and prints it, or fails when the
+// job's process is gone without one (killed).
+const awaitStatus = `while [ ! -e "$w/$2.status" ]; do
+  if ! kill -0 "$(cat "$w/$2.pid" 2>/dev/null)" 2>/dev/null; then
+    sleep 0.3
+    [ -e "$w/$2.status" ] || { echo "the $2 job's process is gone without an exit status (killed?)" >&2; exit 71; }
+  fi
+  sleep 0.1
+done
 cat "$w/$2.status"
-tail -c 2000 "$w/$2.log" >&2
 `
 
 // watchdogJob ($tmo = the confirm timeout in seconds) is the dead-man's
@@ -192,27 +207,43 @@ tail -c 2000 "$w/$2.log" >&2
 // deployctl is gone.
 const watchdogJob = rollbackFn + claimFn + `while [ ! -e "$w/switch.status" ]; do
   [ ! -d "$w/claim" ] || exit 0
-  if [ ! -e "$w/switch.pid" ] && ! kill -0 "$(cat "$w/lease.pid" 2>/dev/null)" 2>/dev/null; then
-    echo "deployctl went before the switch started"; exit 0
+  if [ ! -e "$w/switch.pid" ] && [ "$(cat "$w/state")" != locked ]; then
+    echo "the deploy let go of the host before its switch started"; exit 0
+  fi
+  if [ -e "$w/switch.pid" ] && [ ! -e "$w/switch.status" ] && ! kill -0 "$(cat "$w/switch.pid")" 2>/dev/null; then
+    sleep 0.3; [ -e "$w/switch.status" ] || break
   fi
   sleep 0.2
 done
 deadline=$(( $(date +%s) + tmo ))
-while [ "$(date +%s)" -lt "$deadline" ]; do
-  [ ! -d "$w/claim" ] || exit 0
+exec 8>"$w/claim.lock"
+while :; do
+  while [ "$(date +%s)" -lt "$deadline" ]; do
+    [ ! -d "$w/claim" ] || exit 0
+    [ ! -e "$w/checkin" ] || break
+    sleep 0.2
+  done
+  # Decide under claim.lock, so that a check-in is either seen here or
+  # told that the watchdog has acted.
+  flock 8
   if [ -e "$w/checkin" ]; then
     more=$(cat "$w/checkin"); rm -f "$w/checkin"
+    flock -u 8
     echo "deployctl checked in: $more s more"
     deadline=$(( $(date +%s) + more ))
+    continue
   fi
-  sleep 0.2
+  if [ "$(date +%s)" -lt "$deadline" ]; then flock -u 8; continue; fi
+  claim watchdog || exit 0
+  flock -u 8
+  break
 done
-claim watchdog || exit 0
 echo "no word from deployctl before the deadline: rolling back"
 echo $$ > "$w/rollback.pid"
 rollback > "$w/rollback.log" 2>&1
-echo $? > "$w/rollback.status.tmp"; mv "$w/rollback.status.tmp" "$w/rollback.status"
-`
+st=$?
+echo $st > "$w/rollback.status.tmp"; mv "$w/rollback.status.tmp" "$w/rollback.status"
+` + watchdogJournal
 
 // claimFn claims the host's fate for $1: mkdir lets only the first
 // claimant through (and the same one again).
@@ -230,6 +261,23 @@ const claimScript = `w=` + Dir + `/$1
 // checkinScript ($1 = id, $2 = seconds) is deployctl's check-in with the
 // watchdog: "ok", or "claimed" when the watchdog has already acted.
 const checkinScript = `w=` + Dir + `/$1
+exec 8>"$w/claim.lock"; flock 8
 [ ! -d "$w/claim" ] || { echo claimed; exit 0; }
 echo "$2" > "$w/checkin.tmp" && mv "$w/checkin.tmp" "$w/checkin" && echo ok
+`
+
+// watchdogJournal appends the watchdog's rollback to the journal, as
+// deployctl may not be there to: the line deployctl would write, from the
+// deploy's files ($st is the rollback's status).
+const watchdogJournal = `journal=` + Journal + `
+holder() {
+  v=$(sed -n 's/.*"'"$1"'":\("[^"\\]*"\).*/\1/p' "$w/holder.json" 2>/dev/null)
+  echo "${v:-\"unknown\"}"
+}
+result="rolled back"; [ "$st" = 0 ] || result=failed
+mkdir -p "${journal%/*}"
+printf '{"time":"%s","id":"%s","user":%s,"machine":%s,"action":"%s","previous":"%s","previousProfile":"%s","new":"%s","result":"%s","status":%s,"rolledBack":%s,"byWatchdog":true,"error":"no new connection checked in before the watchdog deadline"}\n' \
+  "$(date -u +%Y-%m-%dT%H:%M:%SZ)" "$(basename "$w")" "$(holder user)" "$(holder machine)" "$(cat "$w/action")" \
+  "$(cat "$w/previous")" "$(cat "$w/previous-profile")" "$(cat "$w/toplevel")" "$result" "$(cat "$w/switch.status" 2>/dev/null || echo 0)" \
+  "$([ "$st" = 0 ] && echo true || echo false)" >> "$journal"
 `

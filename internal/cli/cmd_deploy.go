@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math"
 	"slices"
 	"strconv"
 	"strings"
@@ -161,7 +162,8 @@ func activationSpecs(hosts []*inventory.Host) (map[string]activationSpec, error)
 				errs = append(errs, fmt.Errorf("%s: deployment.confirmTimeout: expected a number of seconds, got %s", h.Name, raw))
 			}
 		}
-		specs[h.Name] = activationSpec{checks: checks, confirmTimeout: time.Duration(confirm * float64(time.Second))}
+		// Whole seconds, rounded up: the host's watchdog counts in them.
+		specs[h.Name] = activationSpec{checks: checks, confirmTimeout: time.Duration(math.Ceil(confirm)) * time.Second}
 	}
 	if len(errs) > 0 {
 		return nil, usageErrorf("%w", errors.Join(errs...))

@@ -78,9 +78,13 @@ func rollbackTarget(st *activate.HostStatus) (target, action string, err error) 
 	switch {
 	case d == nil:
 		return "", "", errors.New("the host's journal records no deploy: nothing to roll back")
-	case d.Result != "ok":
-		return "", "", fmt.Errorf("the last deploy (%s, %s) did not stick (%s): the host runs what ran before it already", d.ID, d.Action, d.Result)
+	case d.Result == "rolled back":
+		return "", "", fmt.Errorf("the last deploy (%s, %s) was rolled back already: the host runs what ran before it", d.ID, d.Action)
+	case d.Result != "ok" && d.RolledBack:
+		return "", "", fmt.Errorf("the last deploy (%s, %s) failed and was rolled back already", d.ID, d.Action)
 	}
+	// An ok deploy, or a failed one left in place (--no-rollback, or a
+	// rollback that failed): undo it, if the host still has it.
 	current, target := st.Running, d.Previous
 	if d.Action == "boot" {
 		current, target = st.Profile, d.PreviousProfile

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -152,11 +153,7 @@ func (g *globals) activateStep(f activateFlags, specs map[string]activationSpec)
 		}
 		res, err := activate.Activate(ctx, conn, req, out)
 		if err != nil && g.inv.Detach.Err() != nil {
-			still := "the switch runs on on the host"
-			if req.ConfirmTimeout > 0 {
-				still += fmt.Sprintf(", and its dead-man's switch rolls it back %s after it ends, as no one checks in", req.ConfirmTimeout)
-			}
-			return fmt.Errorf("detached: %s", still)
+			return errors.New(detachedAt(res))
 		}
 		if err != nil {
 			return err
@@ -189,4 +186,27 @@ func (g *globals) holder(id, toplevel, action string) activate.Holder {
 		machine = "unknown"
 	}
 	return activate.Holder{ID: id, User: user, Machine: machine, PID: os.Getpid(), Started: time.Now().UTC(), Toplevel: toplevel, Action: action}
+}
+
+// detachedAt says what becomes of a host whose activation was left at
+// res.Stage.
+func detachedAt(res *activate.Result) string {
+	msg := "detached before the switch: nothing changed on the host"
+	if res == nil {
+		return msg
+	}
+	switch res.Stage {
+	case "switch":
+		msg = "detached during the switch, which runs on on the host"
+	case "checks":
+		msg = "detached after the switch"
+	case "done":
+		return "detached as it ended"
+	case "lock", "":
+		return msg
+	}
+	if res.Armed {
+		return msg + "; with no one to check in or disarm it, the host's dead-man's switch rolls it back when its deadline passes"
+	}
+	return msg + "; the new system stays"
 }
