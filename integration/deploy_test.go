@@ -373,3 +373,62 @@ func TestNonRootTargetUser(t *testing.T) {
 		t.Errorf("alpha: /run/current-system = %q after a failed deploy, want it left at %s", got, top)
 	}
 }
+
+// TestSudoPassword: a host whose sudo wants a password is deployed with
+// --ask-sudo-password (read from standard input here, there being no
+// terminal), the password reaching sudo on its input and never a command
+// line; without it, or with a wrong one, the run fails naming the step
+// and the reason, and nothing changes; a user without sudo rights fails
+// the same way.
+func TestSudoPassword(t *testing.T) {
+	if _, err := exec.LookPath("sudo"); err != nil {
+		nixtest.Unavailable(t, "sudo is not installed")
+	}
+	as := func(user string) fixture.Host {
+		return fixture.Host{Name: "alpha", Deployment: map[string]any{"targetUser": user}}
+	}
+	e := startFleet(t, as(fleet.PasswordUser))
+	r := e.deployctl("deploy", "alpha")
+	r.wantCode(t, 1)
+	if !regexp.MustCompile(`(?m)^  alpha +FAILED +\S+ +push: .*sudo asks deploypw for a password \(pass --ask-sudo-password, or give deploypw a NOPASSWD sudo rule\)`).MatchString(r.stderr) {
+		t.Errorf("a sudo that wants a password is not explained:\n%s", r.stderr)
+	}
+	r = e.deployctlInput("wrong\n", "deploy", "alpha", "--ask-sudo-password")
+	r.wantCode(t, 1)
+	if !strings.Contains(r.stderr, "sudo did not accept the password") {
+		t.Errorf("a wrong password is not reported as such:\n%s", r.stderr)
+	}
+	if got := e.currentSystem("alpha"); got != "" {
+		t.Fatalf("alpha runs %s after failed deploys", got)
+	}
+
+	r = e.deployctlInput(fleet.SudoPassword+"\n", "-v", "deploy", "alpha", "--ask-sudo-password")
+	r.wantCode(t, 0)
+	if got, want := e.currentSystem("alpha"), e.toplevel("alpha"); got != want {
+		t.Errorf("alpha runs %q, want %s", got, want)
+	}
+	if strings.Contains(r.stderr, fleet.SudoPassword) || strings.Contains(r.stdout, fleet.SudoPassword) {
+		t.Errorf("the password shows in the output:\n%s", r.stderr)
+	}
+	if !strings.Contains(r.stderr, fleet.PasswordUser+"@alpha 'sudo -S -k -p '\\'''\\'' -H -- nix-store --serve --write'") {
+		t.Errorf("the push does not read the password through sudo -S:\n%s", r.stderr)
+	}
+
+	e.writeFlake(fixture.Host{Name: "alpha", Revision: "2", Deployment: map[string]any{"targetUser": fleet.NoSudoUser}})
+	r = e.deployctl("deploy", "alpha")
+	r.wantCode(t, 1)
+	if !regexp.MustCompile(`(?m)^  alpha +FAILED +\S+ +push: .*sudo asks nosudo for a password`).MatchString(r.stderr) {
+		t.Errorf("a user without sudo is not explained:\n%s", r.stderr)
+	}
+
+	// A sudo that needs no password is not fed one, flag or not.
+	e.writeFlake(fixture.Host{Name: "alpha", Revision: "3", Deployment: map[string]any{"targetUser": fleet.DeployUser}})
+	r = e.deployctlInput("unused\n", "-v", "deploy", "alpha", "--ask-sudo-password")
+	r.wantCode(t, 0)
+	if !strings.Contains(r.stderr, fleet.DeployUser+"@alpha 'sudo -H -- nix-store --serve --write'") {
+		t.Errorf("a NOPASSWD sudo is fed the password:\n%s", r.stderr)
+	}
+	if got, want := e.currentSystem("alpha"), e.toplevel("alpha"); got != want {
+		t.Errorf("alpha runs %q, want %s", got, want)
+	}
+}

@@ -96,33 +96,39 @@ type result struct {
 // deployctl runs deployctl in-process against the fleet and its flake.
 func (e *testEnv) deployctl(args ...string) result {
 	e.t.Helper()
-	return e.run(nil, nil, args...)
+	return e.run(nil, nil, "", args...)
 }
 
 func (e *testEnv) deployctlWith(env []string, args ...string) result {
 	e.t.Helper()
-	return e.run(nil, env, args...)
+	return e.run(nil, env, "", args...)
+}
+
+// deployctlInput runs deployctl with stdin as its standard input.
+func (e *testEnv) deployctlInput(stdin string, args ...string) result {
+	e.t.Helper()
+	return e.run(nil, nil, stdin, args...)
 }
 
 // deployctlInterrupted runs deployctl and interrupts it (as Ctrl-C does)
 // as soon as its stderr contains when.
 func (e *testEnv) deployctlInterrupted(when string, args ...string) result {
 	e.t.Helper()
-	return e.run([]trigger{{when: when, interrupt: true}}, nil, args...)
+	return e.run([]trigger{{when: when, interrupt: true}}, nil, "", args...)
 }
 
 // deployctlInterruptedTwice interrupts deployctl once its stderr contains
 // first, and again (detaching it) once it then contains second.
 func (e *testEnv) deployctlInterruptedTwice(first, second string, args ...string) result {
 	e.t.Helper()
-	return e.run([]trigger{{when: first, interrupt: true}, {when: second, interrupt: true}}, nil, args...)
+	return e.run([]trigger{{when: first, interrupt: true}, {when: second, interrupt: true}}, nil, "", args...)
 }
 
 // deployctlWatching runs deployctl and calls fn, once, as soon as its
 // stderr contains when; deployctl waits meanwhile.
 func (e *testEnv) deployctlWatching(when string, fn func(), args ...string) result {
 	e.t.Helper()
-	return e.run([]trigger{{when: when, fn: fn}}, nil, args...)
+	return e.run([]trigger{{when: when, fn: fn}}, nil, "", args...)
 }
 
 // trigger is something done to a running deployctl once its stderr
@@ -135,7 +141,7 @@ type trigger struct {
 }
 
 // run runs deployctl in-process, pulling the triggers in order.
-func (e *testEnv) run(triggers []trigger, env []string, args ...string) result {
+func (e *testEnv) run(triggers []trigger, env []string, stdin string, args ...string) result {
 	e.t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
@@ -150,7 +156,7 @@ func (e *testEnv) run(triggers []trigger, env []string, args ...string) result {
 	var stdout bytes.Buffer
 	stderr := &watchWriter{triggers: triggers}
 	full := append([]string{"--flake", e.flake, "--ssh-config", e.fleet.SSHConfig}, args...)
-	code := cli.Main(ctx, cli.Invocation{Args: full, Stdin: strings.NewReader(""), Stdout: &stdout, Stderr: stderr, Env: e.env(env...), Detach: detach})
+	code := cli.Main(ctx, cli.Invocation{Args: full, Stdin: strings.NewReader(stdin), Stdout: &stdout, Stderr: stderr, Env: e.env(env...), Detach: detach})
 	e.t.Logf("deployctl %s → exit %d\n%s", strings.Join(args, " "), code, stderr.String())
 	return result{code, stdout.String(), stderr.String()}
 }

@@ -111,9 +111,19 @@ func allocAddr() (string, error) {
 	return "", errors.New("no free loopback address left in 127.0.0.10-249")
 }
 
-// DeployUser is a user on every host, besides root, that may run any
-// command as root with sudo (when this machine has sudo).
-const DeployUser = "deploy"
+// Users on every host besides root (sudo rules when this machine has
+// sudo): DeployUser may run any command as root with sudo, without a
+// password; PasswordUser may too, with the password SudoPassword;
+// NoSudoUser may not use sudo at all.
+const (
+	DeployUser   = "deploy"
+	PasswordUser = "deploypw"
+	SudoPassword = "fleet-sudo-pw"
+	NoSudoUser   = "nosudo"
+	// sudoPasswordHash is SudoPassword as crypt(3) SHA-512 ("openssl
+	// passwd -6 -salt fleetsudo fleet-sudo-pw").
+	sudoPasswordHash = "$6$fleetsudo$amG7KqbZuZX9DkXftLpWLWpFUVso09BeD/Hb0wtPLdZwthbp7Ya9vCQpa9PycTuy5awzW1oXHZZStLi77iYiA1"
+)
 
 // Start starts the hosts and returns when each one's sshd accepts
 // connections. On error, whatever started is stopped.
@@ -239,13 +249,16 @@ SetEnv NIX_CONF_DIR=/run/fleet/nix
 	if err := os.WriteFile(filepath.Join(h.Root, "etc", "sshd_config"), []byte(conf), 0o600); err != nil {
 		return err
 	}
-	// A non-root user, DeployUser, that may run anything as root through
-	// sudo, on this host only: private copies of the account files.
+	// The non-root users, on this host only: private copies of the
+	// account files.
 	for file, line := range map[string]string{
-		"passwd":  DeployUser + ":x:4242:4242:deployctl test user:/tmp:/bin/sh\n",
-		"group":   DeployUser + ":x:4242:\n",
-		"shadow":  DeployUser + ":*:19000:0:99999:7:::\n",
-		"sudoers": DeployUser + " ALL=(ALL) NOPASSWD: ALL\n",
+		"passwd": DeployUser + ":x:4242:4242:deployctl test user:/tmp:/bin/sh\n" +
+			PasswordUser + ":x:4243:4243:deployctl test user, sudo with a password:/tmp:/bin/sh\n" +
+			NoSudoUser + ":x:4244:4244:deployctl test user, no sudo:/tmp:/bin/sh\n",
+		"group": DeployUser + ":x:4242:\n" + PasswordUser + ":x:4243:\n" + NoSudoUser + ":x:4244:\n",
+		"shadow": DeployUser + ":*:19000:0:99999:7:::\n" + PasswordUser + ":" + sudoPasswordHash + ":19000:0:99999:7:::\n" +
+			NoSudoUser + ":*:19000:0:99999:7:::\n",
+		"sudoers": DeployUser + " ALL=(ALL) NOPASSWD: ALL\n" + PasswordUser + " ALL=(ALL) ALL\n",
 	} {
 		orig, err := os.ReadFile("/etc/" + file)
 		if os.IsNotExist(err) {

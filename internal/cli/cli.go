@@ -48,6 +48,9 @@ type globals struct {
 	verbose           bool
 	sshConfig         string
 	acceptNewHostKeys bool
+	// askSudoPassword asks for sudoPassword before the run.
+	askSudoPassword bool
+	sudoPassword    string
 	// maxJobs, buildOnTarget and buildHost are the build flags of the
 	// commands that build.
 	maxJobs       int
@@ -201,6 +204,16 @@ every host).
 			}
 			g.handler = report.NewHandler(g.inv.Stderr, level)
 			g.log = slog.New(g.handler)
+			if g.askSudoPassword {
+				if g.copyBackend != "" && g.copyBackend != "native" {
+					return usageErrorf("--ask-sudo-password works with the native push only: nix copy starts its own ssh, which cannot be given the password")
+				}
+				pw, err := g.readSudoPassword()
+				if err != nil {
+					return err
+				}
+				g.sudoPassword = pw
+			}
 			return nil
 		},
 	}
@@ -212,6 +225,7 @@ every host).
 	f.BoolVarP(&g.verbose, "verbose", "v", false, "print every local and remote command deployctl runs, as a shell line")
 	f.StringVar(&g.sshConfig, "ssh-config", "", "read SSH settings from `FILE` instead of ~/.ssh/config and /etc/ssh/ssh_config")
 	f.BoolVar(&g.acceptNewHostKeys, "accept-new-host-keys", false, "record the key of a host known_hosts does not know yet (a changed key is always refused)")
+	f.BoolVar(&g.askSudoPassword, "ask-sudo-password", false, "ask once for the password sudo wants on hosts deployed as a user other than root (read from standard input when it is not a terminal); it reaches each host's sudo on standard input, never in a command line")
 
 	root.AddCommand(
 		newListCommand(g),
@@ -250,6 +264,7 @@ func (g *globals) dialer() (*remote.Dialer, error) {
 		LocalUser:         g.getenv("USER"),
 		AgentSocket:       g.getenv("SSH_AUTH_SOCK"),
 		AcceptNewHostKeys: g.acceptNewHostKeys,
+		SudoPassword:      g.sudoPassword,
 		Log:               g.log,
 	})
 	if err != nil {

@@ -27,6 +27,11 @@ type Conn struct {
 	// sessions holds a token per open session: sshd refuses more than
 	// MaxSessions per connection (10 by default).
 	sessions chan struct{}
+	// password is the sudo password given, if any; sudo is what its
+	// use was found to be.
+	password string
+	sudoOnce sync.Once
+	sudo     sudoState
 }
 
 // MaxSessions is how many sessions deployctl opens at once on one
@@ -112,9 +117,26 @@ var ErrOutcomeUnknown = errors.New("the session ended without an exit status: th
 // argv is the command as the remote shell will run it.
 func (c *Conn) argv(cmd Cmd) []string {
 	if cmd.Root && c.ep.User != "root" {
+		if c.sudo.feed.Load() {
+			return append(c.withSudoFlags(), cmd.Argv...)
+		}
 		return append(append([]string{}, c.escalation...), cmd.Argv...)
 	}
 	return cmd.Argv
+}
+
+// escalated says whether cmd runs through the escalation, and prepares a
+// sudo password for it when one was given.
+func (c *Conn) escalated(ctx context.Context, cmd Cmd) (bool, error) {
+	if !cmd.Root || c.ep.User == "root" {
+		return false, nil
+	}
+	if c.password != "" {
+		if err := c.prepareSudo(ctx); err != nil {
+			return true, err
+		}
+	}
+	return true, nil
 }
 
 // AsRoot is argv as it runs as root on the target: behind the privilege
@@ -123,9 +145,12 @@ func (c *Conn) AsRoot(argv ...string) []string { return c.argv(Cmd{Argv: argv, R
 
 // CommandLine is an OpenSSH command line a person could paste to run argv on
 // the target by hand.
-func (c *Conn) CommandLine(cmd Cmd) string {
+func (c *Conn) CommandLine(cmd Cmd) string { return c.commandLine(c.argv(cmd)) }
+
+// commandLine is CommandLine for the remote argv as it runs.
+func (c *Conn) commandLine(argv []string) string {
 	args := append([]string{"ssh"}, c.ep.OpenSSHArgs(c.configFile)...)
-	args = append(args, c.ep.Destination(), shell.Join(c.argv(cmd)))
+	args = append(args, c.ep.Destination(), shell.Join(argv))
 	return shell.Join(args)
 }
 
@@ -148,8 +173,24 @@ func (c *Conn) Run(ctx context.Context, cmd Cmd) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	line := shell.Join(c.argv(cmd))
+	root, err := c.escalated(ctx, cmd)
+	if err != nil {
+		return err
+	}
 	c.log.Debug("exec", "host", c.name, "cmd", c.CommandLine(cmd))
+	if root && c.sudo.feed.Load() {
+		cmd.Stdin = c.sudoInput(cmd.Stdin)
+	}
+	err = c.run(ctx, c.argv(cmd), cmd)
+	if root {
+		err = sudoWantsPassword(c.ep.User, err)
+	}
+	return err
+}
+
+// run runs argv with cmd's input and output.
+func (c *Conn) run(ctx context.Context, argv []string, cmd Cmd) error {
+	line := shell.Join(argv)
 	sess, release, err := c.session(ctx)
 	if err != nil {
 		return err
@@ -222,6 +263,10 @@ func (c *Conn) Start(ctx context.Context, cmd Cmd) (*Process, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
+	root, err := c.escalated(ctx, cmd)
+	if err != nil {
+		return nil, err
+	}
 	line := shell.Join(c.argv(cmd))
 	c.log.Debug("exec", "host", c.name, "cmd", c.CommandLine(cmd))
 	sess, release, err := c.session(ctx)
@@ -240,6 +285,9 @@ func (c *Conn) Start(ctx context.Context, cmd Cmd) (*Process, error) {
 	if err == nil {
 		err = sess.Start(line)
 	}
+	if err == nil && root && c.sudo.feed.Load() {
+		_, err = io.WriteString(p.Stdin, c.password+"\n")
+	}
 	if err != nil {
 		sess.Close()
 		release()
@@ -248,6 +296,9 @@ func (c *Conn) Start(ctx context.Context, cmd Cmd) (*Process, error) {
 	go func() {
 		err := sess.Wait()
 		p.err = exitError(line, err, p.tail)
+		if root {
+			p.err = sudoWantsPassword(c.ep.User, p.err)
+		}
 		sess.Close()
 		release()
 		close(p.done)

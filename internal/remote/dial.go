@@ -36,7 +36,10 @@ type Options struct {
 	// AcceptNewHostKeys records the key of a host that known_hosts does
 	// not know yet. A changed key is refused regardless.
 	AcceptNewHostKeys bool
-	Log               *slog.Logger
+	// SudoPassword, when set, is given to sudo on the hosts that ask for
+	// it (on standard input, never in argv).
+	SudoPassword string
+	Log          *slog.Logger
 }
 
 // Dialer opens SSH connections to targets.
@@ -119,7 +122,7 @@ func (d *Dialer) Dial(ctx context.Context, t Target) (*Conn, error) {
 		closeHops()
 		return nil, err
 	}
-	return &Conn{name: t.Name, client: client, hops: hops, ep: ep, escalation: t.Escalation, configFile: d.opts.ConfigFile, log: d.log, sessions: make(chan struct{}, MaxSessions)}, nil
+	return &Conn{name: t.Name, client: client, hops: hops, ep: ep, escalation: t.Escalation, configFile: d.opts.ConfigFile, log: d.log, sessions: make(chan struct{}, MaxSessions), password: d.opts.SudoPassword}, nil
 }
 
 // connect opens one SSH connection to ep, directly or through via.
