@@ -2,8 +2,10 @@ package integration
 
 import (
 	"encoding/json"
+	"fmt"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"regexp"
 	"strings"
 	"testing"
@@ -430,5 +432,56 @@ func TestSudoPassword(t *testing.T) {
 	}
 	if got, want := e.currentSystem("alpha"), e.toplevel("alpha"); got != want {
 		t.Errorf("alpha runs %q, want %s", got, want)
+	}
+}
+
+// TestDeployLocal: deploy --local, run on a host itself (here inside a
+// fleet host's namespaces), builds and activates that machine without
+// SSH, through the same lock and journal; a host that does not set
+// deployment.allowLocalDeployment is refused before anything is done.
+func TestDeployLocal(t *testing.T) {
+	allow := map[string]any{"allowLocalDeployment": true}
+	e := startFleet(t, fixture.Host{Name: "alpha", Deployment: allow})
+	// Refused without the option (run here: it stops before building).
+	e.writeFlake(fixture.Host{Name: "alpha"})
+	r := e.deployctl("deploy", "--local", "alpha")
+	r.wantCode(t, 2)
+	if !strings.Contains(r.stderr, "alpha: deployment.allowLocalDeployment is not true") {
+		t.Errorf("a host without allowLocalDeployment is not refused:\n%s", r.stderr)
+	}
+	e.writeFlake(fixture.Host{Name: "alpha", Deployment: allow})
+
+	// The binary and the flake where the host sees them (its /tmp is its
+	// own).
+	dir, err := os.MkdirTemp("/var/tmp", "deployctl-local-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	bin := filepath.Join(dir, "deployctl")
+	if out, err := exec.Command("go", "build", "-o", bin, "github.com/deployctl/deployctl/cmd/deployctl").CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	if out, err := exec.Command("cp", "-r", e.flake, filepath.Join(dir, "flake")).CombinedOutput(); err != nil {
+		t.Fatalf("copy the flake: %v\n%s", err, out)
+	}
+	script := fmt.Sprintf("export NIX_CONF_DIR=/run/fleet/nix NIX_CONFIG='substituters =' HOME=/root; %s --flake %s deploy --local alpha 2>&1", bin, filepath.Join(dir, "flake"))
+	out, err := e.fleet.Host("alpha").Exec(t.Context(), script)
+	t.Logf("deployctl deploy --local alpha, on alpha:\n%s", out)
+	if err != nil {
+		t.Fatalf("deploy --local failed: %v", err)
+	}
+	top := e.toplevel("alpha")
+	if got := e.currentSystem("alpha"); got != top {
+		t.Errorf("alpha runs %q, want %s", got, top)
+	}
+	if got := e.profile("alpha"); got != top {
+		t.Errorf("alpha's profile is %q, want %s", got, top)
+	}
+	if j := e.journal("alpha"); len(j) != 1 || j[0]["result"] != "ok" || j[0]["new"] != top {
+		t.Errorf("alpha's journal: %v", j)
+	}
+	if strings.Contains(out, "connected to") || strings.Contains(out, "pushed") {
+		t.Errorf("--local connected or pushed:\n%s", out)
 	}
 }

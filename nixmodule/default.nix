@@ -84,7 +84,7 @@ in
     allowLocalDeployment = mkOption {
       type = types.bool;
       default = false;
-      description = "Colmena's option: allow deploying to the machine deployctl runs on. Not acted on yet.";
+      description = "Colmena's option: allow `deployctl deploy --local` to deploy this host on the machine deployctl runs on (this host itself).";
     };
     replaceUnknownProfiles = mkOption {
       type = types.bool;

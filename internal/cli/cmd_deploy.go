@@ -22,6 +22,8 @@ type deployOptions struct {
 	selection
 	source
 	activation activateFlags
+	// local deploys the machine deployctl runs on, without SSH.
+	local bool
 }
 
 func newDeployCommand(g *globals) *cobra.Command {
@@ -51,6 +53,7 @@ evaluated. With --closure PATH HOST, one prebuilt system goes to one host
 	registerPushFlags(cmd, g)
 	opts.source.register(cmd.Flags(), true)
 	opts.activation.register(cmd)
+	cmd.Flags().BoolVar(&opts.local, "local", false, "deploy the machine deployctl runs on, without SSH (the host named, else the one named like this machine; it must set deployment.allowLocalDeployment = true): built here, activated here, with the same lock, checks and rollback")
 	return cmd
 }
 
@@ -60,6 +63,9 @@ func runDeploy(ctx context.Context, g *globals, opts deployOptions, args []strin
 	}
 	if err := checkPushFlags(g); err != nil {
 		return err
+	}
+	if opts.local {
+		return runLocal(ctx, g, opts, args)
 	}
 	p, err := g.plan(ctx, args, opts.selection, opts.source)
 	if err != nil {

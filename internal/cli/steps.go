@@ -104,67 +104,76 @@ func (g *globals) activateStep(f activateFlags, specs map[string]activationSpec)
 				c.Close()
 			}
 		}()
-		out := activate.Options{
-			Log:  g.log,
-			Host: h.Name,
-			Warn: func(msg string) { g.log.Warn(msg, "host", h.Name) },
-			OnProbe: func(r activate.ProbeResult) {
-				if r.OK {
-					g.log.Info(r.String(), "host", h.Name)
-				} else {
-					g.log.Warn(r.String(), "host", h.Name)
-				}
-			},
-			Reconnect: func(ctx context.Context) (activate.Target, error) {
-				d, err := g.dialer()
-				if err != nil {
-					return nil, err
-				}
-				c, err := d.Dial(ctx, targetOf(h))
-				if err != nil {
-					return nil, err
-				}
-				extra = append(extra, c)
-				return c, nil
-			},
+		reconnect := func(ctx context.Context) (activate.Target, error) {
+			d, err := g.dialer()
+			if err != nil {
+				return nil, err
+			}
+			c, err := d.Dial(ctx, targetOf(h))
+			if err != nil {
+				return nil, err
+			}
+			extra = append(extra, c)
+			return c, nil
 		}
-		if g.verbose {
-			w := g.handler.Lines(h.Name)
-			defer w.Close()
-			out.Stdout, out.Stderr = w, w
-		} else {
-			out.Stdout = io.Discard
-		}
-		id := g.deployID()
-		req := activate.Request{
-			ID:               id,
-			Toplevel:         b.Toplevel,
-			Action:           f.action,
-			Holder:           g.holder(id, b.Toplevel, f.action),
-			AllowFailedUnits: f.allowFailedUnits,
-			NoRollback:       f.noRollback,
-			Rollback:         f.rollback,
-			Checks:           specs[h.Name].checks,
-			ProbeTimeout:     f.probeTimeout,
-			ProbeHost:        conn.Endpoint().HostName,
-		}
-		if !f.noMagicRollback {
-			req.ConfirmTimeout = specs[h.Name].confirmTimeout
-		}
-		res, err := activate.Activate(ctx, conn, req, out)
-		if err != nil && g.inv.Detach.Err() != nil {
-			return errors.New(detachedAt(res))
-		}
-		if err != nil {
-			return err
-		}
-		if res.RebootRequired {
-			g.log.Warn(f.action+" done: the new system needs a reboot to take full effect", "host", h.Name)
-			return nil
-		}
-		g.log.Info(f.action+" done", "host", h.Name)
-		return nil
+		return g.activateOn(ctx, conn, conn.Endpoint().HostName, reconnect, h, b, f, specs[h.Name])
 	}}
+}
+
+// activateOn activates b on h through t: over SSH, or this machine
+// (--local). reconnect opens a new way in, for the dead-man's switch's
+// check-in and after a lost connection; probeHost is where the HTTP and
+// TCP checks go.
+func (g *globals) activateOn(ctx context.Context, t activate.Target, probeHost string, reconnect func(context.Context) (activate.Target, error), h *inventory.Host, b built, f activateFlags, spec activationSpec) error {
+	out := activate.Options{
+		Log:  g.log,
+		Host: h.Name,
+		Warn: func(msg string) { g.log.Warn(msg, "host", h.Name) },
+		OnProbe: func(r activate.ProbeResult) {
+			if r.OK {
+				g.log.Info(r.String(), "host", h.Name)
+			} else {
+				g.log.Warn(r.String(), "host", h.Name)
+			}
+		},
+		Reconnect: reconnect,
+	}
+	if g.verbose {
+		w := g.handler.Lines(h.Name)
+		defer w.Close()
+		out.Stdout, out.Stderr = w, w
+	} else {
+		out.Stdout = io.Discard
+	}
+	id := g.deployID()
+	req := activate.Request{
+		ID:               id,
+		Toplevel:         b.Toplevel,
+		Action:           f.action,
+		Holder:           g.holder(id, b.Toplevel, f.action),
+		AllowFailedUnits: f.allowFailedUnits,
+		NoRollback:       f.noRollback,
+		Rollback:         f.rollback,
+		Checks:           spec.checks,
+		ProbeTimeout:     f.probeTimeout,
+		ProbeHost:        probeHost,
+	}
+	if !f.noMagicRollback {
+		req.ConfirmTimeout = spec.confirmTimeout
+	}
+	res, err := activate.Activate(ctx, t, req, out)
+	if err != nil && g.inv.Detach.Err() != nil {
+		return errors.New(detachedAt(res))
+	}
+	if err != nil {
+		return err
+	}
+	if res.RebootRequired {
+		g.log.Warn(f.action+" done: the new system needs a reboot to take full effect", "host", h.Name)
+		return nil
+	}
+	g.log.Info(f.action+" done", "host", h.Name)
+	return nil
 }
 
 // deployID names one activation on its host: the time, and random bits so

@@ -249,7 +249,7 @@ func exitError(line string, err error, tail *Tail) error {
 type Process struct {
 	Stdin  io.WriteCloser
 	Stdout io.Reader
-	sess   *ssh.Session
+	close  func() error
 	line   string
 	tail   *Tail
 	done   chan struct{}
@@ -273,7 +273,7 @@ func (c *Conn) Start(ctx context.Context, cmd Cmd) (*Process, error) {
 	if err != nil {
 		return nil, err
 	}
-	p := &Process{sess: sess, line: line, tail: NewTail(4096), done: make(chan struct{})}
+	p := &Process{close: sess.Close, line: line, tail: NewTail(4096), done: make(chan struct{})}
 	if cmd.Stderr != nil {
 		sess.Stderr = io.MultiWriter(cmd.Stderr, p.tail)
 	} else {
@@ -332,7 +332,7 @@ func (p *Process) Exited(d time.Duration) (err error, ok bool) {
 func (p *Process) Stderr() string { return p.tail.String() }
 
 // Close ends the session; the remote command sees its input and output close.
-func (p *Process) Close() error { return p.sess.Close() }
+func (p *Process) Close() error { return p.close() }
 
 // Tail keeps the last bytes written to it; goroutines may share one.
 type Tail struct {

@@ -1,0 +1,110 @@
+package remote
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/exec"
+
+	"github.com/deployctl/deployctl/internal/shell"
+)
+
+// Local runs commands on this machine, as Conn does on a target: for
+// deploying the machine deployctl runs on. Root commands go through
+// Escalation unless this process is root.
+type Local struct {
+	Escalation []string
+	Log        *slog.Logger
+	// Env is the commands' environment (nil: this process's).
+	Env []string
+}
+
+func (l *Local) argv(cmd Cmd) []string {
+	if cmd.Root && os.Geteuid() != 0 {
+		return append(append([]string{}, l.Escalation...), cmd.Argv...)
+	}
+	return cmd.Argv
+}
+
+func (l *Local) command(cmd Cmd) *exec.Cmd {
+	argv := l.argv(cmd)
+	if l.Log != nil {
+		l.Log.Debug("exec", "host", "local", "cmd", shell.Join(argv))
+	}
+	c := exec.Command(argv[0], argv[1:]...)
+	c.Env = l.Env
+	return c
+}
+
+// Run runs cmd and waits for it. When ctx ends first, Run returns ctx's
+// error and leaves the command running, as Conn does (it sends no signal).
+func (l *Local) Run(ctx context.Context, cmd Cmd) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	c := l.command(cmd)
+	c.Stdin, c.Stdout = cmd.Stdin, cmd.Stdout
+	tail := NewTail(4096)
+	c.Stderr = tail
+	if cmd.Stderr != nil {
+		c.Stderr = io.MultiWriter(cmd.Stderr, tail)
+	}
+	if err := c.Start(); err != nil {
+		return fmt.Errorf("start %s: %w", shell.Join(c.Args), err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- c.Wait() }()
+	select {
+	case err := <-done:
+		return localExit(c, err, tail)
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// Start starts cmd with its standard input and output given to the caller.
+func (l *Local) Start(ctx context.Context, cmd Cmd) (*Process, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	c := l.command(cmd)
+	p := &Process{line: shell.Join(c.Args), tail: NewTail(4096), done: make(chan struct{})}
+	c.Stderr = p.tail
+	if cmd.Stderr != nil {
+		c.Stderr = io.MultiWriter(cmd.Stderr, p.tail)
+	}
+	var err error
+	if p.Stdin, err = c.StdinPipe(); err == nil {
+		p.Stdout, err = c.StdoutPipe()
+	}
+	if err == nil {
+		err = c.Start()
+	}
+	if err != nil {
+		return nil, fmt.Errorf("start %s: %w", p.line, err)
+	}
+	p.close = func() error {
+		p.Stdin.Close()
+		return c.Process.Kill()
+	}
+	go func() {
+		p.err = localExit(c, c.Wait(), p.tail)
+		close(p.done)
+	}()
+	return p, nil
+}
+
+// localExit is a finished command's error as Run reports it.
+func localExit(c *exec.Cmd, err error, tail *Tail) error {
+	var ee *exec.ExitError
+	switch {
+	case err == nil:
+		return nil
+	case errors.As(err, &ee) && ee.ExitCode() >= 0:
+		return &ExitError{Cmd: shell.Join(c.Args), Status: ee.ExitCode(), Stderr: tail.String()}
+	}
+	return fmt.Errorf("%s: %w", shell.Join(c.Args), err)
+}
