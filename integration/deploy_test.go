@@ -485,3 +485,31 @@ func TestDeployLocal(t *testing.T) {
 		t.Errorf("--local connected or pushed:\n%s", out)
 	}
 }
+
+// TestCopyFlake: --copy-flake leaves the flake deployed from on the host,
+// kept from garbage collection and linked at /var/lib/deployctl/flake,
+// and the host evaluates its own system from it to the path deployed.
+func TestCopyFlake(t *testing.T) {
+	e := startFleet(t, fixture.Host{Name: "alpha"})
+	e.deployctl("deploy", "alpha", "--copy-flake").wantCode(t, 0)
+	local, err := os.ReadFile(filepath.Join(e.flake, "flake.nix"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.ssh("alpha", "nix-store --gc >/dev/null 2>&1")
+	if got := e.ssh("alpha", "cat /var/lib/deployctl/flake/flake.nix"); got != strings.TrimSpace(string(local)) {
+		t.Errorf("the host's copy of flake.nix differs from the one deployed:\n%s", got)
+	}
+	rebuilt := e.ssh("alpha", `nix --extra-experimental-features 'nix-command flakes' eval --raw "path:$(readlink -f /var/lib/deployctl/flake)#nixosConfigurations.alpha.config.system.build.toplevel.outPath"`)
+	if want := e.toplevel("alpha"); rebuilt != want {
+		t.Errorf("the host evaluates its system from its copy of the flake to %q, want %s", rebuilt, want)
+	}
+
+	// A new deploy replaces the copy.
+	e.writeFlake(fixture.Host{Name: "alpha", Revision: "2"})
+	first := e.ssh("alpha", "readlink /var/lib/deployctl/flake")
+	e.deployctl("deploy", "alpha", "--copy-flake").wantCode(t, 0)
+	if second := e.ssh("alpha", "readlink /var/lib/deployctl/flake"); second == first || !strings.HasPrefix(second, "/nix/store/") {
+		t.Errorf("the flake's link after a second deploy: %s (was %s)", second, first)
+	}
+}

@@ -133,6 +133,9 @@ type Options struct {
 	OnSent    func(bytes int64)
 	// Sign, when set, signs each path sent.
 	Sign *Signer
+	// Root is the GC root (a symlink under /nix/var/nix/gcroots) that
+	// keeps what was pushed; "" is Root, the system's.
+	Root string
 }
 
 // Native pushes toplevel's closure from src to the target over a
@@ -151,7 +154,10 @@ func Native(ctx context.Context, conn Target, src Source, toplevel string, opts 
 	// garbage collection can take the closure between the session's lock
 	// and the root (a root to a path not there yet holds nothing). It
 	// becomes Root only once the push succeeded.
-	root := startRoot(ctx, conn, toplevel)
+	if opts.Root == "" {
+		opts.Root = Root
+	}
+	root := startRoot(ctx, conn, toplevel, opts.Root)
 	defer root.abandon()
 	dst, missing, err := serve.OpenMissing(ctx, conn, c.Infos, true, opts.Substitute)
 	if err != nil {
@@ -221,7 +227,7 @@ func Native(ctx context.Context, conn Target, src Source, toplevel string, opts 
 	go func() { committed <- root.commit() }()
 	dst.Close()
 	if err := <-committed; err != nil {
-		return st, fmt.Errorf("register the GC root %s: %w", Root, err)
+		return st, fmt.Errorf("register the GC root %s: %w", opts.Root, err)
 	}
 	return st, nil
 }
@@ -246,12 +252,12 @@ const rootScript = `mkdir -p "${1%/*}" && ln -sfn "$2" "$1" || exit; ` +
 
 // startRoot starts the shell in the background, beside the push's own
 // session.
-func startRoot(ctx context.Context, conn Target, toplevel string) *pendingRoot {
-	link := Root + "-" + filepath.Base(toplevel)
+func startRoot(ctx context.Context, conn Target, toplevel, root string) *pendingRoot {
+	link := root + "-" + filepath.Base(toplevel)
 	r := &pendingRoot{started: make(chan struct{})}
 	go func() {
 		defer close(r.started)
-		r.p, r.err = conn.Start(ctx, remote.Cmd{Argv: []string{"sh", "-c", rootScript, "sh", link, toplevel, Root}, Root: true})
+		r.p, r.err = conn.Start(ctx, remote.Cmd{Argv: []string{"sh", "-c", rootScript, "sh", link, toplevel, root}, Root: true})
 	}()
 	return r
 }

@@ -36,7 +36,7 @@ func NixCopy(ctx context.Context, n *nix.CLI, conn *remote.Conn, sshConfigFile s
 	if err != nil {
 		return err
 	}
-	root := startRoot(ctx, conn, toplevel)
+	root := startRoot(ctx, conn, toplevel, Root)
 	defer root.abandon()
 	env := []string{"NIX_SSHOPTS=" + sshOpts}
 	args := []string{"copy", "--no-check-sigs", "--to", StoreURL(conn, proto)}

@@ -63,6 +63,8 @@ type globals struct {
 	substitute  bool
 	signKeyFile string
 	signer      *push.Signer
+	// copyFlake copies the flake's source to the hosts too.
+	copyFlake bool
 
 	inv     Invocation
 	log     *slog.Logger

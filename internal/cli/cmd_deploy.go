@@ -75,7 +75,11 @@ func runDeploy(ctx context.Context, g *globals, opts deployOptions, args []strin
 	if err != nil {
 		return err
 	}
-	return g.runHosts(ctx, "deploy", p, &opts.activation, g.pushStep(), g.activateStep(opts.activation, specs))
+	steps, err := g.pushSteps(ctx, opts.source)
+	if err != nil {
+		return err
+	}
+	return g.runHosts(ctx, "deploy", p, &opts.activation, append(steps, g.activateStep(opts.activation, specs))...)
 }
 
 // activateFlags are the flags of the commands that activate.

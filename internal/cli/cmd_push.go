@@ -2,9 +2,13 @@ package cli
 
 import (
 	"context"
+	"fmt"
 
 	"github.com/spf13/cobra"
 
+	"github.com/deployctl/deployctl/internal/inventory"
+	"github.com/deployctl/deployctl/internal/nix"
+	"github.com/deployctl/deployctl/internal/remote"
 	"github.com/deployctl/deployctl/push"
 )
 
@@ -45,6 +49,7 @@ func registerPushFlags(cmd *cobra.Command, g *globals) {
 	cmd.Flags().StringVar(&g.copyBackend, "copy-backend", "native", "copy closures with `BACKEND`: native (deployctl's own nix-store --serve client), nix ('nix copy --to ssh-ng://', nix-daemon --stdio on the host) or nix-ssh ('nix copy --to ssh://', nix-store --serve on the host)")
 	cmd.Flags().BoolVarP(&g.substitute, "substitute-on-destination", "s", false, "let each host first fetch what it can from its own binary caches; only the rest is sent")
 	cmd.Flags().StringVar(&g.signKeyFile, "sign-key", "", "sign the paths sent with the Nix secret key in `FILE`, for targets that accept only signed paths from a non-root user")
+	cmd.Flags().BoolVar(&g.copyFlake, "copy-flake", false, "also copy the flake's source and its inputs to each host ("+push.FlakeLink+", kept from garbage collection), so the host can be rebuilt from it on its own")
 }
 
 // nixCopy reports whether pushes run nix copy.
@@ -54,6 +59,9 @@ func (g *globals) nixCopy() bool { return g.copyBackend == "nix" || g.copyBacken
 func checkPushFlags(g *globals) error {
 	if g.copyBackend != "native" && !g.nixCopy() {
 		return usageErrorf("--copy-backend %q: want native, nix or nix-ssh", g.copyBackend)
+	}
+	if g.copyFlake && g.nixCopy() {
+		return usageErrorf("--copy-flake works with the native backend only")
 	}
 	if g.signKeyFile == "" {
 		return nil
@@ -77,5 +85,37 @@ func runPush(ctx context.Context, g *globals, opts pushOptions, args []string) e
 	if err != nil {
 		return err
 	}
-	return g.runHosts(ctx, "push", p, nil, g.pushStep())
+	steps, err := g.pushSteps(ctx, opts.source)
+	if err != nil {
+		return err
+	}
+	return g.runHosts(ctx, "push", p, nil, steps...)
+}
+
+// pushSteps are the push step and, with --copy-flake, the flake's copy,
+// whose source (and inputs) it puts in the local store first.
+func (g *globals) pushSteps(ctx context.Context, src source) ([]hostStep, error) {
+	steps := []hostStep{g.pushStep()}
+	if !g.copyFlake {
+		return steps, nil
+	}
+	if src.manifest != "" || src.closure != "" {
+		return nil, usageErrorf("--copy-flake copies the flake deployed from: not with --manifest or --closure")
+	}
+	ref, err := nix.FlakeRef(g.flake)
+	if err != nil {
+		return nil, usageError{err}
+	}
+	flake, err := g.nix().FlakeArchive(ctx, ref)
+	if err != nil {
+		return nil, fmt.Errorf("--copy-flake: %w", err)
+	}
+	return append(steps, hostStep{name: "copy flake", run: func(ctx context.Context, conn *remote.Conn, h *inventory.Host, _ built) error {
+		src := push.LocalStore{Nix: g.nix()}
+		if err := push.Flake(ctx, conn, src, flake, push.Options{Substitute: g.substitute, Sign: g.signer}); err != nil {
+			return err
+		}
+		g.log.Info("copied the flake to "+push.FlakeLink, "host", h.Name, "source", flake.Path)
+		return nil
+	}}), nil
 }

@@ -20,6 +20,8 @@ func runLocal(ctx context.Context, g *globals, opts deployOptions, args []string
 		return usageErrorf("--local deploys one host, this machine: no --closure or --all")
 	case g.buildOnTarget || g.buildHost != "":
 		return usageErrorf("--local builds here: no --build-on-target or --build-host")
+	case g.copyFlake:
+		return usageErrorf("--local deploys this machine, which has the flake: no --copy-flake")
 	case len(args) > 1:
 		return usageErrorf("--local deploys one host, this machine: name at most one")
 	}
