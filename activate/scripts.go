@@ -143,15 +143,17 @@ done
 // or "") starts the job detached from the session, with $w its deploy's
 // directory, and its output and exit status in files there. Given a
 // claim, it first claims the host's fate and, when another claimant was
-// first, prints "claimed" and starts nothing. Each job runs once per
+// first, prints "claimed" and starts nothing. The log exists before the
+// job starts, so that a waiter can follow it at once. Each job runs once per
 // deploy: a job started already (by a try whose connection dropped) is
 // not started again.
 const startJobScript = `w=` + Dir + `/$1
 [ "$(cat "$w/state" 2>/dev/null)" = locked ] || { echo "this deploy does not hold the host's lock" >&2; exit 70; }
 if [ -n "$4" ]; then ` + claimFn + `claim "$4" || { echo claimed; exit 0; }; fi
 [ ! -e "$w/$2.pid" ] || { echo started; exit 0; }
+: > "$w/$2.log"
 setsid sh -c 'w=$1; ( '"$3"'
-) > "$w/$2.log" 2>&1; echo $? > "$w/$2.status.tmp"; mv "$w/$2.status.tmp" "$w/$2.status"' deployctl-job "$w" "$2" </dev/null >/dev/null 2>&1 &
+) >> "$w/$2.log" 2>&1; echo $? > "$w/$2.status.tmp"; mv "$w/$2.status.tmp" "$w/$2.status"' deployctl-job "$w" "$2" </dev/null >/dev/null 2>&1 &
 echo $! > "$w/$2.pid"
 echo started
 `
@@ -239,8 +241,9 @@ while :; do
   break
 done
 echo "no word from deployctl before the deadline: rolling back"
+: > "$w/rollback.log"
 echo $$ > "$w/rollback.pid"
-rollback > "$w/rollback.log" 2>&1
+rollback >> "$w/rollback.log" 2>&1
 st=$?
 echo $st > "$w/rollback.status.tmp"; mv "$w/rollback.status.tmp" "$w/rollback.status"
 ` + watchdogJournal

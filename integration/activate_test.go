@@ -419,6 +419,9 @@ func TestStatusAndRollback(t *testing.T) {
 	// While a deploy switches alpha, status names the lock's holder.
 	var during status
 	e.deployctlWatching("switching slowly", func() { during = read("alpha") }, "-v", "deploy", "alpha").wantCode(t, 0)
+	if len(during.Hosts) == 0 {
+		t.Fatal("status did not run during the deploy (no switch output seen)")
+	}
 	if l := during.Hosts[0].Lock; l == nil || l.Toplevel != v2 {
 		t.Errorf("status during a deploy shows no lock held for %s: %+v", v2, l)
 	}
