@@ -6,6 +6,7 @@
 
 let
   inherit (lib) mkOption types literalExpression;
+  cfg = config.deployment;
   # Each health check is tried every `period` seconds, each try for at most
   # `timeout` seconds, until it passes or `--probe-timeout` ends.
   timing = {
@@ -32,7 +33,8 @@ in
     };
     targetUser = mkOption {
       type = types.nullOr types.str;
-      default = "root";
+      default = if cfg.deployUser.enable then cfg.deployUser.name else "root";
+      defaultText = literalExpression ''if config.deployment.deployUser.enable then config.deployment.deployUser.name else "root"'';
       description = ''
         The user deployctl logs in as. `null` leaves it to the SSH
         configuration. A user other than root runs deployctl's commands
@@ -151,5 +153,54 @@ in
       seconds, or the host rolls itself back to the system it ran before.
       `deployctl activate --no-magic-rollback` disarms it.
     '';
+  };
+
+  options.deployment.deployUser = {
+    enable = mkOption {
+      type = types.bool;
+      default = false;
+      description = ''
+        Create a system user for deployctl to log in as (and make it the
+        default `targetUser`), with `authorizedKeys`, and a sudo rule that
+        lets it run any command as root without a password.
+
+        The rule is not narrower because it could not make the user less
+        than root: whoever may write the Nix store, or set the system profile
+        and run a system's `switch-to-configuration`, can run anything as
+        root, and deployctl's own steps on the host (the lock, the detached
+        switch, the dead-man's switch, the journal) run as root through
+        `sh -c`. The alternative, `nix.settings.trusted-users`, lets a
+        user write the store without sudo (the push), but activating still
+        needs root; it is as root-equivalent.
+      '';
+    };
+    name = mkOption {
+      type = types.str;
+      default = "deploy";
+      description = "The deploy user's name.";
+    };
+    authorizedKeys = mkOption {
+      type = types.listOf types.str;
+      default = [ ];
+      example = [ "ssh-ed25519 AAAA... ci@example.org" ];
+      description = "The SSH public keys that may log in as the deploy user.";
+    };
+  };
+
+  config = lib.mkIf cfg.deployUser.enable {
+    users.users.${cfg.deployUser.name} = {
+      isSystemUser = true;
+      group = cfg.deployUser.name;
+      description = "deployctl deploys";
+      home = "/var/lib/${cfg.deployUser.name}";
+      createHome = true;
+      useDefaultShell = true;
+      openssh.authorizedKeys.keys = cfg.deployUser.authorizedKeys;
+    };
+    users.groups.${cfg.deployUser.name} = { };
+    security.sudo.extraRules = [{
+      users = [ cfg.deployUser.name ];
+      commands = [{ command = "ALL"; options = [ "NOPASSWD" ]; }];
+    }];
   };
 }

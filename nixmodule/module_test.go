@@ -7,8 +7,10 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/deployctl/deployctl/activate"
 	"github.com/deployctl/deployctl/internal/inventory"
@@ -25,7 +27,7 @@ func TestModuleParses(t *testing.T) {
 		t.Fatalf("default.nix does not parse: %v\n%s", err, out)
 	}
 	for _, opt := range []string{"targetHost", "targetPort", "targetUser", "tags", "buildOnTarget", "privilegeEscalationCommand", "sshOptions",
-		"allowLocalDeployment", "replaceUnknownProfiles", "keys", "healthChecks", "confirmTimeout"} {
+		"allowLocalDeployment", "replaceUnknownProfiles", "keys", "healthChecks", "confirmTimeout", "deployUser"} {
 		if !strings.Contains(string(out), opt+" = ") {
 			t.Errorf("default.nix does not declare deployment.%s", opt)
 		}
@@ -78,12 +80,44 @@ func TestModuleEvaluatesWithNixpkgsLib(t *testing.T) {
 	if plain.TargetHost != bare.TargetHost || plain.TargetPort != bare.TargetPort || plain.TargetUser != bare.TargetUser ||
 		len(plain.Tags) != len(bare.Tags) || plain.BuildOnTarget != bare.BuildOnTarget ||
 		strings.Join(plain.PrivilegeEscalationCommand, " ") != strings.Join(bare.PrivilegeEscalationCommand, " ") ||
-		len(plain.SSHOptions) != len(bare.SSHOptions) {
+		len(plain.SSHOptions) != len(bare.SSHOptions) || plain.ConfirmTimeout != bare.ConfirmTimeout || plain.AllowLocalDeployment != bare.AllowLocalDeployment {
 		t.Errorf("module defaults %+v differ from deployctl's %+v", plain, bare)
 	}
-	if checks, err := activate.ParseChecks(plain.Extra["healthChecks"]); err != nil || !checks.Empty() || string(plain.Extra["confirmTimeout"]) != "30" {
-		t.Errorf("a host that sets nothing: checks %+v (%v), confirmTimeout %s", checks, err, plain.Extra["confirmTimeout"])
+	if checks, err := activate.ParseChecks(plain.Extra["healthChecks"]); err != nil || !checks.Empty() {
+		t.Errorf("a host that sets nothing: checks %+v (%v)", checks, err)
 	}
+	// deployUser: the user, its keys, its sudo rule, and the default
+	// targetUser; nothing of it when not enabled.
+	var du struct {
+		Deployment json.RawMessage
+		User       struct {
+			IsSystemUser bool
+			Openssh      struct{ AuthorizedKeys struct{ Keys []string } }
+		}
+		Group bool
+		Sudo  []struct {
+			Users    []string
+			Commands []struct {
+				Command string
+				Options []string
+			}
+		}
+	}
+	if err := json.Unmarshal(got["deployUser"], &du); err != nil {
+		t.Fatal(err)
+	}
+	ci, err := inventory.Decode("ci-1", du.Deployment)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ci.TargetUser != "deploy" || !du.User.IsSystemUser || !slices.Equal(du.User.Openssh.AuthorizedKeys.Keys, []string{"ssh-ed25519 AAAAtest ci"}) || !du.Group ||
+		len(du.Sudo) != 1 || !slices.Equal(du.Sudo[0].Users, []string{"deploy"}) || du.Sudo[0].Commands[0].Command != "ALL" || !slices.Equal(du.Sudo[0].Commands[0].Options, []string{"NOPASSWD"}) {
+		t.Errorf("deployUser: targetUser %q, %+v", ci.TargetUser, du)
+	}
+	if string(got["plainUsers"]) != "{}" {
+		t.Errorf("a host without deployUser gets users: %s", got["plainUsers"])
+	}
+
 	// A morph block, with the module's defaults filled in, reads back as
 	// written.
 	morph, err := inventory.Decode("app-1", got["morph"])
@@ -97,7 +131,7 @@ func TestModuleEvaluatesWithNixpkgsLib(t *testing.T) {
 	c, h, p := checks.Cmd[0], checks.HTTP[0], checks.TCP[0]
 	if len(checks.Cmd) != 1 || c.Description != "nginx runs" || strings.Join(c.Cmd, " ") != "systemctl is-active nginx" || c.Period != 2 || c.Timeout != 5 ||
 		h.Scheme != "https" || h.Host != nil || h.Port != 443 || h.Path != "/health" || h.Headers["Host"] != "app.example.org" || h.Period != 1 || h.Timeout != 2.5 || !h.InsecureSSL ||
-		p.Port != 5432 || p.Period != 2 || string(morph.Extra["confirmTimeout"]) != "45" {
-		t.Errorf("morph's block read back as %+v, confirmTimeout %s", checks, morph.Extra["confirmTimeout"])
+		p.Port != 5432 || p.Period != 2 || morph.ConfirmTimeout != 45*time.Second {
+		t.Errorf("morph's block read back as %+v, confirmTimeout %s", checks, morph.ConfirmTimeout)
 	}
 }

@@ -2,10 +2,8 @@ package cli
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"math"
 	"slices"
 	"strconv"
 	"strings"
@@ -155,9 +153,9 @@ type activationSpec struct {
 	confirmTimeout time.Duration
 }
 
-// activationSpecs reads every host's deployment.healthChecks and
-// deployment.confirmTimeout, so that a bad one stops the run before any
-// host is touched.
+// activationSpecs reads every host's deployment.healthChecks (and takes
+// its confirmTimeout), so that a bad check stops the run before any host
+// is touched.
 func activationSpecs(hosts []*inventory.Host) (map[string]activationSpec, error) {
 	specs := map[string]activationSpec{}
 	var errs []error
@@ -166,14 +164,7 @@ func activationSpecs(hosts []*inventory.Host) (map[string]activationSpec, error)
 		if err != nil {
 			errs = append(errs, fmt.Errorf("%s: %w", h.Name, err))
 		}
-		confirm := 30.0
-		if raw, ok := h.Extra["confirmTimeout"]; ok && string(raw) != "null" {
-			if err := json.Unmarshal(raw, &confirm); err != nil || confirm < 0 {
-				errs = append(errs, fmt.Errorf("%s: deployment.confirmTimeout: expected a number of seconds, got %s", h.Name, raw))
-			}
-		}
-		// Whole seconds, rounded up: the host's watchdog counts in them.
-		specs[h.Name] = activationSpec{checks: checks, confirmTimeout: time.Duration(math.Ceil(confirm)) * time.Second}
+		specs[h.Name] = activationSpec{checks: checks, confirmTimeout: h.ConfirmTimeout}
 	}
 	if len(errs) > 0 {
 		return nil, usageErrorf("%w", errors.Join(errs...))

@@ -2,7 +2,6 @@ package cli
 
 import (
 	"context"
-	"encoding/json"
 	"os"
 	"strings"
 	"time"
@@ -40,8 +39,7 @@ func runLocal(ctx context.Context, g *globals, opts deployOptions, args []string
 		return usageErrorf("--local: %q selects %d hosts; name the one this machine is", args[0], len(p.hosts))
 	}
 	h := p.hosts[0]
-	var allowed bool
-	if raw, ok := h.Extra["allowLocalDeployment"]; !ok || json.Unmarshal(raw, &allowed) != nil || !allowed {
+	if !h.AllowLocalDeployment {
 		return usageErrorf("%s: deployment.allowLocalDeployment is not true: set it to deploy this machine with --local", h.Name)
 	}
 	specs, err := activationSpecs(p.hosts)

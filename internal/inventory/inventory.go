@@ -7,16 +7,30 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math"
 	"slices"
 	"sort"
 	"strings"
+	"time"
 
 	"github.com/deployctl/deployctl/internal/nix"
 )
 
-// DefaultPrivilegeEscalation is deployment.privilegeEscalationCommand's
-// default, as in Colmena.
-var DefaultPrivilegeEscalation = []string{"sudo", "-H", "--"}
+// The defaults of the deployment options, when a configuration sets
+// nothing (nixmodule declares the same; its test compares them):
+// targetHost the attribute name, targetPort unset (the SSH config, else
+// 22), targetUser root, tags none, buildOnTarget false, buildHost none,
+// privilegeEscalationCommand DefaultPrivilegeEscalation, sshOptions none,
+// confirmTimeout DefaultConfirmTimeout, allowLocalDeployment false,
+// healthChecks none.
+var (
+	// DefaultPrivilegeEscalation is deployment.privilegeEscalationCommand's
+	// default, as in Colmena.
+	DefaultPrivilegeEscalation = []string{"sudo", "-H", "--"}
+	// DefaultConfirmTimeout is deployment.confirmTimeout's default, as in
+	// deploy-rs.
+	DefaultConfirmTimeout = 30 * time.Second
+)
 
 // Host is one nixosConfigurations entry with its deployment options, the
 // defaults applied.
@@ -36,6 +50,12 @@ type Host struct {
 	BuildHost                  string
 	PrivilegeEscalationCommand []string
 	SSHOptions                 []string
+	// ConfirmTimeout is how long the host's dead-man's switch waits for a
+	// check-in after a switch; 0 disarms it.
+	ConfirmTimeout time.Duration
+	// AllowLocalDeployment lets deploy --local deploy the host on the
+	// machine deployctl runs on.
+	AllowLocalDeployment bool
 	// Extra holds the deployment options this phase does not read
 	// (healthChecks, keys, …), as Nix gave them.
 	Extra map[string]json.RawMessage
@@ -426,6 +446,7 @@ func Decode(name string, raw json.RawMessage) (*Host, error) {
 		TargetHost:                 name,
 		TargetUser:                 "root",
 		PrivilegeEscalationCommand: slices.Clone(DefaultPrivilegeEscalation),
+		ConfirmTimeout:             DefaultConfirmTimeout,
 		Extra:                      map[string]json.RawMessage{},
 	}
 	var fields map[string]json.RawMessage
@@ -465,6 +486,17 @@ func Decode(name string, raw json.RawMessage) (*Host, error) {
 	opt("buildHost", &h.BuildHost, true, nil)
 	opt("privilegeEscalationCommand", &h.PrivilegeEscalationCommand, false, nil)
 	opt("sshOptions", &h.SSHOptions, false, nil)
+	opt("allowLocalDeployment", &h.AllowLocalDeployment, false, nil)
+	confirm := math.NaN()
+	opt("confirmTimeout", &confirm, true, nil)
+	switch {
+	case math.IsNaN(confirm):
+	case confirm < 0:
+		errs = append(errs, fmt.Errorf("%s: deployment.confirmTimeout: %g is not a number of seconds", name, confirm))
+	default:
+		// Whole seconds, rounded up: the host's watchdog counts in them.
+		h.ConfirmTimeout = time.Duration(math.Ceil(confirm)) * time.Second
+	}
 	h.TargetPort = port
 	if port < 0 || port > 65535 {
 		errs = append(errs, fmt.Errorf("%s: deployment.targetPort: %d is not a TCP port", name, port))
@@ -497,6 +529,8 @@ func typeName(dst any) string {
 		return "an integer"
 	case *bool:
 		return "a boolean"
+	case *float64:
+		return "a number"
 	case *[]string:
 		return "a list of strings"
 	}

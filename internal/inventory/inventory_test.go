@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"strings"
 	"testing"
+	"time"
 )
 
 func hosts(t *testing.T, specs map[string]string) []*Host {
@@ -170,15 +171,18 @@ func TestDecodeHostDefaults(t *testing.T) {
 		t.Fatal(err)
 	}
 	if h.TargetHost != "h1" || h.TargetUser != "root" || h.TargetPort != 0 || !h.Deployable() ||
-		strings.Join(h.PrivilegeEscalationCommand, " ") != "sudo -H --" {
+		strings.Join(h.PrivilegeEscalationCommand, " ") != "sudo -H --" || h.ConfirmTimeout != 30*time.Second || h.AllowLocalDeployment {
 		t.Errorf("defaults wrong: %+v", h)
 	}
-	h, err = Decode("h2", json.RawMessage(`{"targetHost":null,"targetUser":null,"targetPort":2222,"healthChecks":{"cmd":[]},"keys":{}}`))
+	h, err = Decode("h2", json.RawMessage(`{"targetHost":null,"targetUser":null,"targetPort":2222,"healthChecks":{"cmd":[]},"keys":{},"confirmTimeout":2.5,"allowLocalDeployment":true}`))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if h.Deployable() || h.TargetUser != "" || h.TargetPort != 2222 {
+	if h.Deployable() || h.TargetUser != "" || h.TargetPort != 2222 || h.ConfirmTimeout != 3*time.Second || !h.AllowLocalDeployment {
 		t.Errorf("explicit values wrong: %+v", h)
+	}
+	if h, err := Decode("h3", json.RawMessage(`{"confirmTimeout":0}`)); err != nil || h.ConfirmTimeout != 0 {
+		t.Errorf("confirmTimeout 0 (disarmed): %+v, %v", h, err)
 	}
 	if _, ok := h.Extra["healthChecks"]; !ok {
 		t.Errorf("unknown option healthChecks was dropped: %v", h.Extra)
@@ -188,6 +192,8 @@ func TestDecodeHostDefaults(t *testing.T) {
 func TestDecodeHostTypeErrorsNameHostAndOption(t *testing.T) {
 	for raw, want := range map[string]string{
 		`{"targetPort":"22"}`:                 `web-1: deployment.targetPort: expected an integer, got "22"`,
+		`{"confirmTimeout":-1}`:               `web-1: deployment.confirmTimeout: -1 is not a number of seconds`,
+		`{"allowLocalDeployment":"yes"}`:      `web-1: deployment.allowLocalDeployment: expected a boolean, got "yes"`,
 		`{"tags":"web"}`:                      `web-1: deployment.tags: expected a list of strings, got "web"`,
 		`{"buildOnTarget":1}`:                 `web-1: deployment.buildOnTarget: expected a boolean, got 1`,
 		`{"targetHost":"-oProxyCommand=x"}`:   `web-1: deployment.targetHost: "-oProxyCommand=x" is not a host name`,

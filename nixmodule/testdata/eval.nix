@@ -5,8 +5,13 @@ let
   eval = extra: lib.evalModules {
     modules = [
       ../default.nix
-      # The one NixOS option the module reads.
-      { options.networking.hostName = lib.mkOption { type = lib.types.str; default = "nixos"; }; }
+      # The NixOS options the module reads and sets, loosely.
+      {
+        options.networking.hostName = lib.mkOption { type = lib.types.str; default = "nixos"; };
+        options.users.users = lib.mkOption { type = lib.types.attrsOf lib.types.anything; default = { }; };
+        options.users.groups = lib.mkOption { type = lib.types.attrsOf lib.types.anything; default = { }; };
+        options.security.sudo.extraRules = lib.mkOption { type = lib.types.listOf lib.types.anything; default = [ ]; };
+      }
       extra
     ];
   };
@@ -28,6 +33,16 @@ in
     };
   }).config.deployment;
   plain = (eval { networking.hostName = "db-1"; }).config.deployment;
+  plainUsers = (eval { networking.hostName = "db-1"; }).config.users.users;
+  deployUser = let c = (eval {
+    networking.hostName = "ci-1";
+    deployment.deployUser = { enable = true; authorizedKeys = [ "ssh-ed25519 AAAAtest ci" ]; };
+  }).config; in {
+    inherit (c) deployment;
+    user = c.users.users.deploy;
+    group = c.users.groups ? deploy;
+    sudo = c.security.sudo.extraRules;
+  };
   morph = (eval {
     networking.hostName = "app-1";
     deployment = {
