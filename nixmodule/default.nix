@@ -80,9 +80,7 @@ in
       '';
     };
 
-    # Declared so that an existing Colmena or morph `deployment` block
-    # evaluates unchanged. deployctl does not act on these yet; their exact
-    # shapes come with the phases that use them.
+    # Colmena's options.
     allowLocalDeployment = mkOption {
       type = types.bool;
       default = false;
@@ -94,9 +92,35 @@ in
       description = "Colmena's option. Not acted on yet.";
     };
     keys = mkOption {
-      type = types.attrsOf types.anything;
+      type = types.attrsOf (types.submodule ({ name, ... }: {
+        options = {
+          text = mkOption { type = types.nullOr types.str; default = null; description = "The secret itself (it ends up in the Nix store of whoever evaluates: prefer keyCommand)."; };
+          keyFile = mkOption {
+            type = types.nullOr types.str;
+            default = null;
+            example = "/home/me/secrets/db";
+            description = "A file on the deploying machine, read at deploy time. A string, not a Nix path: a Nix path would copy the secret into the store.";
+          };
+          keyCommand = mkOption {
+            type = types.nullOr (types.listOf types.str);
+            default = null;
+            example = [ "pass" "show" "db" ];
+            description = "A command (argv) run on the deploying machine at deploy time; its standard output is the secret. Any secrets manager with a CLI works.";
+          };
+          destDir = mkOption { type = types.str; default = "/run/keys"; description = "The directory the key goes to on the host."; };
+          name = mkOption { type = types.str; default = name; defaultText = literalExpression "<name>"; description = "The key file's name."; };
+          user = mkOption { type = types.str; default = "root"; description = "The key file's owner."; };
+          group = mkOption { type = types.str; default = "root"; description = "The key file's group."; };
+          permissions = mkOption { type = types.str; default = "0600"; description = "The key file's mode, in octal."; };
+          uploadAt = mkOption {
+            type = types.enum [ "pre-activation" "post-activation" ];
+            default = "pre-activation";
+            description = "Upload before the switch, or after a successful one (for an owner the new system creates, pre-activation works too: the key is re-owned after the switch).";
+          };
+        };
+      }));
       default = { };
-      description = "Secrets to upload, in Colmena's shape. Not acted on yet.";
+      description = "Secrets to upload, in Colmena's shape: set exactly one of text, keyFile and keyCommand. They never enter a Nix store or a command line.";
     };
   };
 

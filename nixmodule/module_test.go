@@ -14,6 +14,7 @@ import (
 
 	"github.com/deployctl/deployctl/activate"
 	"github.com/deployctl/deployctl/internal/inventory"
+	"github.com/deployctl/deployctl/internal/keys"
 	"github.com/deployctl/deployctl/internal/nixtest"
 )
 
@@ -67,6 +68,11 @@ func TestModuleEvaluatesWithNixpkgsLib(t *testing.T) {
 		strings.Join(colmena.Tags, ",") != "web,eu" || !colmena.BuildOnTarget || strings.Join(colmena.PrivilegeEscalationCommand, " ") != "doas" ||
 		strings.Join(colmena.SSHOptions, " ") != "-J bastion" || colmena.Extra["keys"] == nil {
 		t.Errorf("Colmena block read back as %+v", colmena)
+	}
+	ks, err := keys.Parse(colmena.Extra["keys"])
+	if err != nil || len(ks) != 1 || ks[0].Path() != "/run/keys/db-password" || ks[0].User != "postgres" || ks[0].Group != "root" ||
+		ks[0].Permissions != 0o400 || ks[0].UploadAt != keys.PreActivation || strings.Join(ks[0].KeyCommand, " ") != "pass db" || ks[0].Text != nil {
+		t.Errorf("the Colmena block's keys read back as %+v (%v)", ks, err)
 	}
 	plain, err := inventory.Decode("db-1", got["plain"])
 	if err != nil {

@@ -236,6 +236,7 @@ every host).
 		newPushCommand(g),
 		newActivateCommand(g),
 		newRollbackCommand(g),
+		newUploadKeysCommand(g),
 		newStatusCommand(g),
 	)
 	return root

@@ -13,6 +13,7 @@ import (
 
 	"github.com/deployctl/deployctl/activate"
 	"github.com/deployctl/deployctl/internal/inventory"
+	"github.com/deployctl/deployctl/internal/keys"
 	"github.com/deployctl/deployctl/internal/rollout"
 )
 
@@ -151,11 +152,12 @@ func (f *activateFlags) check() error {
 type activationSpec struct {
 	checks         activate.Checks
 	confirmTimeout time.Duration
+	keys           []keys.Key
 }
 
-// activationSpecs reads every host's deployment.healthChecks (and takes
-// its confirmTimeout), so that a bad check stops the run before any host
-// is touched.
+// activationSpecs reads every host's deployment.healthChecks and
+// deployment.keys (and takes its confirmTimeout), so that a bad one stops
+// the run before any host is touched.
 func activationSpecs(hosts []*inventory.Host) (map[string]activationSpec, error) {
 	specs := map[string]activationSpec{}
 	var errs []error
@@ -164,7 +166,11 @@ func activationSpecs(hosts []*inventory.Host) (map[string]activationSpec, error)
 		if err != nil {
 			errs = append(errs, fmt.Errorf("%s: %w", h.Name, err))
 		}
-		specs[h.Name] = activationSpec{checks: checks, confirmTimeout: h.ConfirmTimeout}
+		ks, err := keys.Parse(h.Extra["keys"])
+		if err != nil {
+			errs = append(errs, fmt.Errorf("%s: %w", h.Name, err))
+		}
+		specs[h.Name] = activationSpec{checks: checks, confirmTimeout: h.ConfirmTimeout, keys: ks}
 	}
 	if len(errs) > 0 {
 		return nil, usageErrorf("%w", errors.Join(errs...))

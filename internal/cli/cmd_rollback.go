@@ -46,11 +46,7 @@ func runRollback(ctx context.Context, g *globals, opts rollbackOptions, args []s
 	if err := opts.activation.check(); err != nil {
 		return err
 	}
-	p, err := g.hostsOnly(ctx, args, opts.selection)
-	if err != nil {
-		return err
-	}
-	specs, err := activationSpecs(p.hosts)
+	p, specs, err := g.hostsWithSpecs(ctx, args, opts.selection)
 	if err != nil {
 		return err
 	}

@@ -54,6 +54,17 @@ func (g *globals) hostsOnly(ctx context.Context, args []string, sel selection) (
 	}}, nil
 }
 
+// hostsWithSpecs is hostsOnly with the hosts' activation options read
+// (and checked).
+func (g *globals) hostsWithSpecs(ctx context.Context, args []string, sel selection) (*plan, map[string]activationSpec, error) {
+	p, err := g.hostsOnly(ctx, args, sel)
+	if err != nil {
+		return nil, nil, err
+	}
+	specs, err := activationSpecs(p.hosts)
+	return p, specs, err
+}
+
 type statusEntry struct {
 	Host string `json:"host"`
 	*activate.HostStatus

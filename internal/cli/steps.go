@@ -12,7 +12,9 @@ import (
 
 	"github.com/deployctl/deployctl/activate"
 	"github.com/deployctl/deployctl/internal/inventory"
+	"github.com/deployctl/deployctl/internal/keys"
 	"github.com/deployctl/deployctl/internal/remote"
+	"github.com/deployctl/deployctl/internal/rollout"
 	"github.com/deployctl/deployctl/push"
 )
 
@@ -161,6 +163,16 @@ func (g *globals) activateOn(ctx context.Context, t activate.Target, probeHost s
 	if !f.noMagicRollback {
 		req.ConfirmTimeout = spec.confirmTimeout
 	}
+	// Keys go up before the switch (pre-activation) and after it
+	// (post-activation); a dry run and a rollback upload none.
+	uploading := f.action != "dry-activate" && !f.rollback
+	var reown []keys.Key
+	if uploading {
+		var err error
+		if reown, err = g.uploadKeys(ctx, t, h, spec.keys, keys.PreActivation); err != nil {
+			return rollout.Step("keys", err)
+		}
+	}
 	res, err := activate.Activate(ctx, t, req, out)
 	if err != nil && g.inv.Detach.Err() != nil {
 		return errors.New(detachedAt(res))
@@ -170,10 +182,57 @@ func (g *globals) activateOn(ctx context.Context, t activate.Target, probeHost s
 	}
 	if res.RebootRequired {
 		g.log.Warn(f.action+" done: the new system needs a reboot to take full effect", "host", h.Name)
+	} else {
+		g.log.Info(f.action+" done", "host", h.Name)
+	}
+	if !uploading {
 		return nil
 	}
-	g.log.Info(f.action+" done", "host", h.Name)
+	var errs []error
+	for _, k := range reown {
+		if err := keys.Reown(ctx, t, k); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if _, err := g.uploadKeys(ctx, t, h, spec.keys, keys.PostActivation); err != nil {
+		errs = append(errs, err)
+	}
+	if err := errors.Join(errs...); err != nil {
+		return rollout.Step("keys", fmt.Errorf("after the %s, which stays: %w", f.action, err))
+	}
 	return nil
+}
+
+// uploadKeys uploads h's keys that go up at, and returns those whose owner
+// does not exist yet: pre-activation ones, written root's, to re-own once
+// the new system made it; at post-activation (or "", every key) a
+// missing owner is an error.
+func (g *globals) uploadKeys(ctx context.Context, t keys.Target, h *inventory.Host, ks []keys.Key, at string) ([]keys.Key, error) {
+	var reown []keys.Key
+	for _, k := range ks {
+		if at != "" && k.UploadAt != at {
+			continue
+		}
+		content, err := k.Content(ctx, g.inv.Env)
+		if err != nil {
+			return nil, err
+		}
+		missing, err := keys.Upload(ctx, t, k, content)
+		clear(content)
+		if err != nil {
+			return nil, err
+		}
+		if missing && at == keys.PreActivation {
+			g.log.Warn(fmt.Sprintf("key %s: %s:%s does not exist yet: %s is root's until the new system is active", k.Attr, k.User, k.Group, k.Path()), "host", h.Name)
+			reown = append(reown, k)
+			continue
+		}
+		if missing {
+			return nil, fmt.Errorf("key %s: the owner %s:%s does not exist on the host (%s is root's)", k.Attr, k.User, k.Group, k.Path())
+		}
+		g.log.Info(fmt.Sprintf("key %s uploaded to %s", k.Attr, k.Path()), "host", h.Name)
+	}
+	return reown, nil
 }
 
 // deployID names one activation on its host: the time, and random bits so
