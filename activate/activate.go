@@ -89,6 +89,10 @@ type Options struct {
 	Reconnect func(ctx context.Context) (Target, error)
 	// OnProbe, when set, is told of each health check's result.
 	OnProbe func(ProbeResult)
+	// AfterSwitch, when set, runs after a successful switch and the
+	// health checks, as more checks (the postActivate hooks): a failed one
+	// rolls the host back like a failed health check.
+	AfterSwitch func(ctx context.Context, t Target, res *Result) []ProbeResult
 	// Log, when set, is told at debug level what each detached job runs,
 	// as an "exec" record of Host (the SSH line that starts it is the
 	// connection's own record).
@@ -333,14 +337,19 @@ func (a *activation) run(ctx context.Context) (*Result, error) {
 			failure = err
 		}
 	}
+	// The checks go over the check-in's connection when there is one: the
+	// switch may have cut the first.
+	checkOn := a.t
+	if a.fresh != nil {
+		checkOn = a.fresh
+	}
 	if failure == nil && running && !a.req.Checks.Empty() {
-		// Over the check-in's connection when there is one: the switch
-		// may have cut the first.
-		t := a.t
-		if a.fresh != nil {
-			t = a.fresh
-		}
-		a.res.Probes = Probe(ctx, t, a.req.Checks, a.req.ProbeHost, a.req.ProbeTimeout, a.opts.OnProbe)
+		a.res.Probes = Probe(ctx, checkOn, a.req.Checks, a.req.ProbeHost, a.req.ProbeTimeout, a.opts.OnProbe)
+	}
+	if failure == nil && a.opts.AfterSwitch != nil {
+		a.res.Probes = append(a.res.Probes, a.opts.AfterSwitch(ctx, checkOn, &a.res)...)
+	}
+	if failure == nil {
 		var failed []ProbeResult
 		for _, r := range a.res.Probes {
 			if !r.OK {

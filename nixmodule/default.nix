@@ -227,4 +227,26 @@ in
       commands = [{ command = "ALL"; options = [ "NOPASSWD" ]; }];
     }];
   };
+
+  options.deployment.hooks = lib.genAttrs [ "preBuild" "postBuild" "prePush" "postPush" "preActivate" "postActivate" "postRollback" ] (point: mkOption {
+    type = types.listOf (types.submodule {
+      options = {
+        command = mkOption { type = types.nonEmptyListOf types.str; description = "The command (argv)."; };
+        on = mkOption {
+          type = types.enum [ "local" "target" ];
+          default = "local";
+          description = "Run it on the deploying machine, or on the host (over its SSH session, as root).";
+        };
+      };
+    });
+    default = [ ];
+    description = ''
+      Commands run at ${point}, in order, with DEPLOYCTL_HOST,
+      DEPLOYCTL_TARGET_HOST, DEPLOYCTL_TOPLEVEL, DEPLOYCTL_PREVIOUS,
+      DEPLOYCTL_ACTION and DEPLOYCTL_PHASE set. A failing pre hook stops the
+      host there; a failing post hook fails the host without undoing the
+      phase, except postActivate, which counts as a failed health check and
+      rolls the host back.
+    '';
+  });
 }

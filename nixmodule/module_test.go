@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/deployctl/deployctl/activate"
+	"github.com/deployctl/deployctl/internal/hooks"
 	"github.com/deployctl/deployctl/internal/inventory"
 	"github.com/deployctl/deployctl/internal/keys"
 	"github.com/deployctl/deployctl/internal/nixtest"
@@ -28,7 +29,7 @@ func TestModuleParses(t *testing.T) {
 		t.Fatalf("default.nix does not parse: %v\n%s", err, out)
 	}
 	for _, opt := range []string{"targetHost", "targetPort", "targetUser", "tags", "buildOnTarget", "privilegeEscalationCommand", "sshOptions",
-		"allowLocalDeployment", "replaceUnknownProfiles", "keys", "healthChecks", "confirmTimeout", "deployUser"} {
+		"allowLocalDeployment", "replaceUnknownProfiles", "keys", "healthChecks", "confirmTimeout", "deployUser", "hooks"} {
 		if !strings.Contains(string(out), opt+" = ") {
 			t.Errorf("default.nix does not declare deployment.%s", opt)
 		}
@@ -129,6 +130,10 @@ func TestModuleEvaluatesWithNixpkgsLib(t *testing.T) {
 	morph, err := inventory.Decode("app-1", got["morph"])
 	if err != nil {
 		t.Fatal(err)
+	}
+	hs, err := hooks.Parse(morph.Extra["hooks"])
+	if err != nil || len(hs["preActivate"]) != 1 || hs["preActivate"][0].On != "target" || len(hs["postBuild"]) != 0 {
+		t.Errorf("the hooks read back as %+v (%v)", hs, err)
 	}
 	checks, err := activate.ParseChecks(morph.Extra["healthChecks"])
 	if err != nil {

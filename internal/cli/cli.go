@@ -15,6 +15,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/deployctl/deployctl/internal/hooks"
 	"github.com/deployctl/deployctl/internal/inventory"
 	"github.com/deployctl/deployctl/internal/nix"
 	"github.com/deployctl/deployctl/internal/remote"
@@ -79,6 +80,8 @@ type globals struct {
 	// localInfos is the metadata of the local systems' closures, read once
 	// for all the run's pushes.
 	localInfos map[string]nix.PathInfo
+	// hooks are the run's hosts' deployment.hooks.
+	hooks map[string]hooks.Hooks
 	// shared serialises local NARs once for every host a run pushes to.
 	sharedOnce sync.Once
 	shared     *push.Shared

@@ -70,7 +70,12 @@ func runBuild(ctx context.Context, g *globals, opts buildOptions, args []string)
 	if err != nil {
 		return err
 	}
-	results, err := g.evalAndBuild(ctx, inv, inv.Selected)
+	if err := g.loadHooks(inv.Selected); err != nil {
+		return err
+	}
+	results, err := g.buildHooks(ctx, inv.Selected, func(ctx context.Context, hosts []*inventory.Host) (map[string]built, error) {
+		return g.evalAndBuild(ctx, inv, hosts)
+	})
 	if err != nil {
 		return err
 	}

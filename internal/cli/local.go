@@ -47,7 +47,10 @@ func runLocal(ctx context.Context, g *globals, opts deployOptions, args []string
 		return err
 	}
 	h.BuildOnTarget, h.BuildHost = false, ""
-	closures, err := p.closures(ctx, p.hosts)
+	if err := g.loadHooks(p.hosts); err != nil {
+		return err
+	}
+	closures, err := g.buildHooks(ctx, p.hosts, p.closures)
 	if err != nil {
 		return err
 	}

@@ -24,6 +24,9 @@ type plan struct {
 	// target is resolved and before any host is contacted, for the hosts
 	// that are left by then.
 	closures func(ctx context.Context, hosts []*inventory.Host) (map[string]built, error)
+	// builds says closures builds the systems (from the flake), so the
+	// build hooks run around it.
+	builds bool
 }
 
 // source says where a command's systems come from.
@@ -54,7 +57,7 @@ func (g *globals) plan(ctx context.Context, args []string, sel selection, src so
 	if err != nil {
 		return nil, err
 	}
-	return &plan{hosts: inv.Selected, named: namedHosts(args), closures: func(ctx context.Context, hosts []*inventory.Host) (map[string]built, error) {
+	return &plan{hosts: inv.Selected, named: namedHosts(args), builds: true, closures: func(ctx context.Context, hosts []*inventory.Host) (map[string]built, error) {
 		return g.evalAndBuild(ctx, inv, hosts)
 	}}, nil
 }

@@ -78,7 +78,16 @@ func (g *globals) runOnHosts(ctx context.Context, command string, p *plan, af *a
 		}
 		targets[key] = h.Name
 	}
-	closures, err := p.closures(ctx, p.hosts)
+	if err := g.loadHooks(p.hosts); err != nil {
+		return nil, err
+	}
+	build := p.closures
+	if p.builds {
+		build = func(ctx context.Context, hosts []*inventory.Host) (map[string]built, error) {
+			return g.buildHooks(ctx, hosts, p.closures)
+		}
+	}
+	closures, err := build(ctx, p.hosts)
 	if err != nil {
 		return nil, err
 	}

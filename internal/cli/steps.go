@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/deployctl/deployctl/activate"
+	"github.com/deployctl/deployctl/internal/hooks"
 	"github.com/deployctl/deployctl/internal/inventory"
 	"github.com/deployctl/deployctl/internal/keys"
 	"github.com/deployctl/deployctl/internal/remote"
@@ -29,50 +30,65 @@ type hostStep struct {
 
 func (g *globals) pushStep() hostStep {
 	return hostStep{name: "push", run: func(ctx context.Context, conn *remote.Conn, h *inventory.Host, b built) error {
-		switch {
-		case b.At.on == "target":
-			g.log.Info("built on the target: nothing to push", "host", h.Name)
-			return nil
-		case g.nixCopy() && !b.At.local():
-			return fmt.Errorf("--copy-backend %s pushes from the local store only, and this system is on %s", g.copyBackend, b.At.target.Name)
-		case g.nixCopy():
-			proto := push.SSHNG
-			if g.copyBackend == "nix-ssh" {
-				proto = push.SSH
-			}
-			if err := push.NixCopy(ctx, g.nix(), conn, g.sshConfig, proto, b.Toplevel, push.Options{Substitute: g.substitute}); err != nil {
-				return err
-			}
-			g.log.Info("pushed", "host", h.Name, "toplevel", b.Toplevel)
-			return nil
+		env := hooks.Env{Toplevel: b.Toplevel}
+		if err := g.runHooks(ctx, h, conn, "prePush", env); err != nil {
+			return rollout.Step("prePush hook", err)
 		}
-		var src push.Source = push.LocalStore{Nix: g.nix(), Shared: g.sharedNARs(), Infos: g.localInfos}
-		if !b.At.local() {
-			bc, err := g.connect(ctx, b.At.key, b.At.target)
-			if err != nil {
-				return fmt.Errorf("connect to build host %s: %w", b.At.target.Name, err)
-			}
-			defer g.release(b.At.key)
-			src = push.Builder{Name: b.At.target.Name, Conn: bc}
-		}
-		start := time.Now()
-		opts := push.Options{
-			Substitute: g.substitute,
-			Sign:       g.signer,
-			OnSending: func(paths, of int, bytes int64) {
-				g.log.Info(fmt.Sprintf("sending %d of %d paths, %s", paths, of, humanBytes(bytes)), "host", h.Name, "from", src.String())
-				g.pushBar.expect(bytes)
-			},
-			OnSent: g.pushBar.sent,
-		}
-		st, err := push.Native(ctx, conn, src, b.Toplevel, opts)
-		if err != nil {
+		if err := g.push(ctx, conn, h, b); err != nil {
 			return err
 		}
-		took := time.Since(start)
-		g.log.Info(fmt.Sprintf("pushed %d of %d paths, %s%s", st.Sent, st.Paths, humanBytes(st.Bytes), rate(st.Bytes, took)), "host", h.Name, "from", src.String(), "took", took.Round(10*time.Millisecond).String())
+		if err := g.runHooks(ctx, h, conn, "postPush", env); err != nil {
+			return rollout.Step("postPush hook", err)
+		}
 		return nil
 	}}
+}
+
+// push copies b's closure to h over conn.
+func (g *globals) push(ctx context.Context, conn *remote.Conn, h *inventory.Host, b built) error {
+	switch {
+	case b.At.on == "target":
+		g.log.Info("built on the target: nothing to push", "host", h.Name)
+		return nil
+	case g.nixCopy() && !b.At.local():
+		return fmt.Errorf("--copy-backend %s pushes from the local store only, and this system is on %s", g.copyBackend, b.At.target.Name)
+	case g.nixCopy():
+		proto := push.SSHNG
+		if g.copyBackend == "nix-ssh" {
+			proto = push.SSH
+		}
+		if err := push.NixCopy(ctx, g.nix(), conn, g.sshConfig, proto, b.Toplevel, push.Options{Substitute: g.substitute}); err != nil {
+			return err
+		}
+		g.log.Info("pushed", "host", h.Name, "toplevel", b.Toplevel)
+		return nil
+	}
+	var src push.Source = push.LocalStore{Nix: g.nix(), Shared: g.sharedNARs(), Infos: g.localInfos}
+	if !b.At.local() {
+		bc, err := g.connect(ctx, b.At.key, b.At.target)
+		if err != nil {
+			return fmt.Errorf("connect to build host %s: %w", b.At.target.Name, err)
+		}
+		defer g.release(b.At.key)
+		src = push.Builder{Name: b.At.target.Name, Conn: bc}
+	}
+	start := time.Now()
+	opts := push.Options{
+		Substitute: g.substitute,
+		Sign:       g.signer,
+		OnSending: func(paths, of int, bytes int64) {
+			g.log.Info(fmt.Sprintf("sending %d of %d paths, %s", paths, of, humanBytes(bytes)), "host", h.Name, "from", src.String())
+			g.pushBar.expect(bytes)
+		},
+		OnSent: g.pushBar.sent,
+	}
+	st, err := push.Native(ctx, conn, src, b.Toplevel, opts)
+	if err != nil {
+		return err
+	}
+	took := time.Since(start)
+	g.log.Info(fmt.Sprintf("pushed %d of %d paths, %s%s", st.Sent, st.Paths, humanBytes(st.Bytes), rate(st.Bytes, took)), "host", h.Name, "from", src.String(), "took", took.Round(10*time.Millisecond).String())
+	return nil
 }
 
 // rate is ", N MiB/s" for n bytes in d, or "" when there is too little to
@@ -166,6 +182,10 @@ func (g *globals) activateOn(ctx context.Context, t activate.Target, probeHost s
 	// Keys go up before the switch (pre-activation) and after it
 	// (post-activation); a dry run and a rollback upload none.
 	uploading := f.action != "dry-activate" && !f.rollback
+	if err := g.runHooks(ctx, h, t, "preActivate", hooks.Env{Toplevel: b.Toplevel, Action: f.action}); err != nil {
+		return rollout.Step("preActivate hook", err)
+	}
+	out.AfterSwitch = g.postActivateChecks(h, f.action, b.Toplevel)
 	var reown []keys.Key
 	if uploading {
 		var err error
@@ -176,6 +196,11 @@ func (g *globals) activateOn(ctx context.Context, t activate.Target, probeHost s
 	res, err := activate.Activate(ctx, t, req, out)
 	if err != nil && g.inv.Detach.Err() != nil {
 		return errors.New(detachedAt(res))
+	}
+	if res != nil && res.RolledBack {
+		if herr := g.runHooks(ctx, h, t, "postRollback", hooks.Env{Toplevel: b.Toplevel, Previous: res.Previous, Action: f.action}); herr != nil {
+			err = errors.Join(err, rollout.Step("postRollback hook", herr))
+		}
 	}
 	if err != nil {
 		return err

@@ -52,6 +52,7 @@ in
         tcp = [ { port = 5432; } ];
       };
       confirmTimeout = 45;
+      hooks.preActivate = [ { command = [ "systemctl" "is-system-running" ]; on = "target"; } ];
     };
   }).config.deployment;
 }

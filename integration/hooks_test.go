@@ -1,0 +1,99 @@
+package integration
+
+import (
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+
+	"github.com/deployctl/deployctl/integration/fixture"
+	"github.com/deployctl/deployctl/internal/hooks"
+)
+
+// hooked is a host whose every hook point runs a local and a target hook,
+// each appending "POINT HOST TOPLEVEL PREVIOUS ACTION" to a log: local
+// ones to localLog, target ones to the host's /var/lib/deployctl/hooks.log.
+func hooked(h fixture.Host, localLog string, extra map[string][]map[string]any) fixture.Host {
+	line := `echo "$DEPLOYCTL_PHASE $DEPLOYCTL_HOST ${DEPLOYCTL_TOPLEVEL:-none} ${DEPLOYCTL_PREVIOUS:-none} ${DEPLOYCTL_ACTION:-none}"`
+	hs := map[string]any{}
+	for _, p := range hooks.Points {
+		list := []map[string]any{
+			{"command": []string{"sh", "-c", line + " >> " + localLog}, "on": "local"},
+			{"command": []string{"sh", "-c", line + " >> /var/lib/deployctl/hooks.log"}, "on": "target"},
+		}
+		hs[p] = append(list, extra[p]...)
+	}
+	if h.Deployment == nil {
+		h.Deployment = map[string]any{}
+	}
+	h.Deployment["hooks"] = hs
+	return h
+}
+
+// TestHooks: every hook point runs, local and target, in order and with
+// its variables; a failing preActivate hook stops its host, which keeps
+// its system, while the other deploys; a failing postActivate hook rolls
+// its host back, and then the postRollback hooks run.
+func TestHooks(t *testing.T) {
+	dir := t.TempDir()
+	logOf := func(h string) string { return filepath.Join(dir, h+".log") }
+	e := startFleet(t, fixture.Host{Name: "alpha"}, fixture.Host{Name: "beta"})
+	e.writeFlake(hooked(fixture.Host{Name: "alpha"}, logOf("alpha"), nil), hooked(fixture.Host{Name: "beta"}, logOf("beta"), nil))
+	e.deployctl("deploy", "--all").wantCode(t, 0)
+	top := e.toplevel("alpha")
+	want := []string{
+		"preBuild alpha none none none",
+		"postBuild alpha " + top + " none none",
+		"prePush alpha " + top + " none none",
+		"postPush alpha " + top + " none none",
+		"preActivate alpha " + top + " none switch",
+		"postActivate alpha " + top + " none switch",
+	}
+	read := func(path string) []string {
+		b, _ := os.ReadFile(path)
+		return strings.Split(strings.TrimSpace(string(b)), "\n")
+	}
+	if got := read(logOf("alpha")); strings.Join(got, "\n") != strings.Join(want, "\n") {
+		t.Errorf("alpha's local hooks ran:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+	}
+	if got := e.ssh("alpha", "cat /var/lib/deployctl/hooks.log"); got != strings.Join(want, "\n") {
+		t.Errorf("alpha's target hooks ran:\n%s\nwant:\n%s", got, strings.Join(want, "\n"))
+	}
+
+	// beta's preActivate hook fails: beta keeps its system, alpha deploys;
+	// then alpha's postActivate hook fails: alpha goes back, and its
+	// postRollback hooks run.
+	betaBefore, alphaBefore := e.currentSystem("beta"), e.currentSystem("alpha")
+	os.Remove(logOf("alpha"))
+	stop := map[string][]map[string]any{"preActivate": {{"command": []string{"sh", "-c", "echo 'not in the maintenance window' >&2; exit 1"}}}}
+	e.writeFlake(hooked(fixture.Host{Name: "alpha", Revision: "2"}, logOf("alpha"), nil), hooked(fixture.Host{Name: "beta", Revision: "2"}, logOf("beta"), stop))
+	r := e.deployctl("deploy", "--all")
+	r.wantCode(t, 3)
+	if !regexp.MustCompile(`(?m)^  beta +FAILED +\S+ +preActivate hook: preActivate hook 3 \(local, sh -c .*\): exit status 1: not in the maintenance window$`).MatchString(r.stderr) {
+		t.Errorf("beta's failing preActivate hook is not reported:\n%s", r.stderr)
+	}
+	if got := e.currentSystem("beta"); got != betaBefore {
+		t.Errorf("beta runs %s after its preActivate hook failed, want %s", got, betaBefore)
+	}
+	if got, want := e.currentSystem("alpha"), e.toplevel("alpha"); got != want || got == alphaBefore {
+		t.Errorf("alpha runs %s, want its new system %s", got, want)
+	}
+
+	fail := map[string][]map[string]any{"postActivate": {{"command": []string{"sh", "-c", "echo 'smoke test failed' >&2; exit 2"}, "on": "target"}}}
+	e.writeFlake(hooked(fixture.Host{Name: "alpha", Revision: "3"}, logOf("alpha"), fail), hooked(fixture.Host{Name: "beta", Revision: "2"}, logOf("beta"), stop))
+	previous := e.currentSystem("alpha")
+	os.Remove(logOf("alpha"))
+	r = e.deployctl("deploy", "alpha")
+	r.wantCode(t, 1)
+	if !strings.Contains(r.stderr, "a health check failed; rolled back to "+previous) || !strings.Contains(r.stderr, "smoke test failed") {
+		t.Errorf("alpha's failing postActivate hook does not roll it back:\n%s", r.stderr)
+	}
+	if got := e.currentSystem("alpha"); got != previous {
+		t.Errorf("alpha runs %s, want it rolled back to %s", got, previous)
+	}
+	got := read(logOf("alpha"))
+	if last := got[len(got)-1]; last != "postRollback alpha "+e.toplevel("alpha")+" "+previous+" switch" {
+		t.Errorf("the postRollback hook did not run last with the systems: %v", got)
+	}
+}
