@@ -130,4 +130,13 @@ done`
 	if got := e.ssh("alpha", "cat /run/keys/db"); got != "second" || e.currentSystem("alpha") != running {
 		t.Errorf("upload-keys: the key holds %q, alpha runs %s (was %s)", got, e.currentSystem("alpha"), running)
 	}
+	// An owner that does not exist, outside of a switch that could make
+	// it: an error naming it.
+	alphaKeys["keys"].(map[string]any)["ghost"] = map[string]any{"text": "boo", "user": "ghost", "group": "ghost"}
+	e.writeFlake(fixture.Host{Name: "alpha", Deployment: alphaKeys, AddsUser: "svc"}, fixture.Host{Name: "beta", Deployment: betaKeys, Revision: "2"})
+	r = e.deployctlWith([]string{"DEPLOYCTL_TEST_POISON=third"}, "upload-keys", "alpha")
+	r.wantCode(t, 1)
+	if !strings.Contains(r.stderr, "keys: key ghost: the owner ghost:ghost does not exist on the host (/run/keys/ghost is root's)") {
+		t.Errorf("a key whose owner does not exist is not reported:\n%s", r.stderr)
+	}
 }
