@@ -15,7 +15,7 @@
       deployctl = pkgs:
         let
           # go.mod asks for Go 1.26.
-          buildGoModule = (pkgs.buildGoModule.override or (_: pkgs.buildGoModule)) { go = pkgs.go_1_26 or pkgs.go; };
+          buildGoModule = pkgs.buildGoModule.override { go = pkgs.go_1_26; };
         in
         buildGoModule {
           pname = "deployctl";
@@ -63,7 +63,7 @@
 
       devShells = forAllSystems (pkgs: {
         default = pkgs.mkShell {
-          packages = [ (pkgs.go_1_26 or pkgs.go) pkgs.gopls pkgs.nix pkgs.openssh ];
+          packages = [ pkgs.go_1_26 pkgs.gopls pkgs.nix pkgs.openssh ];
         };
       });
 

@@ -89,6 +89,10 @@ type Options struct {
 	Reconnect func(ctx context.Context) (Target, error)
 	// OnProbe, when set, is told of each health check's result.
 	OnProbe func(ProbeResult)
+	// BeforeSwitch, when set, runs under the lock, after the realise and
+	// before anything changes (the pre-activation keys and hooks); its
+	// error stops the activation there.
+	BeforeSwitch func(ctx context.Context, t Target) error
 	// AfterSwitch, when set, runs after a successful switch and the
 	// health checks, as more checks (the postActivate hooks): a failed one
 	// rolls the host back like a failed health check.
@@ -298,6 +302,11 @@ func (a *activation) run(ctx context.Context) (*Result, error) {
 	}
 	if err := realise(ctx, a.t, a.req.Toplevel, a.opts); err != nil {
 		return nil, err
+	}
+	if a.opts.BeforeSwitch != nil {
+		if err := a.opts.BeforeSwitch(ctx, a.t); err != nil {
+			return &a.res, err
+		}
 	}
 	running := a.req.Action == "switch" || a.req.Action == "test"
 	armed := running && a.req.ConfirmTimeout > 0

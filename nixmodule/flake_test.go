@@ -23,9 +23,9 @@ func TestFlakeOutputs(t *testing.T) {
 	var got struct {
 		Inputs  []string
 		Package struct {
-			Pname, Version, VendorHash, MainProgram, Completions string
-			SubPackages, Ldflags                                 []string
-			DoCheck                                              bool
+			Pname, Version, VendorHash, MainProgram, Completions, Go string
+			SubPackages, Ldflags                                     []string
+			DoCheck                                                  bool
 		}
 		Same     bool
 		App      struct{ Type, Program string }
@@ -46,8 +46,16 @@ func TestFlakeOutputs(t *testing.T) {
 		t.Fatal(err)
 	}
 	p := got.Package
-	if p.Pname != "deployctl" || p.Version != "0.1.0-abc1234" || !slices.Equal(p.SubPackages, []string{"cmd/deployctl"}) || p.MainProgram != "deployctl" || p.DoCheck || !got.Same {
+	if p.Pname != "deployctl" || p.Version != "0.1.0-abc1234" || p.Go != "go-1.26" || !slices.Equal(p.SubPackages, []string{"cmd/deployctl"}) || p.MainProgram != "deployctl" || p.DoCheck || !got.Same {
 		t.Errorf("the package: %+v", p)
+	}
+	// The Go it builds with is the one go.mod asks for.
+	mod, err := os.ReadFile("../go.mod")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m := regexp.MustCompile(`(?m)^go (\d+)\.(\d+)`).FindSubmatch(mod); m == nil || p.Go != "go-"+string(m[1])+"."+string(m[2]) {
+		t.Errorf("flake.nix builds with %s, go.mod asks for %s", p.Go, m)
 	}
 	// The version goes into a variable that exists.
 	src, err := os.ReadFile("../internal/cli/cli.go")

@@ -71,6 +71,7 @@ type globals struct {
 	log     *slog.Logger
 	handler *report.Handler
 	nixCLI  *nix.CLI
+	dialMu  sync.Mutex
 	dial    *remote.Dialer
 	conns   conns
 	// buildBar and pushBar show the derivations the run builds here and
@@ -80,8 +81,10 @@ type globals struct {
 	// localInfos is the metadata of the local systems' closures, read once
 	// for all the run's pushes.
 	localInfos map[string]nix.PathInfo
-	// hooks are the run's hosts' deployment.hooks.
+	// hooks are the run's hosts' deployment.hooks; local, for deploy
+	// --local, is the machine its target hooks run on.
 	hooks map[string]hooks.Hooks
+	local *remote.Local
 	// shared serialises local NARs once for every host a run pushes to.
 	sharedOnce sync.Once
 	shared     *push.Shared
@@ -261,6 +264,8 @@ func (g *globals) sharedNARs() *push.Shared {
 
 // dialer is the run's one SSH dialer (its known_hosts and agent are shared).
 func (g *globals) dialer() (*remote.Dialer, error) {
+	g.dialMu.Lock()
+	defer g.dialMu.Unlock()
 	if g.dial != nil {
 		return g.dial, nil
 	}

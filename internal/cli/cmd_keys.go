@@ -43,7 +43,12 @@ func runUploadKeys(ctx context.Context, g *globals, opts uploadKeysOptions, args
 			g.log.Info("no keys", "host", h.Name)
 			return nil
 		}
-		_, err := g.uploadKeys(ctx, conn, h, specs[h.Name].keys, "")
+		kcs, err := readKeys(ctx, specs[h.Name].keys, "", g.inv.Env)
+		if err != nil {
+			return err
+		}
+		defer wipe(kcs)
+		_, err = g.putKeys(ctx, conn, h, kcs, "")
 		return err
 	}}
 	return g.runHosts(ctx, "upload-keys", p, nil, step)

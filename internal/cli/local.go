@@ -21,6 +21,8 @@ func runLocal(ctx context.Context, g *globals, opts deployOptions, args []string
 		return usageErrorf("--local builds here: no --build-on-target or --build-host")
 	case g.copyFlake:
 		return usageErrorf("--local deploys this machine, which has the flake: no --copy-flake")
+	case g.askSudoPassword:
+		return usageErrorf("--local: sudo asks for its password on this terminal itself: no --ask-sudo-password")
 	case len(args) > 1:
 		return usageErrorf("--local deploys one host, this machine: name at most one")
 	}
@@ -50,6 +52,8 @@ func runLocal(ctx context.Context, g *globals, opts deployOptions, args []string
 	if err := g.loadHooks(p.hosts); err != nil {
 		return err
 	}
+	local := &remote.Local{Escalation: h.PrivilegeEscalationCommand, Log: g.log, Env: g.inv.Env}
+	g.local = local
 	closures, err := g.buildHooks(ctx, p.hosts, p.closures)
 	if err != nil {
 		return err
@@ -61,7 +65,6 @@ func runLocal(ctx context.Context, g *globals, opts deployOptions, args []string
 		if err != nil {
 			return err
 		}
-		local := &remote.Local{Escalation: h.PrivilegeEscalationCommand, Log: g.log, Env: g.inv.Env}
 		// The dead-man's switch checks in by running a command again: it
 		// rolls back a switch whose deployctl died (say, with the SSH
 		// session it ran in).

@@ -179,19 +179,29 @@ func (g *globals) activateOn(ctx context.Context, t activate.Target, probeHost s
 	if !f.noMagicRollback {
 		req.ConfirmTimeout = spec.confirmTimeout
 	}
-	// Keys go up before the switch (pre-activation) and after it
-	// (post-activation); a dry run and a rollback upload none.
+	// Keys go up under the lock, before the switch (pre-activation; read
+	// here first, all of them, so a failing keyCommand changes nothing)
+	// and after it (post-activation); the preActivate hooks run just
+	// before the switch. A dry run and a rollback have neither.
 	uploading := f.action != "dry-activate" && !f.rollback
-	if err := g.runHooks(ctx, h, t, "preActivate", hooks.Env{Toplevel: b.Toplevel, Action: f.action}); err != nil {
-		return rollout.Step("preActivate hook", err)
-	}
-	out.AfterSwitch = g.postActivateChecks(h, f.action, b.Toplevel)
 	var reown []keys.Key
 	if uploading {
-		var err error
-		if reown, err = g.uploadKeys(ctx, t, h, spec.keys, keys.PreActivation); err != nil {
+		pre, err := readKeys(ctx, spec.keys, keys.PreActivation, g.inv.Env)
+		if err != nil {
 			return rollout.Step("keys", err)
 		}
+		defer wipe(pre)
+		out.BeforeSwitch = func(ctx context.Context, t activate.Target) error {
+			if err := g.runHooks(ctx, h, t, "preActivate", hooks.Env{Toplevel: b.Toplevel, Action: f.action}); err != nil {
+				return rollout.Step("preActivate hook", err)
+			}
+			var err error
+			if reown, err = g.putKeys(ctx, t, h, pre, keys.PreActivation); err != nil {
+				return rollout.Step("keys", err)
+			}
+			return nil
+		}
+		out.AfterSwitch = g.postActivateChecks(h, f.action, b.Toplevel)
 	}
 	res, err := activate.Activate(ctx, t, req, out)
 	if err != nil && g.inv.Detach.Err() != nil {
@@ -199,7 +209,9 @@ func (g *globals) activateOn(ctx context.Context, t activate.Target, probeHost s
 	}
 	if res != nil && res.RolledBack {
 		if herr := g.runHooks(ctx, h, t, "postRollback", hooks.Env{Toplevel: b.Toplevel, Previous: res.Previous, Action: f.action}); herr != nil {
-			err = errors.Join(err, rollout.Step("postRollback hook", herr))
+			// The activation's failure stays the host's; the hook's is
+			// added to it.
+			return &rollout.StepError{Step: "activate", Err: errors.Join(err, fmt.Errorf("then the postRollback hooks: %w", herr))}
 		}
 	}
 	if err != nil {
@@ -215,11 +227,21 @@ func (g *globals) activateOn(ctx context.Context, t activate.Target, probeHost s
 	}
 	var errs []error
 	for _, k := range reown {
+		if f.action == "boot" {
+			// The new system is not running: its users do not exist yet.
+			g.log.Warn(fmt.Sprintf("key %s: %s stays root's until the new system runs: upload the keys again after the reboot (deployctl upload-keys)", k.Attr, k.Path()), "host", h.Name)
+			continue
+		}
 		if err := keys.Reown(ctx, t, k); err != nil {
 			errs = append(errs, err)
 		}
 	}
-	if _, err := g.uploadKeys(ctx, t, h, spec.keys, keys.PostActivation); err != nil {
+	post, err := readKeys(ctx, spec.keys, keys.PostActivation, g.inv.Env)
+	if err == nil {
+		defer wipe(post)
+		_, err = g.putKeys(ctx, t, h, post, keys.PostActivation)
+	}
+	if err != nil {
 		errs = append(errs, err)
 	}
 	if err := errors.Join(errs...); err != nil {
@@ -228,22 +250,46 @@ func (g *globals) activateOn(ctx context.Context, t activate.Target, probeHost s
 	return nil
 }
 
-// uploadKeys uploads h's keys that go up at, and returns those whose owner
-// does not exist yet: pre-activation ones, written root's, to re-own once
-// the new system made it; at post-activation (or "", every key) a
-// missing owner is an error.
-func (g *globals) uploadKeys(ctx context.Context, t keys.Target, h *inventory.Host, ks []keys.Key, at string) ([]keys.Key, error) {
-	var reown []keys.Key
+// keyContent is a key read on this machine, in memory.
+type keyContent struct {
+	key     keys.Key
+	content []byte
+}
+
+// readKeys reads the keys that go up at (every key for ""), all before
+// any is uploaded.
+func readKeys(ctx context.Context, ks []keys.Key, at string, env []string) ([]keyContent, error) {
+	var out []keyContent
 	for _, k := range ks {
 		if at != "" && k.UploadAt != at {
 			continue
 		}
-		content, err := k.Content(ctx, g.inv.Env)
+		content, err := k.Content(ctx, env)
 		if err != nil {
+			wipe(out)
 			return nil, err
 		}
-		missing, err := keys.Upload(ctx, t, k, content)
-		clear(content)
+		out = append(out, keyContent{k, content})
+	}
+	return out, nil
+}
+
+// wipe zeroes keys read into memory.
+func wipe(kcs []keyContent) {
+	for _, kc := range kcs {
+		clear(kc.content)
+	}
+}
+
+// putKeys uploads keys read for at, and returns those whose owner does
+// not exist yet: pre-activation ones, written root's, to re-own once the
+// new system made it; at post-activation (or "", every key) a missing
+// owner is an error.
+func (g *globals) putKeys(ctx context.Context, t keys.Target, h *inventory.Host, kcs []keyContent, at string) ([]keys.Key, error) {
+	var reown []keys.Key
+	for _, kc := range kcs {
+		k := kc.key
+		missing, err := keys.Upload(ctx, t, k, kc.content)
 		if err != nil {
 			return nil, err
 		}

@@ -163,16 +163,35 @@ type Target interface {
 const uploadScript = `umask 077
 d=$1; f=$1/$2
 [ -d "$d" ] || { mkdir -p "$d" && chmod 0711 "$d"; } || exit 1
+` + safeDirFn + `safe_dir "$d" || exit 1
+[ ! -L "$f" ] && [ ! -d "$f" ] || { echo "$f is a symlink or a directory" >&2; exit 1; }
 t=$(mktemp "$d/.deployctl-key.XXXXXX") || exit 1
 trap 'rm -f "$t"' EXIT
 cat > "$t" || exit 1
 if id -u "$3" >/dev/null 2>&1 && getent group "$4" >/dev/null 2>&1; then
-  chmod 0000 "$t" && chown "$3:$4" "$t" && chmod "$5" "$t" || exit 1
+  chmod 0000 "$t" && chown -h "$3:$4" "$t" && chmod "$5" "$t" || exit 1
 else
   chmod "$6" "$t" || exit 1
   echo "owner-missing"
 fi
-mv -f "$t" "$f" && trap - EXIT
+mv -fT "$t" "$f" && trap - EXIT
+`
+
+// safeDirFn checks that directory $1 and every directory above it are
+// root's and writable by no one else (a sticky one, such as /tmp, may be:
+// no one can rename root's entries there): then no other user can swap a
+// file in it for a symlink between the steps root does on it.
+const safeDirFn = `safe_dir() {
+  p=$(readlink -f "$1")
+  while :; do
+    if [ "$(stat -c %u "$p")" != 0 ] || [ -n "$(find "$p" -maxdepth 0 -perm /022 ! -perm -1000 2>/dev/null)" ]; then
+      echo "$p is not root's alone (owner $(stat -c %U "$p"), mode $(stat -c %a "$p")): a key cannot safely go under it" >&2
+      return 1
+    fi
+    [ "$p" != / ] || return 0
+    p=$(dirname "$p")
+  done
+}
 `
 
 // Upload writes content to the key's path on the host. ownerMissing says
@@ -191,9 +210,11 @@ func Upload(ctx context.Context, t Target, k Key, content []byte) (ownerMissing 
 // Reown gives an uploaded key its owner, which must exist now, and then
 // its mode.
 func Reown(ctx context.Context, t Target, k Key) error {
-	script := `id -u "$2" >/dev/null 2>&1 || { echo "user $2 does not exist" >&2; exit 1; }
+	script := safeDirFn + `safe_dir "$(dirname "$1")" || exit 1
+[ -f "$1" ] && [ ! -L "$1" ] || { echo "$1 is not a plain file" >&2; exit 1; }
+id -u "$2" >/dev/null 2>&1 || { echo "user $2 does not exist" >&2; exit 1; }
 getent group "$3" >/dev/null 2>&1 || { echo "group $3 does not exist" >&2; exit 1; }
-chmod 0000 "$1" && chown "$2:$3" "$1" && chmod "$4" "$1"`
+chmod 0000 "$1" && chown -h "$2:$3" "$1" && chmod "$4" "$1"`
 	mode := fmt.Sprintf("%04o", k.Permissions)
 	err := t.Run(ctx, remote.Cmd{Argv: []string{"sh", "-c", script, "deployctl-key", k.Path(), k.User, k.Group, mode}, Root: true, Stdout: io.Discard})
 	if err != nil {

@@ -83,6 +83,29 @@ func TestUploadScriptModes(t *testing.T) {
 	if left, _ := filepath.Glob(filepath.Join(dir, ".deployctl-key.*")); len(left) != 0 {
 		t.Errorf("temporary files left: %v", left)
 	}
+	// A directory another user could write to is refused: root's chown
+	// and chmod could be sent through a symlink there.
+	if os.Geteuid() != 0 {
+		t.Skip("the unsafe-directory cases need root (to own the directories checked)")
+	}
+	for name, setup := range map[string]func(string) error{
+		"someone else's": func(d string) error { return os.Chown(d, 65534, 65534) },
+		"group-writable": func(d string) error { return os.Chmod(d, 0o775) },
+	} {
+		d := filepath.Join(t.TempDir(), "unsafe")
+		if err := os.Mkdir(d, 0o700); err != nil {
+			t.Fatal(err)
+		}
+		if err := setup(d); err != nil {
+			t.Fatal(err)
+		}
+		cmd := exec.Command("sh", "-c", uploadScript, "k", filepath.Join(d, "sub"), "a", me, group, "0640", "0600")
+		cmd.Stdin = strings.NewReader("x")
+		out, err := cmd.CombinedOutput()
+		if err == nil || !strings.Contains(string(out), "is not root's alone") {
+			t.Errorf("%s directory: %v %s", name, err, out)
+		}
+	}
 }
 
 func run(t *testing.T, name string, args ...string) string {

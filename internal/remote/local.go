@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"os"
 	"os/exec"
+	"time"
 
 	"github.com/deployctl/deployctl/internal/shell"
 )
@@ -61,6 +62,12 @@ func (l *Local) Run(ctx context.Context, cmd Cmd) error {
 	case err := <-done:
 		return localExit(c, err, tail)
 	case <-ctx.Done():
+		// As Conn does: the command goes on, but give it a moment to stop
+		// writing to the caller's writers before handing them back.
+		select {
+		case <-done:
+		case <-time.After(5 * time.Second):
+		}
 		return ctx.Err()
 	}
 }

@@ -1,10 +1,7 @@
 package remote
 
 import (
-	"bytes"
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -36,33 +33,32 @@ func (c *Conn) withSudoFlags() []string {
 var ErrSudoPassword = errors.New("sudo did not accept the password")
 
 // prepareSudo finds out, once, whether the host's sudo asks for the
-// password: it runs a command that echoes a line through sudo -S with the
-// password and a token on its input. The token back means sudo read the
-// password; the password back means it did not need it (NOPASSWD), and
-// nothing is fed.
+// password: `sudo -n sh -c true` first, with no input; only when that says
+// a password is required is the password tried (`sudo -S -k sh -c true`,
+// the password alone on its input), and then fed to every root command.
+// A host whose escalation is not sudo, or whose sudo needs no password, is
+// never sent it.
 func (c *Conn) prepareSudo(ctx context.Context) error {
 	c.sudoOnce.Do(func() {
 		if len(c.escalation) == 0 || path.Base(c.escalation[0]) != "sudo" {
-			c.sudo.err = fmt.Errorf("a sudo password was given, but the privilege escalation command is %q: only sudo can take one", strings.Join(c.escalation, " "))
 			return
 		}
-		var b [8]byte
-		_, _ = rand.Read(b[:])
-		token := "deployctl-" + hex.EncodeToString(b[:])
-		var out bytes.Buffer
-		argv := append(c.withSudoFlags(), "sh", "-c", `IFS= read -r x; printf '%s' "$x"`)
-		c.log.Debug("exec", "host", c.name, "cmd", c.commandLine(argv)+" (input: the password, then a token the command prints if sudo read the password)")
-		err := c.run(ctx, argv, Cmd{Stdin: strings.NewReader(c.password + "\n" + token + "\n"), Stdout: &out})
+		probe := append(append([]string{c.escalation[0], "-n"}, c.escalation[1:]...), "sh", "-c", "true")
+		c.log.Debug("exec", "host", c.name, "cmd", c.commandLine(probe))
+		err := c.run(ctx, probe, Cmd{})
+		var ee *ExitError
+		if err == nil || !errors.As(err, &ee) || !strings.Contains(ee.Stderr, "password is required") {
+			return // no password needed, or a failure the commands will report
+		}
+		try := append(c.withSudoFlags(), "sh", "-c", "true")
+		c.log.Debug("exec", "host", c.name, "cmd", c.commandLine(try)+" (input: the password)")
+		err = c.run(ctx, try, Cmd{Stdin: strings.NewReader(c.password + "\n")})
 		switch {
-		case err == nil && out.String() == token:
-			c.sudo.feed.Store(true)
 		case err == nil:
-			// sudo let the command run without reading the password.
+			c.sudo.feed.Store(true)
+		case errors.As(err, &ee) && (strings.Contains(ee.Stderr, "incorrect password") || strings.Contains(ee.Stderr, "Sorry, try again")):
+			c.sudo.err = fmt.Errorf("sudo with the password given: %w", ErrSudoPassword)
 		default:
-			var ee *ExitError
-			if errors.As(err, &ee) && strings.Contains(ee.Stderr, "incorrect password") || strings.Contains(err.Error(), "Sorry, try again") {
-				err = ErrSudoPassword
-			}
 			c.sudo.err = fmt.Errorf("sudo with the password given: %w", err)
 		}
 	})

@@ -14,13 +14,15 @@ let
       hostPlatform = { inherit system; };
       buildPlatform.canExecute = _: true;
     };
-    go = "go";
+    go_1_26 = "go-1.26";
     gopls = "gopls";
     nix = "nix";
     openssh = "openssh";
     installShellFiles = "installShellFiles";
     mkShell = args: args;
-    buildGoModule = args: args // {
+    # buildGoModule.override { go } records the Go it was given.
+    buildGoModule.override = { go }: args: args // {
+      inherit go;
       outPath = "/nix/store/stub-${args.pname}";
       overrideAttrs = f: args // f args;
     };
@@ -37,7 +39,7 @@ let
 in
 {
   inputs = builtins.attrNames flake.inputs;
-  package = { inherit (pkg) pname version vendorHash subPackages ldflags doCheck; mainProgram = pkg.meta.mainProgram; completions = pkg.postInstall; };
+  package = { inherit (pkg) pname version vendorHash subPackages ldflags doCheck go; mainProgram = pkg.meta.mainProgram; completions = pkg.postInstall; };
   same = outputs.packages.${sys}.deployctl == pkg;
   app = outputs.apps.${sys}.default;
   module = builtins.isFunction outputs.nixosModules.default;
