@@ -93,7 +93,25 @@ func TestHooks(t *testing.T) {
 		t.Errorf("alpha runs %s, want it rolled back to %s", got, previous)
 	}
 	got := read(logOf("alpha"))
-	if last := got[len(got)-1]; last != "postRollback alpha "+e.toplevel("alpha")+" "+previous+" switch" {
+	rolledBack := "postRollback alpha " + e.toplevel("alpha") + " " + previous + " switch"
+	if last := got[len(got)-1]; last != rolledBack {
 		t.Errorf("the postRollback hook did not run last with the systems: %v", got)
+	}
+	if remote := e.ssh("alpha", "tail -n 1 /var/lib/deployctl/hooks.log"); remote != rolledBack {
+		t.Errorf("the target's postRollback hook did not run last: %q", remote)
+	}
+
+	// A failing postPush hook fails the host without undoing the push:
+	// the system is in the host's store, and it is not activated.
+	failPush := map[string][]map[string]any{"postPush": {{"command": []string{"false"}, "on": "target"}}}
+	e.writeFlake(hooked(fixture.Host{Name: "alpha", Revision: "4"}, logOf("alpha"), failPush), hooked(fixture.Host{Name: "beta", Revision: "2"}, logOf("beta"), stop))
+	running := e.currentSystem("alpha")
+	r = e.deployctl("deploy", "alpha")
+	r.wantCode(t, 1)
+	if !regexp.MustCompile(`(?m)^  alpha +FAILED +\S+ +postPush hook: postPush hook 3 \(target, false\): exit status 1`).MatchString(r.stderr) {
+		t.Errorf("the failing postPush hook is not reported:\n%s", r.stderr)
+	}
+	if top := e.toplevel("alpha"); e.ssh("alpha", "nix-store --check-validity "+top+" && echo valid") != "valid" || e.currentSystem("alpha") != running {
+		t.Errorf("after a failing postPush hook alpha's store lacks %s or it was activated (runs %s)", top, e.currentSystem("alpha"))
 	}
 }
