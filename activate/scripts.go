@@ -140,8 +140,10 @@ done
 `
 
 // startJobScript ($1 = id, $2 = job name, $3 = job script, $4 = a claim
-// or "") starts the job detached from the session, with $w its deploy's
-// directory, and its output and exit status in files there. Given a
+// or "") starts the job detached from the session (a systemd-run
+// transient unit where systemd runs, a setsid child otherwise), in a
+// subshell (an exit in the job ends only the job), with $w its deploy's
+// directory, and its pid, output and exit status in files there. Given a
 // claim, it first claims the host's fate and, when another claimant was
 // first, prints "claimed" and starts nothing. The log exists before the
 // job starts, so that a waiter can follow it at once. Each job runs once per
@@ -150,11 +152,23 @@ done
 const startJobScript = `w=` + Dir + `/$1
 [ "$(cat "$w/state" 2>/dev/null)" = locked ] || { echo "this deploy does not hold the host's lock" >&2; exit 70; }
 if [ -n "$4" ]; then ` + claimFn + `claim "$4" || { echo claimed; exit 0; }; fi
-[ ! -e "$w/$2.pid" ] || { echo started; exit 0; }
+[ ! -e "$w/$2.started" ] || { echo started; exit 0; }
+: > "$w/$2.started"
 : > "$w/$2.log"
-setsid sh -c 'w=$1; ( '"$3"'
-) >> "$w/$2.log" 2>&1; echo $? > "$w/$2.status.tmp"; mv "$w/$2.status.tmp" "$w/$2.status"' deployctl-job "$w" "$2" </dev/null >/dev/null 2>&1 &
-echo $! > "$w/$2.pid"
+job='echo $$ > "$1/$2.pid.tmp"; mv "$1/$2.pid.tmp" "$1/$2.pid"; w=$1; ( '"$3"'
+) >> "$w/$2.log" 2>&1; echo $? > "$w/$2.status.tmp"; mv "$w/$2.status.tmp" "$w/$2.status"'
+if [ -d /run/systemd/system ] && command -v systemd-run >/dev/null 2>&1; then
+  # A transient unit of its own: outside the SSH session's cgroup, so
+  # neither a lost connection nor logind's cleanup can touch it.
+  unit="deployctl-$1-$2"
+  echo "$unit" > "$w/$2.unit"
+  # systemd expands $VAR in a unit's command line: $$ is a $.
+  systemd-run --unit="$unit" --description="deployctl $2 job of deploy $1" --collect --quiet --property=Type=exec -E PATH -- sh -c "$(printf '%s' "$job" | sed 's/\$/$$/g')" deployctl-job "$w" "$2" || exit 1
+else
+  setsid sh -c "$job" deployctl-job "$w" "$2" </dev/null >/dev/null 2>&1 &
+fi
+i=0
+while [ ! -e "$w/$2.pid" ] && [ "$i" -lt 100 ]; do sleep 0.05; i=$((i + 1)); done
 echo started
 `
 

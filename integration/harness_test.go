@@ -40,16 +40,32 @@ type testEnv struct {
 // startFleet starts one host per spec and writes their fixture flake.
 func startFleet(t *testing.T, specs ...fixture.Host) *testEnv {
 	t.Helper()
+	return startFleetOf(t, "", specs...)
+}
+
+// startSystemdFleet is startFleet with hosts that boot systemd, of a
+// Debian release (its root is built the first time: about a minute).
+func startSystemdFleet(t *testing.T, release string, specs ...fixture.Host) *testEnv {
+	t.Helper()
+	requireFleet(t)
+	if err := fleet.SystemdPrerequisites(); err != nil {
+		nixtest.Unavailable(t, "this machine cannot run systemd hosts: "+err.Error())
+	}
+	return startFleetOf(t, release, specs...)
+}
+
+func startFleetOf(t *testing.T, systemd string, specs ...fixture.Host) *testEnv {
+	t.Helper()
 	requireFleet(t)
 	dir := t.TempDir()
 	var names []string
 	for _, s := range specs {
 		names = append(names, s.Name)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
 	var log bytes.Buffer
-	f, err := fleet.Start(ctx, fleet.Options{Dir: filepath.Join(dir, "fleet"), Hosts: names, Log: &log})
+	f, err := fleet.Start(ctx, fleet.Options{Dir: filepath.Join(dir, "fleet"), Hosts: names, Log: &log, Systemd: systemd})
 	if err != nil {
 		t.Fatalf("start fleet: %v", err)
 	}

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what `make demo` and `make test` need: Nix (nix-bin), OpenSSH's
-# server and client, util-linux's unshare, and sudo (the fleet's non-root
-# deploy user escalates with it). On Debian as root it installs
+# server and client, util-linux's unshare, sudo (the fleet's non-root
+# deploy user escalates with it), debootstrap and systemd-container (the
+# fleet's systemd hosts). On Debian as root it installs
 # what is missing with apt-get; elsewhere it names what to install and fails.
 set -euo pipefail
 
@@ -14,6 +15,10 @@ need ssh openssh-client
 need ssh-keygen openssh-client
 need unshare util-linux
 need sudo sudo
+# The fleet's systemd hosts: a Debian root (debootstrap) booted with
+# systemd-nspawn.
+need debootstrap debootstrap
+need systemd-nspawn systemd-container
 need go golang
 # Debian splits Nix's configuration (build users, sandbox = false) into
 # nix-setup-systemd; nix-bin alone cannot build as root.

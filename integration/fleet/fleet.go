@@ -14,6 +14,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -62,6 +63,11 @@ type Options struct {
 	// (measured with a shell loop), and that noise would swamp what they
 	// compare.
 	StoresInMemory bool
+	// Systemd, when set, makes every host a Debian container of this
+	// release (SystemdReleases) booting systemd as its PID 1, instead of
+	// a mount namespace: transient units and systemctl work there as on
+	// NixOS. Its root is built once and cached (EnsureRoot).
+	Systemd string
 }
 
 // Fleet is a set of running test hosts.
@@ -84,10 +90,13 @@ type Host struct {
 	KnownHostsLine string
 
 	storeInMemory bool
-	cmd           *exec.Cmd
-	exited        chan struct{}
-	stderr        *lockedBuffer
-	stopOnce      sync.Once
+	// merged is a systemd host's root (an overlay); "" for a namespace
+	// host.
+	merged   string
+	cmd      *exec.Cmd
+	exited   chan struct{}
+	stderr   *lockedBuffer
+	stopOnce sync.Once
 }
 
 var (
@@ -131,6 +140,15 @@ func Start(ctx context.Context, opts Options) (_ *Fleet, err error) {
 	if err := Prerequisites(); err != nil {
 		return nil, err
 	}
+	var systemdRoot string
+	if opts.Systemd != "" {
+		if err := SystemdPrerequisites(); err != nil {
+			return nil, err
+		}
+		if systemdRoot, err = EnsureRoot(ctx, opts.Systemd, opts.Log); err != nil {
+			return nil, err
+		}
+	}
 	if strings.ContainsAny(opts.Dir, " \t\n") {
 		return nil, fmt.Errorf("fleet dir %q contains white space", opts.Dir)
 	}
@@ -170,13 +188,23 @@ func Start(ctx context.Context, opts Options) (_ *Fleet, err error) {
 			return nil, err
 		}
 		h := &Host{Name: name, Addr: addr, Root: filepath.Join(opts.Dir, "hosts", name), storeInMemory: opts.StoresInMemory}
-		if err := h.prepare(ctx, f.Identity+".pub"); err != nil {
-			return nil, fmt.Errorf("host %s: %w", name, err)
+		if systemdRoot != "" {
+			f.Hosts = append(f.Hosts, h)
+			if err := h.prepareSystemd(ctx, systemdRoot, f.Identity+".pub"); err != nil {
+				return nil, fmt.Errorf("host %s: %w", name, err)
+			}
+			if err := h.startSystemd(log); err != nil {
+				return nil, fmt.Errorf("host %s: %w", name, err)
+			}
+		} else {
+			if err := h.prepare(ctx, f.Identity+".pub"); err != nil {
+				return nil, fmt.Errorf("host %s: %w", name, err)
+			}
+			if err := h.start(log); err != nil {
+				return nil, fmt.Errorf("host %s: %w", name, err)
+			}
+			f.Hosts = append(f.Hosts, h)
 		}
-		if err := h.start(log); err != nil {
-			return nil, fmt.Errorf("host %s: %w", name, err)
-		}
-		f.Hosts = append(f.Hosts, h)
 		known.WriteString(h.KnownHostsLine + "\n")
 		fmt.Fprintf(&config, "Host %s\n  HostName %s\n", name, addr)
 	}
@@ -207,6 +235,20 @@ func keygen(ctx context.Context, path, comment string) error {
 	return nil
 }
 
+// hostKey makes the host's key at path and its known_hosts line.
+func (h *Host) hostKey(ctx context.Context, path string) error {
+	if err := keygen(ctx, path, h.Name); err != nil {
+		return err
+	}
+	pub, err := os.ReadFile(path + ".pub")
+	if err != nil {
+		return err
+	}
+	fields := strings.Fields(string(pub))
+	h.KnownHostsLine = h.Addr + " " + fields[0] + " " + fields[1]
+	return nil
+}
+
 func (h *Host) prepare(ctx context.Context, authorizedKey string) error {
 	for _, d := range []string{"nix", "tmp", "varlib", "etc", "root"} {
 		if err := os.MkdirAll(filepath.Join(h.Root, d), 0o755); err != nil {
@@ -217,15 +259,9 @@ func (h *Host) prepare(ctx context.Context, authorizedKey string) error {
 		return err
 	}
 	hostKey := filepath.Join(h.Root, "etc", "ssh_host_ed25519_key")
-	if err := keygen(ctx, hostKey, h.Name); err != nil {
+	if err := h.hostKey(ctx, hostKey); err != nil {
 		return err
 	}
-	pub, err := os.ReadFile(hostKey + ".pub")
-	if err != nil {
-		return err
-	}
-	fields := strings.Fields(string(pub))
-	h.KnownHostsLine = h.Addr + " " + fields[0] + " " + fields[1]
 	auth, err := os.ReadFile(authorizedKey)
 	if err != nil {
 		return err
@@ -372,9 +408,16 @@ func (f *Fleet) Stop() {
 // call acts: the process group may be reused once the host is reaped.
 func (h *Host) Stop() {
 	if h.cmd == nil || h.cmd.Process == nil {
+		if h.merged != "" {
+			_ = exec.Command("umount", h.merged).Run()
+		}
 		return
 	}
 	h.stopOnce.Do(func() {
+		if h.merged != "" {
+			h.stopSystemd()
+			return
+		}
 		_ = syscall.Kill(-h.cmd.Process.Pid, syscall.SIGKILL)
 		<-h.exited
 	})
@@ -383,14 +426,23 @@ func (h *Host) Stop() {
 // Exec runs script with sh inside the host's namespaces, as root, without
 // SSH (for a host whose sshd a test stopped), and returns its output.
 func (h *Host) Exec(ctx context.Context, script string) (string, error) {
+	init, err := h.initPID()
+	if err != nil {
+		return "", err
+	}
+	out, err := exec.CommandContext(ctx, "nsenter", "--target", strconv.Itoa(init), "--mount", "--pid", "sh", "-c", script).CombinedOutput()
+	return string(out), err
+}
+
+// initPID is the host's PID 1, as this machine sees it: the child of
+// unshare or systemd-nspawn.
+func (h *Host) initPID() (int, error) {
 	pid := h.cmd.Process.Pid
 	children, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%d/children", pid, pid))
 	if err != nil || len(strings.Fields(string(children))) == 0 {
-		return "", fmt.Errorf("%s: no init process: %v", h.Name, err)
+		return 0, fmt.Errorf("%s: no init process: %v", h.Name, err)
 	}
-	init := strings.Fields(string(children))[0]
-	out, err := exec.CommandContext(ctx, "nsenter", "--target", init, "--mount", "--pid", "sh", "-c", script).CombinedOutput()
-	return string(out), err
+	return strconv.Atoi(strings.Fields(string(children))[0])
 }
 
 // Host returns the named host, or nil.

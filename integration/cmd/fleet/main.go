@@ -29,6 +29,7 @@ func main() {
 func run() int {
 	hosts := flag.String("hosts", "alpha,beta,gamma", "comma-separated host names")
 	dir := flag.String("dir", "", "working directory (default: a new temporary one, removed at the end)")
+	systemd := flag.String("systemd", "", "make the hosts Debian containers of this `RELEASE` (bookworm, trixie) booting systemd")
 	flag.Parse()
 	if flag.NArg() == 0 {
 		fmt.Fprintln(os.Stderr, "usage: fleet [-hosts a,b,c] [-dir DIR] -- COMMAND [ARG…]")
@@ -47,7 +48,7 @@ func run() int {
 	}
 	names := strings.Split(*hosts, ",")
 	fmt.Fprintf(os.Stderr, "fleet: starting %d hosts (%s) in %s\n", len(names), *hosts, *dir)
-	f, err := fleet.Start(ctx, fleet.Options{Dir: *dir, Hosts: names})
+	f, err := fleet.Start(ctx, fleet.Options{Dir: *dir, Hosts: names, Systemd: *systemd})
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "fleet:", err)
 		return 1
