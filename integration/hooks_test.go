@@ -115,3 +115,17 @@ func TestHooks(t *testing.T) {
 		t.Errorf("after a failing postPush hook alpha's store lacks %s or it was activated (runs %s)", top, e.currentSystem("alpha"))
 	}
 }
+
+// TestDeployPipelinesPerHost: deploy runs each host's phases one after
+// the other on their own: a host whose push is done activates while
+// another still pushes (here held up by a prePush hook).
+func TestDeployPipelinesPerHost(t *testing.T) {
+	slow := map[string]any{"hooks": map[string]any{"prePush": []any{map[string]any{"command": []string{"sleep", "3"}}}}}
+	e := startFleet(t, fixture.Host{Name: "alpha"}, fixture.Host{Name: "beta", Deployment: slow})
+	r := e.deployctl("deploy", "--all")
+	r.wantCode(t, 0)
+	done, pushed := strings.Index(r.stderr, "[alpha] switch done"), strings.Index(r.stderr, "[beta] pushed")
+	if done < 0 || pushed < 0 || done > pushed {
+		t.Errorf("alpha did not activate while beta was still pushing:\n%s", r.stderr)
+	}
+}

@@ -52,7 +52,8 @@ if [ ! -e "$policy" ]; then
   chmod 755 "$policy"
   created_policy=1
 fi
-cleanup() { [ -n "$created_policy" ] && rm -f "$policy"; }
+# (An if, not &&: the trap's last status would become the script's.)
+cleanup() { if [ -n "$created_policy" ]; then rm -f "$policy"; fi; }
 trap cleanup EXIT
 apt-get update -qq </dev/null
 # shellcheck disable=SC2086
