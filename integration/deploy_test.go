@@ -7,8 +7,10 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/deployctl/deployctl/integration/fixture"
 	"github.com/deployctl/deployctl/integration/fleet"
@@ -511,5 +513,47 @@ func TestCopyFlake(t *testing.T) {
 	e.deployctl("deploy", "alpha", "--copy-flake").wantCode(t, 0)
 	if second := e.ssh("alpha", "readlink /var/lib/deployctl/flake"); second == first || !strings.HasPrefix(second, "/nix/store/") {
 		t.Errorf("the flake's link after a second deploy: %s (was %s)", second, first)
+	}
+}
+
+// TestOnlyAndSkipSteps: deploy's steps run alone or are left out: --only
+// build touches no host, --skip activate pushes without switching, --skip
+// build uses what is built and names what is not, --only keys uploads
+// the keys and changes nothing else, --skip keys switches without them.
+func TestOnlyAndSkipSteps(t *testing.T) {
+	withKey := func(rev string) fixture.Host {
+		return fixture.Host{Name: "alpha", Revision: rev, Deployment: map[string]any{"keys": map[string]any{"k": map[string]any{"text": "v" + rev}}}}
+	}
+	e := startFleet(t, withKey("1"))
+	e.deployctl("deploy", "alpha", "--only", "build").wantCode(t, 0)
+	top := e.toplevel("alpha")
+	if e.currentSystem("alpha") != "" || e.ssh("alpha", "ls /nix/store | grep -c nixos-system || true") != "0" {
+		t.Errorf("--only build touched the host")
+	}
+	e.deployctl("deploy", "alpha", "--skip", "activate").wantCode(t, 0)
+	if e.currentSystem("alpha") != "" || e.ssh("alpha", "nix-store --check-validity "+top+" && echo ok") != "ok" || e.ssh("alpha", "ls /run/keys 2>/dev/null | wc -l") != "0" {
+		t.Errorf("--skip activate: alpha runs %q, or lacks %s, or got keys", e.currentSystem("alpha"), top)
+	}
+	e.deployctl("deploy", "alpha", "--skip", "build,push,keys").wantCode(t, 0)
+	if got := e.currentSystem("alpha"); got != top || e.ssh("alpha", "ls /run/keys 2>/dev/null | wc -l") != "0" {
+		t.Errorf("--skip build,push,keys: alpha runs %q (want %s), keys: %s", got, top, e.ssh("alpha", "ls /run/keys"))
+	}
+	e.writeFlake(withKey("2"))
+	e.deployctl("deploy", "alpha", "--only", "keys").wantCode(t, 0)
+	if got := e.ssh("alpha", "cat /run/keys/k"); got != "v2" || e.currentSystem("alpha") != top {
+		t.Errorf("--only keys: the key holds %q, alpha runs %s (want %s)", got, e.currentSystem("alpha"), top)
+	}
+	// A revision never built before (this machine's store outlives tests).
+	e.writeFlake(withKey("unbuilt-" + strconv.FormatInt(time.Now().UnixNano(), 36)))
+	r := e.deployctl("deploy", "alpha", "--skip", "build")
+	r.wantCode(t, 1)
+	if !strings.Contains(r.stderr, "--skip build: not in the local store") || !strings.Contains(r.stderr, e.toplevel("alpha")) || e.currentSystem("alpha") != top {
+		t.Errorf("--skip build with an unbuilt system does not stop naming it:\n%s", r.stderr)
+	}
+	if r := e.deployctl("deploy", "alpha", "--only", "keys", "--skip", "push"); r.code != 2 || !strings.Contains(r.stderr, "give --only or --skip, not both") {
+		t.Errorf("--only with --skip: %d\n%s", r.code, r.stderr)
+	}
+	if r := e.deployctl("deploy", "alpha", "--skip", "coffee"); r.code != 2 || !strings.Contains(r.stderr, `no step "coffee": the steps are build, push, keys, activate, hooks`) {
+		t.Errorf("an unknown step: %d\n%s", r.code, r.stderr)
 	}
 }

@@ -85,6 +85,8 @@ type globals struct {
 	// --local, is the machine its target hooks run on.
 	hooks map[string]hooks.Hooks
 	local *remote.Local
+	// noHooks runs no hooks (deploy --skip hooks).
+	noHooks bool
 	// shared serialises local NARs once for every host a run pushes to.
 	sharedOnce sync.Once
 	shared     *push.Shared

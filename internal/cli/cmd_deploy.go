@@ -23,6 +23,7 @@ type deployOptions struct {
 	activation activateFlags
 	// local deploys the machine deployctl runs on, without SSH.
 	local bool
+	steps stepFlags
 }
 
 func newDeployCommand(g *globals) *cobra.Command {
@@ -52,6 +53,7 @@ evaluated. With --closure PATH HOST, one prebuilt system goes to one host
 	registerPushFlags(cmd, g)
 	opts.source.register(cmd.Flags(), true)
 	opts.activation.register(cmd)
+	opts.steps.register(cmd)
 	cmd.Flags().BoolVar(&opts.local, "local", false, "deploy the machine deployctl runs on, without SSH (the host named, else the one named like this machine; it must set deployment.allowLocalDeployment = true): built here, activated here, with the same lock, checks and rollback")
 	return cmd
 }
@@ -63,22 +65,48 @@ func runDeploy(ctx context.Context, g *globals, opts deployOptions, args []strin
 	if err := checkPushFlags(g); err != nil {
 		return err
 	}
+	on, err := opts.steps.enabled()
+	if err != nil {
+		return err
+	}
 	if opts.local {
+		if len(opts.steps.only)+len(opts.steps.skip) > 0 {
+			return usageErrorf("--local runs every step: no --only or --skip")
+		}
 		return runLocal(ctx, g, opts, args)
+	}
+	if on["build"] && !on["push"] && !on["keys"] && !on["activate"] {
+		// Nothing to do on the hosts: the build command's run.
+		g.noHooks = !on["hooks"]
+		return runBuild(ctx, g, buildOptions{selection: opts.selection}, args)
 	}
 	p, err := g.plan(ctx, args, opts.selection, opts.source)
 	if err != nil {
 		return err
 	}
+	if !on["build"] && p.builds {
+		g.prebuilt(p, on["push"] || on["activate"])
+	}
+	g.noHooks = !on["hooks"]
 	specs, err := activationSpecs(p.hosts)
 	if err != nil {
 		return err
 	}
-	steps, err := g.pushSteps(ctx, opts.source)
-	if err != nil {
-		return err
+	var steps []hostStep
+	if on["push"] {
+		if steps, err = g.pushSteps(ctx, opts.source); err != nil {
+			return err
+		}
 	}
-	return g.runHosts(ctx, "deploy", p, &opts.activation, append(steps, g.activateStep(opts.activation, specs))...)
+	// Keys go up with the activation, or alone with --only keys.
+	switch {
+	case on["activate"]:
+		opts.activation.skipKeys = !on["keys"]
+		steps = append(steps, g.activateStep(opts.activation, specs))
+	case on["keys"] && len(opts.steps.only) > 0:
+		steps = append(steps, g.keysStep(specs))
+	}
+	return g.runHosts(ctx, "deploy", p, &opts.activation, steps...)
 }
 
 // activateFlags are the flags of the commands that activate.
@@ -91,8 +119,9 @@ type activateFlags struct {
 	canary           int
 	waveSize         string
 	maxFailures      int
-	// rollback marks the activations as rollbacks in the journal.
-	rollback bool
+	// rollback marks the activations as rollbacks in the journal;
+	// skipKeys uploads no keys (deploy --skip keys).
+	rollback, skipKeys bool
 }
 
 func (f *activateFlags) register(cmd *cobra.Command) {

@@ -4,9 +4,6 @@ import (
 	"context"
 
 	"github.com/spf13/cobra"
-
-	"github.com/deployctl/deployctl/internal/inventory"
-	"github.com/deployctl/deployctl/internal/remote"
 )
 
 type uploadKeysOptions struct{ selection }
@@ -38,18 +35,6 @@ func runUploadKeys(ctx context.Context, g *globals, opts uploadKeysOptions, args
 	if err != nil {
 		return err
 	}
-	step := hostStep{name: "keys", run: func(ctx context.Context, conn *remote.Conn, h *inventory.Host, _ built) error {
-		if len(specs[h.Name].keys) == 0 {
-			g.log.Info("no keys", "host", h.Name)
-			return nil
-		}
-		kcs, err := readKeys(ctx, specs[h.Name].keys, "", g.inv.Env)
-		if err != nil {
-			return err
-		}
-		defer wipe(kcs)
-		_, err = g.putKeys(ctx, conn, h, kcs, "")
-		return err
-	}}
+	step := g.keysStep(specs)
 	return g.runHosts(ctx, "upload-keys", p, nil, step)
 }

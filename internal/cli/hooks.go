@@ -16,6 +16,9 @@ import (
 // the run before any host is touched.
 func (g *globals) loadHooks(hosts []*inventory.Host) error {
 	g.hooks = map[string]hooks.Hooks{}
+	if g.noHooks {
+		return nil
+	}
 	var errs []error
 	for _, h := range hosts {
 		hs, err := hooks.Parse(h.Extra["hooks"])

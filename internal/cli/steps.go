@@ -183,14 +183,18 @@ func (g *globals) activateOn(ctx context.Context, t activate.Target, probeHost s
 	// here first, all of them, so a failing keyCommand changes nothing)
 	// and after it (post-activation); the preActivate hooks run just
 	// before the switch. A dry run and a rollback have neither.
-	uploading := f.action != "dry-activate" && !f.rollback
+	activating := f.action != "dry-activate" && !f.rollback
+	uploading := activating && !f.skipKeys
 	var reown []keys.Key
-	if uploading {
-		pre, err := readKeys(ctx, spec.keys, keys.PreActivation, g.inv.Env)
-		if err != nil {
-			return rollout.Step("keys", err)
+	if activating {
+		var pre []keyContent
+		if uploading {
+			var err error
+			if pre, err = readKeys(ctx, spec.keys, keys.PreActivation, g.inv.Env); err != nil {
+				return rollout.Step("keys", err)
+			}
+			defer wipe(pre)
 		}
-		defer wipe(pre)
 		out.BeforeSwitch = func(ctx context.Context, t activate.Target) error {
 			if err := g.runHooks(ctx, h, t, "preActivate", hooks.Env{Toplevel: b.Toplevel, Action: f.action}); err != nil {
 				return rollout.Step("preActivate hook", err)
