@@ -557,3 +557,44 @@ func TestOnlyAndSkipSteps(t *testing.T) {
 		t.Errorf("an unknown step: %d\n%s", r.code, r.stderr)
 	}
 }
+
+// TestDeployDryRun: --dry-run says what would be built, what the host
+// lacks and what dry-activate says once the system is there, and changes
+// nothing: the host runs its system, no journal line, no lock, no root.
+func TestDeployDryRun(t *testing.T) {
+	e := startFleet(t, fixture.Host{Name: "alpha"})
+	e.deployctl("deploy", "alpha").wantCode(t, 0)
+	old := e.currentSystem("alpha")
+	state := func() string {
+		return e.ssh("alpha", "readlink /run/current-system; readlink /nix/var/nix/profiles/system; wc -l < /var/lib/deployctl/journal.jsonl; ls /run/deployctl | wc -l; ls -l /nix/var/nix/gcroots/deployctl")
+	}
+	before := state()
+
+	e.writeFlake(fixture.Host{Name: "alpha", Revision: "dry-" + strconv.FormatInt(time.Now().UnixNano(), 36)})
+	r := e.deployctl("deploy", "alpha", "--dry-run")
+	r.wantCode(t, 0)
+	for _, want := range []string{"[alpha] would build 1 derivation here", "[alpha] not built here yet", "[alpha] dry-activate: the system is not on the host yet", "deploy --dry-run (nothing was changed): 1 of 1 hosts ok"} {
+		if !strings.Contains(r.stderr, want) {
+			t.Errorf("no %q in:\n%s", want, r.stderr)
+		}
+	}
+	e.deployctl("build", "alpha").wantCode(t, 0)
+	r = e.deployctl("deploy", "alpha", "--dry-run")
+	r.wantCode(t, 0)
+	if !strings.Contains(r.stderr, "[alpha] built already") || !strings.Contains(r.stderr, "[alpha] would send 1 of 2 paths") {
+		t.Errorf("the dry run does not say what would be sent:\n%s", r.stderr)
+	}
+	if got := state(); got != before {
+		t.Errorf("the dry runs changed alpha:\nbefore:\n%s\nafter:\n%s", before, got)
+	}
+	e.deployctl("deploy", "alpha", "--skip", "activate").wantCode(t, 0)
+	pushed := state()
+	r = e.deployctl("deploy", "alpha", "--dry-run")
+	r.wantCode(t, 0)
+	if !strings.Contains(r.stderr, "[alpha] would send 0 of 2 paths") || !strings.Contains(r.stderr, "[alpha] would activate "+e.toplevel("alpha")) {
+		t.Errorf("the dry run does not show dry-activate's output:\n%s", r.stderr)
+	}
+	if got := state(); got != pushed || e.currentSystem("alpha") != old {
+		t.Errorf("the dry run changed alpha:\nbefore:\n%s\nafter:\n%s", pushed, got)
+	}
+}

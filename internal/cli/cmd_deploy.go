@@ -24,6 +24,8 @@ type deployOptions struct {
 	// local deploys the machine deployctl runs on, without SSH.
 	local bool
 	steps stepFlags
+	// dryRun reports what a deploy would do, changing nothing.
+	dryRun bool
 }
 
 func newDeployCommand(g *globals) *cobra.Command {
@@ -54,6 +56,7 @@ evaluated. With --closure PATH HOST, one prebuilt system goes to one host
 	opts.source.register(cmd.Flags(), true)
 	opts.activation.register(cmd)
 	opts.steps.register(cmd)
+	cmd.Flags().BoolVar(&opts.dryRun, "dry-run", false, "change nothing: say what would be built here, what each host lacks of its system (a read-only query), and what switch-to-configuration dry-activate says where the system is on the host already")
 	cmd.Flags().BoolVar(&opts.local, "local", false, "deploy the machine deployctl runs on, without SSH (the host named, else the one named like this machine; it must set deployment.allowLocalDeployment = true): built here, activated here, with the same lock, checks and rollback")
 	return cmd
 }
@@ -68,6 +71,12 @@ func runDeploy(ctx context.Context, g *globals, opts deployOptions, args []strin
 	on, err := opts.steps.enabled()
 	if err != nil {
 		return err
+	}
+	if opts.dryRun {
+		if opts.local || len(opts.steps.only)+len(opts.steps.skip) > 0 {
+			return usageErrorf("--dry-run runs nothing: no --local, --only or --skip")
+		}
+		return runDryRun(ctx, g, opts, args)
 	}
 	if opts.local {
 		if len(opts.steps.only)+len(opts.steps.skip) > 0 {

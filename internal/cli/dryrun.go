@@ -1,0 +1,144 @@
+package cli
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"strings"
+	"time"
+
+	"github.com/deployctl/deployctl/build"
+	"github.com/deployctl/deployctl/internal/inventory"
+	"github.com/deployctl/deployctl/internal/nix"
+	"github.com/deployctl/deployctl/internal/remote"
+	"github.com/deployctl/deployctl/internal/rollout"
+	"github.com/deployctl/deployctl/internal/serve"
+)
+
+// runDryRun is deploy --dry-run: it evaluates, asks Nix what it would
+// build, asks each host (read-only) which paths of its system it lacks,
+// and runs switch-to-configuration dry-activate where the system is on
+// the host already. Nothing is built, sent or changed anywhere.
+func runDryRun(ctx context.Context, g *globals, opts deployOptions, args []string) error {
+	if opts.source.closure != "" || opts.source.manifest != "" {
+		return usageErrorf("--dry-run evaluates the flake: no --manifest or --closure")
+	}
+	inv, err := g.load(ctx, args, opts.selection, true, true)
+	if err != nil {
+		return err
+	}
+	var hosts []*inventory.Host
+	for _, h := range inv.Selected {
+		if h.Deployable() {
+			hosts = append(hosts, h)
+		}
+	}
+	if len(hosts) == 0 {
+		return usageErrorf("every selected host is build-only (deployment.targetHost = null)")
+	}
+	var reqs []build.Request
+	for _, h := range hosts {
+		if h.DrvPath != "" {
+			reqs = append(reqs, build.Request{Host: h.Name, DrvPath: h.DrvPath, OutPath: h.OutPath})
+		}
+	}
+	pending, err := build.Pending(ctx, g.nix(), reqs)
+	if err != nil {
+		return fmt.Errorf("nix-store --realise --dry-run: %w", err)
+	}
+	names := make([]string, len(hosts))
+	for i, h := range hosts {
+		names[i] = h.Name
+	}
+	results := rollout.Each(ctx, names, g.parallel, func(ctx context.Context, name string) error {
+		h := byName(hosts, name)
+		if h.EvalError != "" {
+			return rollout.Step("eval", fmt.Errorf("%s", h.EvalError))
+		}
+		if n := pending[name]; n > 0 {
+			g.log.Info(fmt.Sprintf("would build %s here", plural(n, "derivation")), "host", name)
+		} else {
+			g.log.Info("built already", "host", name)
+		}
+		conn, err := g.connect(ctx, hostKey(name), targetOf(h))
+		if err != nil {
+			return rollout.Step("connect", err)
+		}
+		defer g.release(hostKey(name))
+		return g.dryRunHost(ctx, conn, h)
+	})
+	outcomes := make([]hostOutcome, len(results))
+	for i, r := range results {
+		outcomes[i] = hostOutcome{Host: r.Host, Toplevel: byName(hosts, r.Host).OutPath, Duration: r.Duration, OK: r.Err == nil}
+		if r.Err != nil {
+			outcomes[i].Step, outcomes[i].Error = stepOf(r.Err)
+		}
+	}
+	if ctx.Err() != nil {
+		return ctx.Err()
+	}
+	return g.summarize("deploy --dry-run (nothing was changed)", outcomes)
+}
+
+// dryRunHost reports what a push would send to h and what its dry
+// activation says, changing nothing on it.
+func (g *globals) dryRunHost(ctx context.Context, conn *remote.Conn, h *inventory.Host) error {
+	infos, err := g.nix().PathInfos(ctx, false, h.OutPath)
+	if err != nil {
+		g.log.Info("not built here yet: what the push would send is known once it is", "host", h.Name)
+		return g.dryActivate(ctx, conn, h, false)
+	}
+	closure, err := nix.Closure(infos, h.OutPath)
+	if err != nil {
+		return rollout.Step("push", err)
+	}
+	paths := make([]string, len(closure))
+	for i, info := range closure {
+		paths[i] = info.Path
+	}
+	// A read-only session (no --write, no lock): a query only.
+	sess, valid, err := serve.OpenQuery(ctx, conn, false, paths, false, false)
+	if err != nil {
+		return rollout.Step("push", fmt.Errorf("ask the host which paths it has: %w", err))
+	}
+	sess.Close()
+	have := map[string]bool{}
+	for _, p := range valid {
+		have[p] = true
+	}
+	var missing int
+	var bytes int64
+	for _, info := range closure {
+		if !have[info.Path] {
+			missing++
+			bytes += info.NarSize
+		}
+	}
+	g.log.Info(fmt.Sprintf("would send %d of %d paths, %s", missing, len(closure), humanBytes(bytes)), "host", h.Name)
+	return g.dryActivate(ctx, conn, h, have[h.OutPath])
+}
+
+// dryActivate runs the system's switch-to-configuration dry-activate on
+// h, when the system is there.
+func (g *globals) dryActivate(ctx context.Context, conn *remote.Conn, h *inventory.Host, there bool) error {
+	if !there {
+		var out bytes.Buffer
+		err := conn.Run(ctx, remote.Cmd{Argv: []string{"nix-store", "--check-validity", h.OutPath}, Stdout: io.Discard, Stderr: &out})
+		if err != nil {
+			g.log.Info("dry-activate: the system is not on the host yet", "host", h.Name)
+			return nil
+		}
+	}
+	var out bytes.Buffer
+	start := time.Now()
+	err := conn.Run(ctx, remote.Cmd{Argv: []string{h.OutPath + "/bin/switch-to-configuration", "dry-activate"}, Root: true, Stdout: &out, Stderr: &out})
+	if err != nil {
+		return rollout.Step("dry-activate", fmt.Errorf("%w: %s", err, strings.TrimSpace(out.String())))
+	}
+	w := g.handler.Lines(h.Name)
+	defer w.Close()
+	fmt.Fprintf(w, "dry-activate (%s):\n", time.Since(start).Round(10*time.Millisecond))
+	_, _ = io.Copy(w, &out)
+	return nil
+}
