@@ -1,6 +1,8 @@
 package integration
 
 import (
+	"bytes"
+	"context"
 	"encoding/json"
 	"fmt"
 	"os"
@@ -14,6 +16,7 @@ import (
 
 	"github.com/deployctl/deployctl/integration/fixture"
 	"github.com/deployctl/deployctl/integration/fleet"
+	"github.com/deployctl/deployctl/internal/cli"
 	"github.com/deployctl/deployctl/internal/nixtest"
 )
 
@@ -596,5 +599,45 @@ func TestDeployDryRun(t *testing.T) {
 	}
 	if got := state(); got != pushed || e.currentSystem("alpha") != old {
 		t.Errorf("the dry run changed alpha:\nbefore:\n%s\nafter:\n%s", pushed, got)
+	}
+}
+
+// TestCompletion: shell completion offers the flake's host names and
+// @tags for selectors (from one evaluation of the deployment options),
+// and the actions and steps for their flags.
+func TestCompletion(t *testing.T) {
+	nixtest.Require(t, "nix")
+	dir := t.TempDir()
+	if err := fixture.Write(dir, []fixture.Host{
+		{Name: "web-1", Deployment: map[string]any{"tags": []string{"web", "eu"}}},
+		{Name: "web-2", Deployment: map[string]any{"tags": []string{"web"}}},
+		{Name: "db-1"},
+	}); err != nil {
+		t.Fatal(err)
+	}
+	e := &testEnv{t: t, home: t.TempDir()}
+	complete := func(args ...string) []string {
+		var stdout, stderr bytes.Buffer
+		code := cli.Main(context.Background(), cli.Invocation{Args: append([]string{"__complete", "--flake", dir}, args...), Stdin: strings.NewReader(""), Stdout: &stdout, Stderr: &stderr, Env: e.env()})
+		if code != 0 {
+			t.Fatalf("completion %v exited %d: %s", args, code, stderr.String())
+		}
+		lines := strings.Split(strings.TrimSpace(stdout.String()), "\n")
+		return lines[:len(lines)-1] // the last line is cobra's directive
+	}
+	if got := complete("deploy", "web"); strings.Join(got, " ") != "web-1 web-2" {
+		t.Errorf("deploy web…: %v", got)
+	}
+	if got := complete("status", "@"); strings.Join(got, " ") != "@eu @web" {
+		t.Errorf("status @…: %v", got)
+	}
+	if got := complete("build", "web-1", ""); strings.Join(got, " ") != "@eu @web db-1 web-2" {
+		t.Errorf("build web-1 …: %v", got)
+	}
+	if got := complete("deploy", "--action", ""); strings.Join(got, " ") != "switch boot test dry-activate" {
+		t.Errorf("--action: %v", got)
+	}
+	if got := complete("deploy", "--skip", ""); strings.Join(got, " ") != "build push keys activate hooks" {
+		t.Errorf("--skip: %v", got)
 	}
 }

@@ -247,6 +247,7 @@ every host).
 		newUploadKeysCommand(g),
 		newStatusCommand(g),
 	)
+	g.completion(root)
 	return root
 }
 
