@@ -99,16 +99,17 @@ touch "$w/released"
 `
 
 // leaseScript ($1 = id, $2 = holder, $3 = action, $4 = toplevel) is
-// deployctl's session on the host: it starts the keeper (or, given
+// deployctl's session on the host: it starts the keeper (detached as the
+// jobs are: logind's cleanup of the session must not take the lock), or, given
 // "resume" as $3, rejoins it), reports the lock and the recorded system,
 // and lives until deployctl says "release" (and the keeper has let go) or
 // "leave" (the keeper lets go once the jobs under way end), or goes.
 const leaseScript = `d=` + Dir + `; w=$d/$1
-if [ "$3" != resume ]; then
+` + detachFn + `if [ "$3" != resume ]; then
   mkdir -p "$w" || exit 70
   printf '%s\n' "$3" > "$w/action"; printf '%s\n' "$4" > "$w/toplevel"
   echo $$ > "$w/lease.pid"
-  setsid sh -c "$5" deployctl-keeper "$1" "$2" </dev/null >"$w/keeper.log" 2>&1 &
+  detach "$1-keeper" "deployctl lock keeper of deploy $1" "$5" deployctl-keeper "$1" "$2" 2>"$w/keeper.log"
   i=0
   while [ ! -e "$w/state" ] && [ ! -e "$w/state.err" ] && [ "$i" -lt 100 ]; do sleep 0.05; i=$((i + 1)); done
 else
@@ -157,19 +158,32 @@ if [ -n "$4" ]; then ` + claimFn + `claim "$4" || { echo claimed; exit 0; }; fi
 : > "$w/$2.log"
 job='echo $$ > "$1/$2.pid.tmp"; mv "$1/$2.pid.tmp" "$1/$2.pid"; w=$1; ( '"$3"'
 ) >> "$w/$2.log" 2>&1; echo $? > "$w/$2.status.tmp"; mv "$w/$2.status.tmp" "$w/$2.status"'
-if [ -d /run/systemd/system ] && command -v systemd-run >/dev/null 2>&1; then
-  # A transient unit of its own: outside the SSH session's cgroup, so
-  # neither a lost connection nor logind's cleanup can touch it.
-  unit="deployctl-$1-$2"
-  echo "$unit" > "$w/$2.unit"
-  # systemd expands $VAR in a unit's command line: $$ is a $.
-  systemd-run --unit="$unit" --description="deployctl $2 job of deploy $1" --collect --quiet --property=Type=exec -E PATH -- sh -c "$(printf '%s' "$job" | sed 's/\$/$$/g')" deployctl-job "$w" "$2" || exit 1
-else
-  setsid sh -c "$job" deployctl-job "$w" "$2" </dev/null >/dev/null 2>&1 &
-fi
+` + detachFn + `detach "$1-$2" "deployctl $2 job of deploy $1" "$job" deployctl-job "$w" "$2"
 i=0
 while [ ! -e "$w/$2.pid" ] && [ "$i" -lt 100 ]; do sleep 0.05; i=$((i + 1)); done
 echo started
+`
+
+// detachFn runs a command ($3, with $0 and arguments after it) detached
+// from the SSH session: in a transient unit deployctl-$1 (described $2)
+// where systemd runs, outside the session's cgroup, so that neither a lost
+// connection nor logind's cleanup can touch it; as a setsid child
+// otherwise, or when systemd-run fails.
+const detachFn = `detach() {
+  u=$1 d=$2; shift 2
+  if [ -d /run/systemd/system ] && command -v systemd-run >/dev/null 2>&1; then
+    if (
+      # systemd expands $VAR in a unit's command line: $$ is a $.
+      n=$#; i=0
+      while [ "$i" -lt "$n" ]; do set -- "$@" "$(printf '%s' "$1" | sed 's/\$/$$/g')"; shift; i=$((i + 1)); done
+      exec systemd-run --unit="deployctl-$u" --description="$d" --collect --quiet --property=Type=exec -E PATH -- sh -c "$@"
+    ); then
+      return 0
+    fi
+    echo "systemd-run failed: deployctl-$u runs as a setsid child" >&2
+  fi
+  setsid sh -c "$@" </dev/null >/dev/null 2>&1 &
+}
 `
 
 // switchJob sets the profile (switch, boot) and runs

@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 )
 
 // TestScriptsParse: every script the target runs is valid POSIX sh (dash
@@ -55,5 +56,51 @@ func TestWatchdogJournalLine(t *testing.T) {
 	if e.User != "ada" || e.Machine != "unknown" || e.Action != "switch" || e.Previous != "/nix/store/old" || e.New != "/nix/store/new" ||
 		e.Result != "rolled back" || !e.RolledBack || !e.ByWatchdog || e.ID != filepath.Base(w) || e.Time.IsZero() {
 		t.Errorf("the watchdog's journal line reads %+v", e)
+	}
+}
+
+// TestDetachEscapesForSystemd runs detachFn against a fake systemd-run
+// that undoes systemd's $$ escaping and runs the command: every argument
+// arrives whole ($, %, backslashes, quotes, newlines); and when
+// systemd-run fails, the command runs as a setsid child all the same.
+func TestDetachEscapesForSystemd(t *testing.T) {
+	dir := t.TempDir()
+	sysdir := filepath.Join(dir, "run-systemd-system")
+	bin := filepath.Join(dir, "bin")
+	for _, d := range []string{sysdir, bin} {
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// The fake: skip to "--", unescape $$ in each argument, run it.
+	fake := `#!/bin/sh
+[ -z "$FAIL" ] || exit 1
+while [ "$1" != -- ]; do shift; done; shift
+n=$#; i=0
+while [ "$i" -lt "$n" ]; do set -- "$@" "$(printf '%s' "$1" | sed 's/\$\$/$/g')"; shift; i=$((i + 1)); done
+exec "$@"
+`
+	if err := os.WriteFile(filepath.Join(bin, "systemd-run"), []byte(fake), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	out := filepath.Join(dir, "out")
+	arg := "a $HOME %n \\ ' \" \n end $$"
+	job := `printf '%s|%s' "$1" "$0" > "$2"`
+	for _, fail := range []string{"", "1"} {
+		os.Remove(out)
+		script := strings.ReplaceAll(detachFn, "/run/systemd/system", sysdir) + `detach t "test" "$1" "$2" "$3" "$4"`
+		cmd := exec.Command("sh", "-c", script, "sh", job, "zero", arg, out)
+		cmd.Env = append(os.Environ(), "PATH="+bin+":"+os.Getenv("PATH"), "FAIL="+fail)
+		if b, err := cmd.CombinedOutput(); err != nil {
+			t.Fatalf("detach: %v\n%s", err, b)
+		}
+		var got []byte
+		for i := 0; i < 100 && len(got) == 0; i++ {
+			got, _ = os.ReadFile(out)
+			time.Sleep(10 * time.Millisecond)
+		}
+		if string(got) != arg+"|zero" {
+			t.Errorf("systemd-run failing=%q: the command got %q, want %q", fail, got, arg+"|zero")
+		}
 	}
 }

@@ -534,12 +534,14 @@ func TestOnlyAndSkipSteps(t *testing.T) {
 		t.Errorf("--only build touched the host")
 	}
 	e.deployctl("deploy", "alpha", "--skip", "activate").wantCode(t, 0)
-	if e.currentSystem("alpha") != "" || e.ssh("alpha", "nix-store --check-validity "+top+" && echo ok") != "ok" || e.ssh("alpha", "ls /run/keys 2>/dev/null | wc -l") != "0" {
-		t.Errorf("--skip activate: alpha runs %q, or lacks %s, or got keys", e.currentSystem("alpha"), top)
+	if e.currentSystem("alpha") != "" || e.ssh("alpha", "nix-store --check-validity "+top+" && echo ok") != "ok" || e.ssh("alpha", "cat /run/keys/k") != "v1" {
+		t.Errorf("--skip activate: alpha runs %q, or lacks %s, or its key holds %q", e.currentSystem("alpha"), top, e.ssh("alpha", "cat /run/keys/k"))
 	}
+	// The same system with another key text: --skip keys leaves the key.
+	e.writeFlake(fixture.Host{Name: "alpha", Revision: "1", Deployment: map[string]any{"keys": map[string]any{"k": map[string]any{"text": "not uploaded"}}}})
 	e.deployctl("deploy", "alpha", "--skip", "build,push,keys").wantCode(t, 0)
-	if got := e.currentSystem("alpha"); got != top || e.ssh("alpha", "ls /run/keys 2>/dev/null | wc -l") != "0" {
-		t.Errorf("--skip build,push,keys: alpha runs %q (want %s), keys: %s", got, top, e.ssh("alpha", "ls /run/keys"))
+	if got := e.currentSystem("alpha"); got != top || e.ssh("alpha", "cat /run/keys/k") != "v1" {
+		t.Errorf("--skip build,push,keys: alpha runs %q (want %s), its key holds %q", got, top, e.ssh("alpha", "cat /run/keys/k"))
 	}
 	e.writeFlake(withKey("2"))
 	e.deployctl("deploy", "alpha", "--only", "keys").wantCode(t, 0)
@@ -558,6 +560,9 @@ func TestOnlyAndSkipSteps(t *testing.T) {
 	}
 	if r := e.deployctl("deploy", "alpha", "--skip", "coffee"); r.code != 2 || !strings.Contains(r.stderr, `no step "coffee": the steps are build, push, keys, activate, hooks`) {
 		t.Errorf("an unknown step: %d\n%s", r.code, r.stderr)
+	}
+	if r := e.deployctl("deploy", "alpha", "--only", "hooks"); r.code != 2 || !strings.Contains(r.stderr, "nothing to do") {
+		t.Errorf("--only hooks: %d\n%s", r.code, r.stderr)
 	}
 }
 

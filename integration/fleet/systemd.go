@@ -83,8 +83,19 @@ func EnsureRoot(ctx context.Context, release string, log io.Writer) (string, err
 	if ready() {
 		return dir, nil
 	}
+	// A build that died (killed with its test) left its work directory,
+	// maybe with /proc mounted in it.
+	stale, _ := filepath.Glob(filepath.Join(rootsDir, "*.tmp.*"))
+	for _, d := range stale {
+		_ = exec.Command("umount", filepath.Join(d, "proc")).Run()
+		_ = os.RemoveAll(d)
+	}
 	var out strings.Builder
 	cmd := exec.CommandContext(ctx, "bash", script, release, dir)
+	// Cancelled, the whole build goes (debootstrap included), not only
+	// the script.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
 	var w io.Writer = &out
 	if log != nil {
 		w = io.MultiWriter(&out, log)
@@ -145,7 +156,8 @@ func (h *Host) startSystemd(log io.Writer) error {
 		w = io.MultiWriter(h.stderr, &prefixWriter{w: log, prefix: "[" + h.Name + " boot] "})
 	}
 	cmd.Stdout, cmd.Stderr = w, w
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	// If this process dies, nspawn powers the container off (SIGTERM).
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGTERM}
 	if err := cmd.Start(); err != nil {
 		return fmt.Errorf("systemd-nspawn: %w", err)
 	}

@@ -84,8 +84,14 @@ func runDeploy(ctx context.Context, g *globals, opts deployOptions, args []strin
 		}
 		return runLocal(ctx, g, opts, args)
 	}
+	if !on["build"] && !on["push"] && !on["keys"] && !on["activate"] {
+		return usageErrorf("nothing to do: hooks run around the other steps, not alone")
+	}
 	if on["build"] && !on["push"] && !on["keys"] && !on["activate"] {
 		// Nothing to do on the hosts: the build command's run.
+		if opts.source.manifest != "" || opts.source.closure != "" {
+			return usageErrorf("--only build builds the flake: not with --manifest or --closure")
+		}
 		g.noHooks = !on["hooks"]
 		return runBuild(ctx, g, buildOptions{selection: opts.selection}, args)
 	}
@@ -94,7 +100,9 @@ func runDeploy(ctx context.Context, g *globals, opts deployOptions, args []strin
 		return err
 	}
 	if !on["build"] && p.builds {
-		g.prebuilt(p, on["push"] || on["activate"])
+		if err := g.prebuilt(p, on["push"]); err != nil {
+			return err
+		}
 	}
 	g.noHooks = !on["hooks"]
 	specs, err := activationSpecs(p.hosts)
@@ -107,12 +115,12 @@ func runDeploy(ctx context.Context, g *globals, opts deployOptions, args []strin
 			return err
 		}
 	}
-	// Keys go up with the activation, or alone with --only keys.
+	// Keys go up with the activation, or alone when it is left out.
 	switch {
 	case on["activate"]:
 		opts.activation.skipKeys = !on["keys"]
 		steps = append(steps, g.activateStep(opts.activation, specs))
-	case on["keys"] && len(opts.steps.only) > 0:
+	case on["keys"]:
 		steps = append(steps, g.keysStep(specs))
 	}
 	return g.runHosts(ctx, "deploy", p, &opts.activation, steps...)

@@ -1,10 +1,12 @@
 package cli
 
 import (
+	"context"
 	"io"
 	"log/slog"
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/spf13/cobra"
 
@@ -21,11 +23,18 @@ func (g *globals) completeHosts(cmd *cobra.Command, args []string, toComplete st
 		return nil, cobra.ShellCompDirectiveNoFileComp
 	}
 	n := nix.New(g.inv.Env, slog.New(slog.NewTextHandler(io.Discard, nil)))
-	inv, err := inventory.Load(cmd.Context(), n, ref, inventory.LoadOptions{All: true})
+	// Nothing selected: a broken host is then left out (and named) rather
+	// than failing the evaluation; a slow flake is given up on.
+	ctx, cancel := context.WithTimeout(cmd.Context(), 5*time.Second)
+	defer cancel()
+	inv, err := inventory.Load(ctx, n, ref, inventory.LoadOptions{})
 	if err != nil {
 		return nil, cobra.ShellCompDirectiveNoFileComp
 	}
 	var out []string
+	for _, b := range inv.Broken {
+		out = append(out, b.Name)
+	}
 	tags := map[string]bool{}
 	for _, h := range inv.Hosts {
 		if !slices.Contains(args, h.Name) {

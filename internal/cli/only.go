@@ -45,22 +45,27 @@ func (s *stepFlags) enabled() (map[string]bool, error) {
 }
 
 // prebuilt replaces a plan's build with the systems as evaluated
-// (--skip build). When needed (for a push or an activation) they must be
-// in the local store already, and the run stops naming any that is not;
-// otherwise (--only keys) they are not looked at.
-func (g *globals) prebuilt(p *plan, needed bool) {
+// (--skip build), each where it would have been built. When pushed from
+// this machine they must be in its store, and the run stops naming any
+// that is not; on a target or builder, the push or the realise there
+// says so.
+func (g *globals) prebuilt(p *plan, pushing bool) error {
+	at, err := g.placeAll(p.hosts, p.fleet)
+	if err != nil {
+		return err
+	}
 	p.builds = false
 	p.closures = func(ctx context.Context, hosts []*inventory.Host) (map[string]built, error) {
 		out := map[string]built{}
 		var paths []string
 		for _, h := range hosts {
-			b := built{Toplevel: h.OutPath, At: placement{on: "local"}}
+			b := built{Toplevel: h.OutPath, At: at[h.Name]}
 			switch {
-			case !needed:
-				b.At.on = "unused"
 			case h.EvalError != "" || h.OutPath == "":
 				b.Err = fmt.Errorf("its system was not evaluated (--skip build needs it evaluated: no --eval-chunk): %s", h.EvalError)
-			default:
+			case !pushing:
+				b.At = placement{on: "target"} // nothing to hold here
+			case b.At.local():
 				paths = append(paths, h.OutPath)
 			}
 			out[h.Name] = b
@@ -70,6 +75,7 @@ func (g *globals) prebuilt(p *plan, needed bool) {
 		}
 		return out, nil
 	}
+	return nil
 }
 
 // keysStep uploads every key of each host (deploy --only keys, and

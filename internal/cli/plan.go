@@ -25,8 +25,10 @@ type plan struct {
 	// that are left by then.
 	closures func(ctx context.Context, hosts []*inventory.Host) (map[string]built, error)
 	// builds says closures builds the systems (from the flake), so the
-	// build hooks run around it.
+	// build hooks run around it; fleet is then every host of the flake
+	// (where a buildHost may be).
 	builds bool
+	fleet  []*inventory.Host
 }
 
 // source says where a command's systems come from.
@@ -57,7 +59,7 @@ func (g *globals) plan(ctx context.Context, args []string, sel selection, src so
 	if err != nil {
 		return nil, err
 	}
-	return &plan{hosts: inv.Selected, named: namedHosts(args), builds: true, closures: func(ctx context.Context, hosts []*inventory.Host) (map[string]built, error) {
+	return &plan{hosts: inv.Selected, named: namedHosts(args), builds: true, fleet: inv.Hosts, closures: func(ctx context.Context, hosts []*inventory.Host) (map[string]built, error) {
 		return g.evalAndBuild(ctx, inv, hosts)
 	}}, nil
 }
