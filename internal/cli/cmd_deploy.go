@@ -43,6 +43,14 @@ to the system that ran before when that fails (see 'deployctl activate
 hosts' deployment.buildHost / buildOnTarget say otherwise. A failing host
 does not stop the others; a summary ends the run.
 
+Around the activation, the hosts' keys go up (deployment.keys: before the
+switch, and after it for post-activation ones) and their hooks run
+(deployment.hooks); the rollout flags (--canary, --wave-size,
+--max-failures) decide which hosts go when. --only and --skip run or leave
+out steps (build, push, keys, activate, hooks); --dry-run changes nothing
+and says what would be done; --local deploys this machine without SSH;
+--copy-flake leaves the flake on each host.
+
 With --manifest, the systems come from a build manifest and nothing is
 evaluated. With --closure PATH HOST, one prebuilt system goes to one host
 (an ssh_config alias or address) without a flake.`,
