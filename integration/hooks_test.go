@@ -4,6 +4,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -59,6 +60,11 @@ func TestHooks(t *testing.T) {
 	}
 	if got := e.ssh("alpha", "cat /var/lib/deployctl/hooks.log"); got != strings.Join(want, "\n") {
 		t.Errorf("alpha's target hooks ran:\n%s\nwant:\n%s", got, strings.Join(want, "\n"))
+	}
+	// --skip hooks: none runs, on either side.
+	e.deployctl("deploy", "alpha", "--skip", "hooks").wantCode(t, 0)
+	if got := read(logOf("alpha")); len(got) != len(want) || e.ssh("alpha", "wc -l < /var/lib/deployctl/hooks.log") != strconv.Itoa(len(want)) {
+		t.Errorf("--skip hooks ran hooks: %d local lines, %s on the host", len(got), e.ssh("alpha", "wc -l < /var/lib/deployctl/hooks.log"))
 	}
 
 	// beta's preActivate hook fails: beta keeps its system, alpha deploys;
