@@ -32,18 +32,43 @@ func TestDeploySwitchesEveryHost(t *testing.T) {
 	r := e.deployctl("deploy", "--all", "--json")
 	r.wantCode(t, 0)
 
-	var summary struct {
-		Version int
-		Hosts   []struct {
+	// --json: one event per line (docs/events.md), the summary last.
+	type event struct {
+		V                       int
+		Type, Host, Step, State string
+		Paths, PathsTotal       int
+		Bytes                   int64
+		Command                 string
+		Hosts                   []struct {
 			Host, Toplevel string
 			OK             bool
 		}
 	}
-	if err := json.Unmarshal([]byte(r.stdout), &summary); err != nil {
-		t.Fatalf("--json summary on stdout: %v\n%s", err, r.stdout)
+	var evs []event
+	for _, line := range strings.Split(strings.TrimSpace(r.stdout), "\n") {
+		var ev event
+		if err := json.Unmarshal([]byte(line), &ev); err != nil || ev.V != 1 {
+			t.Fatalf("--json line %q: %v", line, err)
+		}
+		evs = append(evs, ev)
 	}
-	if summary.Version != 1 || len(summary.Hosts) != 3 {
-		t.Errorf("summary = %+v", summary)
+	seen := map[string]bool{}
+	for _, ev := range evs[:len(evs)-1] {
+		seen[ev.Type+" "+ev.Host+" "+ev.Step+" "+ev.State] = true
+		if ev.Type == "progress" && ev.State == "sending" && (ev.Paths == 0 || ev.PathsTotal == 0 || ev.Bytes == 0) {
+			t.Errorf("a push's progress event says nothing: %+v", ev)
+		}
+	}
+	for _, h := range []string{"alpha", "beta", "gamma"} {
+		for _, want := range []string{"step " + h + " push started", "progress " + h + " push sending", "progress " + h + " push sent", "step " + h + " push done", "step " + h + " activate started", "step " + h + " activate done"} {
+			if !seen[want] {
+				t.Errorf("no %q event in:\n%s", want, r.stdout)
+			}
+		}
+	}
+	summary := evs[len(evs)-1]
+	if summary.Type != "summary" || summary.Command != "deploy" || len(summary.Hosts) != 3 {
+		t.Errorf("the last event is not the summary: %+v", summary)
 	}
 	tops := map[string]string{}
 	for _, h := range []string{"alpha", "beta", "gamma"} {
@@ -293,8 +318,9 @@ func TestInterruptExits130(t *testing.T) {
 	e := startFleet(t, fixture.Host{Name: "alpha"})
 	r := e.deployctlInterrupted("[alpha] pushed", "deploy", "--json", "alpha")
 	r.wantCode(t, 130)
-	if !strings.Contains(r.stdout, `"command": "deploy (interrupted)"`) || !strings.Contains(r.stdout, `"error": "interrupted"`) {
-		t.Errorf("--json prints no summary of an interrupted deploy:\n%s", r.stdout)
+	lines := strings.Split(strings.TrimSpace(r.stdout), "\n")
+	if last := lines[len(lines)-1]; !strings.Contains(last, `"type":"summary"`) || !strings.Contains(last, `"command":"deploy (interrupted)"`) || !strings.Contains(last, `"error":"interrupted"`) {
+		t.Errorf("--json's last event is no summary of the interrupted deploy:\n%s", r.stdout)
 	}
 	if !regexp.MustCompile(`(?m)^  alpha +FAILED +\S+ +activate: interrupted$`).MatchString(r.stderr) ||
 		!strings.Contains(r.stderr, "deployctl: interrupted") {

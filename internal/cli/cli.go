@@ -15,6 +15,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/deployctl/deployctl/internal/events"
 	"github.com/deployctl/deployctl/internal/hooks"
 	"github.com/deployctl/deployctl/internal/inventory"
 	"github.com/deployctl/deployctl/internal/nix"
@@ -87,6 +88,9 @@ type globals struct {
 	local *remote.Local
 	// noHooks runs no hooks (deploy --skip hooks).
 	noHooks bool
+	// events is the run's event stream (--json on the commands that work
+	// on hosts); nil drops events.
+	events *events.Stream
 	// shared serialises local NARs once for every host a run pushes to.
 	sharedOnce sync.Once
 	shared     *push.Shared
@@ -231,7 +235,7 @@ every host).
 	f := root.PersistentFlags()
 	f.StringVar(&g.flake, "flake", ".", "flake `REF` whose nixosConfigurations to deploy (a plain directory works)")
 	f.IntVarP(&g.parallel, "parallel", "p", 10, "work on at most `N` hosts at once")
-	f.BoolVar(&g.json, "json", false, "print machine-readable JSON on stdout (human output stays on stderr)")
+	f.BoolVar(&g.json, "json", false, "print machine-readable JSON on stdout: an event stream for the commands that work on hosts (docs/events.md), a document for build, list and status; human output stays on stderr")
 	f.BoolVarP(&g.verbose, "verbose", "v", false, "print every local and remote command deployctl runs, as a shell line")
 	f.StringVar(&g.sshConfig, "ssh-config", "", "read SSH settings from `FILE` instead of ~/.ssh/config and /etc/ssh/ssh_config")
 	f.BoolVar(&g.acceptNewHostKeys, "accept-new-host-keys", false, "record the key of a host known_hosts does not know yet (a changed key is always refused)")

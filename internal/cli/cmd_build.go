@@ -13,6 +13,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/deployctl/deployctl/build"
+	"github.com/deployctl/deployctl/internal/events"
 	"github.com/deployctl/deployctl/internal/inventory"
 	"github.com/deployctl/deployctl/internal/rollout"
 )
@@ -381,7 +382,10 @@ func (g *globals) summarize(command string, outcomes []hostOutcome) error {
 	for i := range outcomes {
 		outcomes[i].Millis = outcomes[i].Duration.Milliseconds()
 	}
-	if g.json {
+	switch {
+	case g.events != nil:
+		g.events.Emit(events.Event{Type: events.Summary, Command: command, Hosts: outcomes})
+	case g.json:
 		enc := json.NewEncoder(g.inv.Stdout)
 		enc.SetIndent("", "  ")
 		doc := struct {

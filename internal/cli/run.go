@@ -10,6 +10,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/deployctl/deployctl/internal/events"
 	"github.com/deployctl/deployctl/internal/inventory"
 	"github.com/deployctl/deployctl/internal/nix"
 	"github.com/deployctl/deployctl/internal/rollout"
@@ -21,6 +22,10 @@ import (
 // most --parallel at once, in the rollout the activation flags ask for
 // (nil: every host, never halting), and summarises.
 func (g *globals) runHosts(ctx context.Context, command string, p *plan, af *activateFlags, steps ...hostStep) error {
+	if g.json {
+		// --json: the run as an event stream, the summary its last event.
+		g.events = events.NewStream(g.inv.Stdout)
+	}
 	outcomes, err := g.runOnHosts(ctx, command, p, af, steps...)
 	if err != nil {
 		return err
@@ -171,8 +176,15 @@ func (g *globals) runOnHosts(ctx context.Context, command string, p *plan, af *a
 			if s.finish {
 				sctx, done = g.finishing(ctx, name)
 			}
+			stepStart := time.Now()
+			g.events.Emit(events.Event{Type: events.Step, Host: name, Step: s.name, State: events.Started, Toplevel: b.Toplevel})
 			err := s.run(sctx, conn, h, b)
 			done()
+			ev := events.Event{Type: events.Step, Host: name, Step: s.name, State: events.Done, DurationMs: time.Since(stepStart).Milliseconds()}
+			if err != nil {
+				ev.State, ev.Error = events.Failed, err.Error()
+			}
+			g.events.Emit(ev)
 			if err != nil {
 				return rollout.Step(s.name, err)
 			}
@@ -195,8 +207,10 @@ func (g *globals) runOnHosts(ctx context.Context, command string, p *plan, af *a
 		switch {
 		case errors.As(r.Err, &skipped):
 			outcomes[i].Skipped, outcomes[i].Error = true, skipped.Reason
+			g.events.Emit(events.Event{Type: events.Step, Host: r.Host, State: events.Skipped, Error: skipped.Reason})
 		case errors.Is(r.Err, context.Canceled) && !errors.As(r.Err, &se):
 			outcomes[i].Skipped, outcomes[i].Error = true, "interrupted before it started"
+			g.events.Emit(events.Event{Type: events.Step, Host: r.Host, State: events.Skipped, Error: outcomes[i].Error})
 		case r.Err != nil:
 			outcomes[i].Step, outcomes[i].Error = stepOf(r.Err)
 		}

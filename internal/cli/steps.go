@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/deployctl/deployctl/activate"
+	"github.com/deployctl/deployctl/internal/events"
 	"github.com/deployctl/deployctl/internal/hooks"
 	"github.com/deployctl/deployctl/internal/inventory"
 	"github.com/deployctl/deployctl/internal/keys"
@@ -77,6 +78,7 @@ func (g *globals) push(ctx context.Context, conn *remote.Conn, h *inventory.Host
 		Substitute: g.substitute,
 		Sign:       g.signer,
 		OnSending: func(paths, of int, bytes int64) {
+			g.events.Emit(events.Event{Type: events.Progress, Host: h.Name, Step: "push", State: "sending", Paths: paths, PathsTotal: of, Bytes: bytes})
 			g.log.Info(fmt.Sprintf("sending %d of %d paths, %s", paths, of, humanBytes(bytes)), "host", h.Name, "from", src.String())
 			g.pushBar.expect(bytes)
 		},
@@ -87,6 +89,7 @@ func (g *globals) push(ctx context.Context, conn *remote.Conn, h *inventory.Host
 		return err
 	}
 	took := time.Since(start)
+	g.events.Emit(events.Event{Type: events.Progress, Host: h.Name, Step: "push", State: "sent", Paths: st.Sent, PathsTotal: st.Paths, Bytes: st.Bytes})
 	g.log.Info(fmt.Sprintf("pushed %d of %d paths, %s%s", st.Sent, st.Paths, humanBytes(st.Bytes), rate(st.Bytes, took)), "host", h.Name, "from", src.String(), "took", took.Round(10*time.Millisecond).String())
 	return nil
 }
