@@ -672,3 +672,21 @@ func TestCompletion(t *testing.T) {
 		t.Errorf("--skip: %v", got)
 	}
 }
+
+// TestJSONEventsForEarlyFailures: with --json, a host that fails before
+// its steps (here its evaluation) has a failed event naming the step, and
+// the skipped ones of a halted rollout a skipped event.
+func TestJSONEventsForEarlyFailures(t *testing.T) {
+	e := startFleet(t, fixture.Host{Name: "alpha"}, fixture.Host{Name: "beta", EvalFail: "broken on purpose"}, fixture.Host{Name: "gamma"})
+	r := e.deployctl("deploy", "--all", "--json", "--max-failures", "0", "--parallel", "1")
+	r.wantCode(t, 3)
+	for _, want := range []string{
+		`"host":"alpha","step":"activate","state":"done"`,
+		`"host":"beta","step":"eval","state":"failed","error":"error: broken on purpose`,
+		`"host":"gamma","state":"skipped","error":"the rollout halted: 1 failed, more than the 0 allowed"`,
+	} {
+		if !strings.Contains(r.stdout, want) {
+			t.Errorf("no event with %s in:\n%s", want, r.stdout)
+		}
+	}
+}

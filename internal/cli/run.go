@@ -158,6 +158,8 @@ func (g *globals) runOnHosts(ctx context.Context, command string, p *plan, af *a
 	results := rollout.Run(ctx, names, ro, func(ctx context.Context, name string) error {
 		b := closures[name]
 		if b.Err != nil {
+			step, msg := stepOf(b.Err)
+			g.events.Emit(events.Event{Type: events.Step, Host: name, Step: step, State: events.Failed, Error: msg})
 			return b.Err
 		}
 		h := byName[name]
@@ -165,6 +167,7 @@ func (g *globals) runOnHosts(ctx context.Context, command string, p *plan, af *a
 		conn, err := g.connect(ctx, hostKey(name), targetOf(h))
 		takeOver(name)
 		if err != nil {
+			g.events.Emit(events.Event{Type: events.Step, Host: name, Step: "connect", State: events.Failed, Error: err.Error()})
 			return rollout.Step("connect", err)
 		}
 		defer g.release(hostKey(name))
