@@ -224,6 +224,7 @@ func (e *ProbeError) Error() string {
 // a new connection in time, so the host's dead-man's switch rolled it
 // back (or was due to).
 type UnconfirmedError struct {
+	// Timeout is the confirm timeout the check-in missed (with a Cause).
 	Timeout time.Duration
 	// Cause is why the check-in failed; nil when the watchdog acted first.
 	Cause error
@@ -520,7 +521,7 @@ func (a *activation) disarm(ctx context.Context) error {
 	}
 	a.decided = true
 	if strings.TrimSpace(word.String()) == "claimed" {
-		return &UnconfirmedError{Timeout: a.req.ProbeTimeout + a.req.ConfirmTimeout, Outcome: a.watchdogRollback(ctx)}
+		return &UnconfirmedError{Outcome: a.watchdogRollback(ctx)}
 	}
 	return nil
 }

@@ -612,6 +612,12 @@ func TestDeployDryRun(t *testing.T) {
 			t.Errorf("no %q in:\n%s", want, r.stderr)
 		}
 	}
+	// A system built on its target is not dry-run here.
+	r = e.deployctl("deploy", "alpha", "--dry-run", "--build-on-target")
+	r.wantCode(t, 0)
+	if !strings.Contains(r.stderr, "[alpha] would be built on target") || strings.Contains(r.stderr, "would build 1 derivation here") {
+		t.Errorf("the dry run of a system built on its target:\n%s", r.stderr)
+	}
 	e.deployctl("build", "alpha").wantCode(t, 0)
 	r = e.deployctl("deploy", "alpha", "--dry-run")
 	r.wantCode(t, 0)

@@ -37,9 +37,13 @@ func runDryRun(ctx context.Context, g *globals, opts deployOptions, args []strin
 	if len(hosts) == 0 {
 		return usageErrorf("every selected host is build-only (deployment.targetHost = null)")
 	}
+	at, err := g.placeAll(hosts, inv.Hosts)
+	if err != nil {
+		return err
+	}
 	var reqs []build.Request
 	for _, h := range hosts {
-		if h.DrvPath != "" {
+		if h.DrvPath != "" && at[h.Name].local() {
 			reqs = append(reqs, build.Request{Host: h.Name, DrvPath: h.DrvPath, OutPath: h.OutPath})
 		}
 	}
@@ -56,9 +60,12 @@ func runDryRun(ctx context.Context, g *globals, opts deployOptions, args []strin
 		if h.EvalError != "" {
 			return rollout.Step("eval", fmt.Errorf("%s", h.EvalError))
 		}
-		if n := pending[name]; n > 0 {
+		switch n := pending[name]; {
+		case !at[name].local():
+			g.log.Info("would be built on "+at[name].on+" (its dry run is not asked there)", "host", name)
+		case n > 0:
 			g.log.Info(fmt.Sprintf("would build %s here", plural(n, "derivation")), "host", name)
-		} else {
+		default:
 			g.log.Info("built already", "host", name)
 		}
 		conn, err := g.connect(ctx, hostKey(name), targetOf(h))
@@ -123,8 +130,7 @@ func (g *globals) dryRunHost(ctx context.Context, conn *remote.Conn, h *inventor
 // h, when the system is there.
 func (g *globals) dryActivate(ctx context.Context, conn *remote.Conn, h *inventory.Host, there bool) error {
 	if !there {
-		var out bytes.Buffer
-		err := conn.Run(ctx, remote.Cmd{Argv: []string{"nix-store", "--check-validity", h.OutPath}, Stdout: io.Discard, Stderr: &out})
+		err := conn.Run(ctx, remote.Cmd{Argv: []string{"nix-store", "--check-validity", h.OutPath}, Stdout: io.Discard, Stderr: io.Discard})
 		if err != nil {
 			g.log.Info("dry-activate: the system is not on the host yet", "host", h.Name)
 			return nil

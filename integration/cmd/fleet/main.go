@@ -60,7 +60,11 @@ func run() int {
 	var specs []fixture.Host
 	tags := []string{"web", "web", "db"}
 	for i, h := range f.Hosts {
-		fmt.Fprintf(os.Stderr, "fleet: %s on %s (own /nix in %s)\n", h.Name, h.Addr, filepath.Join(h.Root, "nix"))
+		kind := "own /nix in " + filepath.Join(h.Root, "nix")
+		if *systemd != "" {
+			kind = "Debian " + *systemd + " booting systemd, its root an overlay in " + h.Root
+		}
+		fmt.Fprintf(os.Stderr, "fleet: %s on %s (%s)\n", h.Name, h.Addr, kind)
 		specs = append(specs, fixture.Host{Name: h.Name, Deployment: map[string]any{"tags": []string{tags[i%len(tags)]}}})
 	}
 	flakeDir := filepath.Join(*dir, "flake")
