@@ -288,6 +288,11 @@ func counted(src serve.NARSource, onRead func(int64)) serve.NARSource {
 		if err != nil {
 			return nil, err
 		}
+		if m, ok := r.(*serve.MemoryNAR); ok {
+			// Counted as it is written, keeping it what it is.
+			m.OnSent(onRead)
+			return m, nil
+		}
 		return countingReader{r, onRead}, nil
 	}
 }

@@ -1,7 +1,6 @@
 package push
 
 import (
-	"bufio"
 	"bytes"
 	"container/list"
 	"io"
@@ -53,13 +52,7 @@ type sharedNAR struct {
 
 // NewShared returns a Shared keeping at most budget bytes of NARs.
 func NewShared(budget int64) *Shared {
-	return &Shared{budget: budget, dump: func(w io.Writer, path string) error {
-		bw := bufio.NewWriterSize(w, 256<<10)
-		if err := nar.DumpPath(bw, path); err != nil {
-			return err
-		}
-		return bw.Flush()
-	}, uses: map[string]int{}, entries: map[string]*sharedNAR{}, lru: list.New()}
+	return &Shared{budget: budget, dump: nar.DumpPath, uses: map[string]int{}, entries: map[string]*sharedNAR{}, lru: list.New()}
 }
 
 // Expect says that one more host will ask for each of paths. Only a path
@@ -100,9 +93,10 @@ func (s *Shared) NAR(info nix.PathInfo) (io.ReadCloser, error) {
 		e = &sharedNAR{path: info.Path, ready: make(chan struct{})}
 		s.entries[info.Path] = e
 		s.mu.Unlock()
-		var buf bytes.Buffer
-		buf.Grow(int(info.NarSize))
-		e.err = s.dump(&buf, info.Path)
+		// Room for all of it at once; unlike Grow, make need not clear
+		// memory fresh from the system.
+		buf := bytes.NewBuffer(make([]byte, 0, info.NarSize))
+		e.err = s.dump(buf, info.Path)
 		e.data = buf.Bytes()
 		close(e.ready)
 		s.keep(e)
@@ -110,7 +104,7 @@ func (s *Shared) NAR(info nix.PathInfo) (io.ReadCloser, error) {
 	if e.err != nil {
 		return nil, e.err
 	}
-	return io.NopCloser(bytes.NewReader(e.data)), nil
+	return serve.NewMemoryNAR(e.data), nil
 }
 
 // keep accounts for a serialised NAR, dropping the least recently used

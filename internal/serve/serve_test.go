@@ -280,3 +280,49 @@ func TestHandshakeRefusesNonServer(t *testing.T) {
 		t.Fatalf("err = %v", err)
 	}
 }
+
+// TestAddFromMemory: a NAR held in memory goes to the store straight from
+// its bytes, each of them counted as sent; one whose size is not its
+// metadata's is refused as the source's fault before a byte goes.
+func TestAddFromMemory(t *testing.T) {
+	ctx := context.Background()
+	_, infos := buildClosure(t)
+	sorted, err := Sort(infos)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var sent, want int64
+	src := func(info PathInfo) (io.ReadCloser, error) {
+		r, err := LocalNAR(info)
+		if err != nil {
+			return nil, err
+		}
+		m, ok := r.(*MemoryNAR)
+		if !ok {
+			t.Fatalf("LocalNAR of a small path gave a %T, not a *MemoryNAR", r)
+		}
+		m.OnSent(func(n int64) { sent += n })
+		want += info.NarSize
+		return m, nil
+	}
+	dst, _ := serveStore(t, ctx)
+	if err := dst.Add(ctx, sorted, src, nil); err != nil {
+		t.Fatalf("add: %v", err)
+	}
+	if sent != want || want == 0 {
+		t.Errorf("counted %d bytes sent, want %d", sent, want)
+	}
+	if valid, err := dst.QueryValidPaths(paths(sorted), false, false); err != nil || len(valid) != 2 {
+		t.Fatalf("the store holds %v (err %v), want both paths", valid, err)
+	}
+
+	short := func(info PathInfo) (io.ReadCloser, error) {
+		return NewMemoryNAR(make([]byte, info.NarSize-1)), nil
+	}
+	other, _ := serveStore(t, ctx)
+	err = other.Add(ctx, sorted[:1], short, nil)
+	var se *SourceError
+	if !errors.As(err, &se) || !strings.Contains(err.Error(), "not the") {
+		t.Fatalf("a NAR a byte short: %v, want a SourceError about its size", err)
+	}
+}
