@@ -22,8 +22,12 @@ type plan struct {
 	// closures builds the hosts' systems from the flake, or checks that
 	// the manifest's (or the --closure) paths exist. It runs after every
 	// target is resolved and before any host is contacted, for the hosts
-	// that are left by then.
+	// that are left by then (or, when present says yes to every one of
+	// them, while it runs).
 	closures func(ctx context.Context, hosts []*inventory.Host) (map[string]built, error)
+	// present, when set, says a host's system is already in this
+	// machine's store, as far as a glance can tell.
+	present func(host string) bool
 	// builds says closures builds the systems (from the flake), so the
 	// build hooks run around it; fleet is then every host of the flake
 	// (where a buildHost may be).
@@ -76,7 +80,7 @@ func (g *globals) planClosure(host, closure string) (*plan, error) {
 	if err != nil {
 		return nil, usageError{err}
 	}
-	return &plan{hosts: []*inventory.Host{h}, closures: func(ctx context.Context, _ []*inventory.Host) (map[string]built, error) {
+	return &plan{hosts: []*inventory.Host{h}, present: func(string) bool { return inLocalStore(closure) }, closures: func(ctx context.Context, _ []*inventory.Host) (map[string]built, error) {
 		if err := g.holdLocal(ctx, []string{closure}); err != nil {
 			return nil, err
 		}
@@ -121,7 +125,11 @@ func (g *globals) planManifest(args []string, sel selection, path string) (*plan
 	if err != nil {
 		return nil, usageErrorf("%s: %w", path, err)
 	}
-	return &plan{hosts: selected, named: namedHosts(args), closures: func(ctx context.Context, hosts []*inventory.Host) (map[string]built, error) {
+	present := func(name string) bool {
+		mh := m.Hosts[name]
+		return mh.Error == "" && (mh.BuiltOn == "" || mh.BuiltOn == "local") && inLocalStore(mh.Toplevel)
+	}
+	return &plan{hosts: selected, named: namedHosts(args), present: present, closures: func(ctx context.Context, hosts []*inventory.Host) (map[string]built, error) {
 		out := map[string]built{}
 		var local []string
 		elsewhere := map[string][]string{} // placement key → toplevels
@@ -168,6 +176,13 @@ func (g *globals) planManifest(args []string, sel selection, path string) (*plan
 		}
 		return out, nil
 	}}, nil
+}
+
+// inLocalStore says path is in this machine's /nix/store, at a glance (a
+// path can be there and not valid, so nix-store --realise makes sure).
+func inLocalStore(path string) bool {
+	_, err := os.Lstat(path)
+	return strings.HasPrefix(path, "/nix/store/") && err == nil
 }
 
 // checkRemote fails, naming them, when any of paths is missing from the

@@ -92,13 +92,12 @@ func (g *globals) runOnHosts(ctx context.Context, command string, p *plan, af *a
 			return g.buildHooks(ctx, hosts, p.closures)
 		}
 	}
-	closures, err := build(ctx, p.hosts)
-	if err != nil {
-		return nil, err
-	}
 	// Dial the first hosts while this machine's own Nix calls run, so the
 	// handshakes overlap them. (Connecting changes nothing on a host.) The
 	// host's own connect takes over; a host that never runs lets go here.
+	// Hosts are dialled once their systems are known to be here: before
+	// the closures' checks when every one visibly is (p.present), so a
+	// run that fails them contacts no host; else after.
 	var aheadMu sync.Mutex
 	ahead := map[string]bool{}
 	takeOver := func(name string) {
@@ -109,13 +108,32 @@ func (g *globals) runOnHosts(ctx context.Context, command string, p *plan, af *a
 			g.release(hostKey(name))
 		}
 	}
-	for _, h := range p.hosts[:min(len(p.hosts), g.parallel)] {
-		if closures[h.Name].Err == nil {
-			g.dialAhead(ctx, hostKey(h.Name), targetOf(h))
-			ahead[h.Name] = true
-			defer takeOver(h.Name)
+	defer func() {
+		for _, h := range p.hosts {
+			takeOver(h.Name)
+		}
+	}()
+	dialAhead := func(ok func(name string) bool) {
+		for _, h := range p.hosts[:min(len(p.hosts), g.parallel)] {
+			if !ahead[h.Name] && ok(h.Name) {
+				g.dialAhead(ctx, hostKey(h.Name), targetOf(h))
+				ahead[h.Name] = true
+			}
 		}
 	}
+	if p.present != nil && !slices.ContainsFunc(p.hosts, func(h *inventory.Host) bool { return !p.present(h.Name) }) {
+		dialAhead(func(string) bool { return true })
+	}
+	closures, err := build(ctx, p.hosts)
+	if err != nil {
+		return nil, err
+	}
+	for _, h := range p.hosts {
+		if closures[h.Name].Err != nil {
+			takeOver(h.Name)
+		}
+	}
+	dialAhead(func(name string) bool { return closures[name].Err == nil })
 	// Hold every system as a GC root on this machine until the run ends,
 	// so that a garbage collection meanwhile cannot take it.
 	if err := g.holdRoots(ctx, closures); err != nil {
