@@ -273,10 +273,13 @@ func Activate(ctx context.Context, t Target, req Request, opts Options) (*Result
 	return &a.res, err
 }
 
+// RealiseArgv makes toplevel valid in the host's store (run as root).
+func RealiseArgv(toplevel string) []string { return []string{"nix-store", "--realise", toplevel} }
+
 // realise makes toplevel valid in the target's store: a no-op when it was
 // pushed, a fetch from the target's own substituters otherwise.
 func realise(ctx context.Context, t Target, toplevel string, opts Options) error {
-	if err := t.Run(ctx, remote.Cmd{Argv: []string{"nix-store", "--realise", toplevel}, Root: true, Stdout: opts.Stdout, Stderr: opts.Stderr}); err != nil {
+	if err := t.Run(ctx, remote.Cmd{Argv: RealiseArgv(toplevel), Root: true, Stdout: opts.Stdout, Stderr: opts.Stderr}); err != nil {
 		return fmt.Errorf("realise %s: %w", toplevel, err)
 	}
 	return nil
@@ -666,10 +669,14 @@ func (a *activation) wait(ctx context.Context, name string) (int, string, error)
 }
 
 // switchLine is what the switch job runs, as a shell line.
-func (a *activation) switchLine() string {
-	sw := shell.Join([]string{a.req.Toplevel + "/bin/switch-to-configuration", a.req.Action})
-	if a.req.Action == "switch" || a.req.Action == "boot" {
-		return shell.Join([]string{"nix-env", "-p", SystemProfile, "--set", a.req.Toplevel}) + " && " + sw
+func (a *activation) switchLine() string { return SwitchLine(a.req.Toplevel, a.req.Action) }
+
+// SwitchLine is the switch to toplevel, as a shell line run as root: the
+// system profile set (switch, boot), then its switch-to-configuration.
+func SwitchLine(toplevel, action string) string {
+	sw := shell.Join([]string{toplevel + "/bin/switch-to-configuration", action})
+	if action == "switch" || action == "boot" {
+		return shell.Join([]string{"nix-env", "-p", SystemProfile, "--set", toplevel}) + " && " + sw
 	}
 	return sw
 }

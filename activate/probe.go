@@ -8,14 +8,17 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"net"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
 	"time"
 
 	"github.com/deployctl/deployctl/internal/remote"
+	"github.com/deployctl/deployctl/internal/shell"
 )
 
 // Checks are a host's health checks, deployment.healthChecks in morph's
@@ -173,20 +176,67 @@ type probe struct {
 
 // probes turns checks into tries: commands on t, requests to host (the
 // target's address) unless a check names its own.
+// checkName is how a check is named in messages.
+func checkName(kind, desc, what string) string {
+	if desc != "" {
+		return fmt.Sprintf("%s check %q", kind, desc)
+	}
+	return kind + " check " + what
+}
+
+// hostOr is a check's host: its own, else the target's.
+func hostOr(h *string, host string) string {
+	if h != nil && *h != "" {
+		return *h
+	}
+	return host
+}
+
+// CheckLine is a check as a shell line a person can run: true when
+// healthy.
+type CheckLine struct {
+	Name   string
+	Line   string
+	Period time.Duration
+}
+
+// Lines are the checks as shell lines, as Probe makes them: a cmd check
+// through onHost (the ssh line that runs argv on the host as the SSH
+// user), http ones with curl, tcp ones with bash's /dev/tcp, each try
+// limited to the check's timeout.
+func (c Checks) Lines(host string, onHost func(argv []string) string) []CheckLine {
+	var out []CheckLine
+	secs := func(t Timing) string { return strconv.FormatFloat(t.Timeout, 'f', -1, 64) }
+	period := func(t Timing) time.Duration { return time.Duration(t.Period * float64(time.Second)) }
+	for _, cc := range c.Cmd {
+		line := shell.Join([]string{"timeout", secs(cc.Timing)}) + " " + onHost(cc.Cmd)
+		out = append(out, CheckLine{checkName("cmd", cc.Description, strings.Join(cc.Cmd, " ")), line, period(cc.Timing)})
+	}
+	for _, hc := range c.HTTP {
+		url := hc.Scheme + "://" + net.JoinHostPort(hostOr(hc.Host, host), strconv.Itoa(hc.Port)) + hc.Path
+		curl := []string{"curl", "--silent", "--noproxy", "*", "--output", "/dev/null", "--write-out", "%{http_code}", "--max-time", secs(hc.Timing)}
+		if hc.InsecureSSL {
+			curl = append(curl, "--insecure")
+		}
+		for _, k := range slices.Sorted(maps.Keys(hc.Headers)) {
+			curl = append(curl, "--header", k+": "+hc.Headers[k])
+		}
+		curl = append(curl, "--", url)
+		// Any 2xx status is healthy, as Probe says.
+		line := shell.Join([]string{"sh", "-c", shell.Join(curl) + " | grep -q '^2'"})
+		out = append(out, CheckLine{checkName("http", hc.Description, url), line, period(hc.Timing)})
+	}
+	for _, tc := range c.TCP {
+		h := hostOr(tc.Host, host)
+		line := shell.Join([]string{"timeout", secs(tc.Timing), "bash", "-c", "exec 3<>/dev/tcp/" + h + "/" + strconv.Itoa(tc.Port)})
+		out = append(out, CheckLine{checkName("tcp", tc.Description, net.JoinHostPort(h, strconv.Itoa(tc.Port))), line, period(tc.Timing)})
+	}
+	return out
+}
+
 func (c Checks) probes(t Target, host string) []probe {
 	var ps []probe
-	name := func(kind, desc, what string) string {
-		if desc != "" {
-			return fmt.Sprintf("%s check %q", kind, desc)
-		}
-		return kind + " check " + what
-	}
-	hostOr := func(h *string) string {
-		if h != nil && *h != "" {
-			return *h
-		}
-		return host
-	}
+	name := checkName
 	for _, cc := range c.Cmd {
 		ps = append(ps, probe{name("cmd", cc.Description, strings.Join(cc.Cmd, " ")), cc.Timing, func(ctx context.Context) error {
 			err := t.Run(ctx, remote.Cmd{Argv: cc.Cmd, Stdout: io.Discard})
@@ -201,7 +251,7 @@ func (c Checks) probes(t Target, host string) []probe {
 		}})
 	}
 	for _, hc := range c.HTTP {
-		url := hc.Scheme + "://" + net.JoinHostPort(hostOr(hc.Host), strconv.Itoa(hc.Port)) + hc.Path
+		url := hc.Scheme + "://" + net.JoinHostPort(hostOr(hc.Host, host), strconv.Itoa(hc.Port)) + hc.Path
 		client := &http.Client{Transport: &http.Transport{
 			Proxy:           nil,
 			TLSClientConfig: &tls.Config{InsecureSkipVerify: hc.InsecureSSL}, //nolint:gosec // the user asked for it
@@ -227,7 +277,7 @@ func (c Checks) probes(t Target, host string) []probe {
 		}})
 	}
 	for _, tc := range c.TCP {
-		addr := net.JoinHostPort(hostOr(tc.Host), strconv.Itoa(tc.Port))
+		addr := net.JoinHostPort(hostOr(tc.Host, host), strconv.Itoa(tc.Port))
 		ps = append(ps, probe{name("tcp", tc.Description, addr), tc.Timing, func(ctx context.Context) error {
 			var d net.Dialer
 			conn, err := d.DialContext(ctx, "tcp", addr)

@@ -55,13 +55,21 @@ const rollbackFn = `rollback() {
 }
 `
 
+// recordFn records in $w the system that runs and the system profile's,
+// for rollbackFn.
+const recordFn = `record() {
+  readlink /run/current-system > "$w/previous"
+  if [ -e /nix/var/nix/profiles/system ]; then readlink -f /nix/var/nix/profiles/system > "$w/previous-profile"; else : > "$w/previous-profile"; fi
+}
+`
+
 // keeperScript ($1 = id, $2 = holder) takes the lock, records the system,
 // then keeps the lock while a job runs, and after that until released, or
 // until deployctl's session has been gone for 30 s. A job whose process
 // is gone without a status counts as ended. Letting go, it sets the state
 // to "released": a deployctl that comes back later holds nothing.
 const keeperScript = `d=` + Dir + `; w=$d/$1
-running() {
+` + recordFn + `running() {
   for p in "$w"/*.pid; do
     [ -e "$p" ] && [ "$p" != "$w/lease.pid" ] || continue
     [ ! -e "${p%.pid}.status" ] && kill -0 "$(cat "$p")" 2>/dev/null && return 0
@@ -76,8 +84,7 @@ fi
 cat "$d/lock" > "$w/stale"
 printf '%s\n' "$2" > "$d/lock"
 printf '%s\n' "$2" > "$w/holder.json"
-readlink /run/current-system > "$w/previous"
-if [ -e /nix/var/nix/profiles/system ]; then readlink -f /nix/var/nix/profiles/system > "$w/previous-profile"; else : > "$w/previous-profile"; fi
+record
 echo locked > "$w/state"
 gone=0
 while :; do
@@ -200,6 +207,19 @@ run`
 
 // rollbackJob runs rollbackFn.
 const rollbackJob = rollbackFn + `rollback`
+
+// RecordArgv records, in the directory dir on the host, what runs there
+// now and the action about to run, for RollbackArgv: as an activation
+// does, without its lock and jobs (for a person deploying by hand).
+func RecordArgv(dir, action string) []string {
+	return []string{"sh", "-c", recordFn + `w=$1; mkdir -p "$w" && printf '%s\n' "$2" > "$w/action" && record`, "deployctl-record", dir, action}
+}
+
+// RollbackArgv goes back to the system RecordArgv recorded in dir, as an
+// activation's rollback does.
+func RollbackArgv(dir string) []string {
+	return []string{"sh", "-c", rollbackFn + `w=$1; rollback`, "deployctl-rollback", dir}
+}
 
 // waitJobScript ($1 = id, $2 = job) streams the job's output to standard
 // error while it runs, then prints its exit status. A job the watchdog

@@ -31,26 +31,34 @@ const (
 // escalation command (the store's remote-program). The closure becomes the
 // target's GC root Root as Native makes it.
 func NixCopy(ctx context.Context, n *nix.CLI, conn *remote.Conn, sshConfigFile string, proto Protocol, toplevel string, opts Options) error {
-	ep := conn.Endpoint()
-	sshOpts, err := NixSSHOpts(ep, sshConfigFile)
+	env, argv, err := NixCopyCommand(conn, sshConfigFile, proto, toplevel, opts.Substitute)
 	if err != nil {
 		return err
 	}
 	root := startRoot(ctx, conn, toplevel, Root)
 	defer root.abandon()
-	env := []string{"NIX_SSHOPTS=" + sshOpts}
-	args := []string{"copy", "--no-check-sigs", "--to", StoreURL(conn, proto)}
-	if opts.Substitute {
-		args = append(args, "--substitute-on-destination")
-	}
-	args = nix.NixArgs(append(args, "--", toplevel)...)[1:]
-	if _, err = n.Run(ctx, env, "nix", args...); err != nil {
+	if _, err = n.Run(ctx, env, argv[0], argv[1:]...); err != nil {
 		return withAdvice(fmt.Errorf("nix copy: %w", err))
 	}
 	if err := root.commit(); err != nil {
 		return fmt.Errorf("register the GC root %s: %w", Root, err)
 	}
 	return nil
+}
+
+// NixCopyCommand is the nix copy command (and the variables it needs)
+// that copies toplevel's closure to conn's target as NixCopy does, for
+// NixCopy and for a person to run.
+func NixCopyCommand(conn *remote.Conn, sshConfigFile string, proto Protocol, toplevel string, substitute bool) (env, argv []string, err error) {
+	sshOpts, err := NixSSHOpts(conn.Endpoint(), sshConfigFile)
+	if err != nil {
+		return nil, nil, err
+	}
+	args := []string{"copy", "--no-check-sigs", "--to", StoreURL(conn, proto)}
+	if substitute {
+		args = append(args, "--substitute-on-destination")
+	}
+	return []string{"NIX_SSHOPTS=" + sshOpts}, nix.NixArgs(append(args, "--", toplevel)...), nil
 }
 
 // StoreURL is the Nix store URL of conn's target for proto. When the store

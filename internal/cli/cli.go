@@ -250,6 +250,7 @@ every host).
 		newRollbackCommand(g),
 		newUploadKeysCommand(g),
 		newStatusCommand(g),
+		newPlanCommand(g),
 	)
 	g.completion(root)
 	return root

@@ -16,6 +16,21 @@ import (
 	"github.com/deployctl/deployctl/internal/serve"
 )
 
+// deployable are the selected hosts that have a target, or a usage error
+// when none has.
+func deployable(selected []*inventory.Host) ([]*inventory.Host, error) {
+	var hosts []*inventory.Host
+	for _, h := range selected {
+		if h.Deployable() {
+			hosts = append(hosts, h)
+		}
+	}
+	if len(hosts) == 0 {
+		return nil, usageErrorf("every selected host is build-only (deployment.targetHost = null)")
+	}
+	return hosts, nil
+}
+
 // runDryRun is deploy --dry-run: it evaluates, asks Nix what it would
 // build, asks each host (read-only) which paths of its system it lacks,
 // and runs switch-to-configuration dry-activate where the system is on
@@ -28,14 +43,9 @@ func runDryRun(ctx context.Context, g *globals, opts deployOptions, args []strin
 	if err != nil {
 		return err
 	}
-	var hosts []*inventory.Host
-	for _, h := range inv.Selected {
-		if h.Deployable() {
-			hosts = append(hosts, h)
-		}
-	}
-	if len(hosts) == 0 {
-		return usageErrorf("every selected host is build-only (deployment.targetHost = null)")
+	hosts, err := deployable(inv.Selected)
+	if err != nil {
+		return err
 	}
 	at, err := g.placeAll(hosts, inv.Hosts)
 	if err != nil {

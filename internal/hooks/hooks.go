@@ -103,6 +103,13 @@ func (r Runner) Run(ctx context.Context, hs Hooks, point string, env Env) error 
 	return nil
 }
 
+// Argv is the hook's command with its variables, as env(1) runs it (on
+// the target as root, for a target hook). The variables go on the command
+// line: they are names and store paths, never secrets.
+func (h Hook) Argv(point string, env Env) []string {
+	return append(append([]string{"env"}, env.vars(point)...), h.Command...)
+}
+
 func (r Runner) run(ctx context.Context, h Hook, point string, env Env) error {
 	tail := remote.NewTail(2000)
 	var out io.Writer = tail
@@ -113,10 +120,7 @@ func (r Runner) run(ctx context.Context, h Hook, point string, env Env) error {
 		if r.Target == nil {
 			return errors.New("no host to run it on")
 		}
-		// The variables go on the command line: they are names and store
-		// paths, never secrets.
-		argv := append(append([]string{"env"}, env.vars(point)...), h.Command...)
-		err := r.Target.Run(ctx, remote.Cmd{Argv: argv, Root: true, Stdout: out, Stderr: out})
+		err := r.Target.Run(ctx, remote.Cmd{Argv: h.Argv(point, env), Root: true, Stdout: out, Stderr: out})
 		var ee *remote.ExitError
 		if errors.As(err, &ee) {
 			return fmt.Errorf("exit status %d: %s", ee.Status, strings.TrimSpace(tail.String()))

@@ -17,6 +17,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/deployctl/deployctl/internal/nix"
 	"github.com/deployctl/deployctl/internal/remote"
 	"github.com/deployctl/deployctl/internal/shell"
 )
@@ -194,13 +195,32 @@ const safeDirFn = `safe_dir() {
 }
 `
 
+// UploadArgv is the command (run as root on the host) that writes the
+// key's content, given on its standard input, to its path there.
+func (k Key) UploadArgv() []string {
+	mode := fmt.Sprintf("%04o", k.Permissions)
+	return []string{"sh", "-c", uploadScript, "deployctl-key", k.DestDir, k.Name, k.User, k.Group, mode, fmt.Sprintf("%04o", k.Permissions&0o700)}
+}
+
+// Producer is a shell line that prints the key's content on this machine,
+// as Content reads it, without the content itself: the command, or cat of
+// the file; a text key is read from textAttr, its flake attribute, with
+// nix eval.
+func (k Key) Producer(textAttr string) string {
+	switch {
+	case k.Text != nil:
+		return shell.Join(nix.NixArgs("eval", "--raw", textAttr))
+	case k.KeyFile != "":
+		return shell.Join([]string{"cat", "--", k.KeyFile})
+	}
+	return shell.Join(k.KeyCommand)
+}
+
 // Upload writes content to the key's path on the host. ownerMissing says
 // the user or group does not exist there (yet): the file is root's.
 func Upload(ctx context.Context, t Target, k Key, content []byte) (ownerMissing bool, err error) {
 	var out bytes.Buffer
-	mode := fmt.Sprintf("%04o", k.Permissions)
-	err = t.Run(ctx, remote.Cmd{Argv: []string{"sh", "-c", uploadScript, "deployctl-key", k.DestDir, k.Name, k.User, k.Group, mode, fmt.Sprintf("%04o", k.Permissions&0o700)},
-		Root: true, Stdin: bytes.NewReader(content), Stdout: &out})
+	err = t.Run(ctx, remote.Cmd{Argv: k.UploadArgv(), Root: true, Stdin: bytes.NewReader(content), Stdout: &out})
 	if err != nil {
 		return false, fmt.Errorf("key %s: upload to %s: %w", k.Attr, k.Path(), err)
 	}

@@ -48,6 +48,10 @@ func (c *Conn) session(ctx context.Context) (sess *ssh.Session, release func(), 
 		return nil, nil, ctx.Err()
 	}
 	release = func() { <-c.sessions }
+	if c.client == nil {
+		release()
+		return nil, nil, errNotConnected
+	}
 	// A session of ours that just ended may not be freed on the server
 	// yet (or the server allows fewer): a refusal is worth a few retries.
 	for wait := 20 * time.Millisecond; ; wait *= 2 {
@@ -74,6 +78,9 @@ func (c *Conn) Endpoint() *Endpoint { return c.ep }
 
 // Close closes the connection and its ProxyJump hops.
 func (c *Conn) Close() error {
+	if c.client == nil {
+		return nil
+	}
 	err := c.client.Close()
 	for i := len(c.hops) - 1; i >= 0; i-- {
 		c.hops[i].Close()

@@ -94,6 +94,20 @@ func (e *HostKeyError) Error() string {
 		e.Addr, e.KeyType, e.Fingerprint, strings.Join(e.Files, " or "))
 }
 
+// Unconnected is a Conn to t that never connects: it gives the command
+// lines that reach t as a connection would (CommandLine, AsRoot,
+// Endpoint), for a person to run; running anything on it fails.
+func (d *Dialer) Unconnected(t Target) (*Conn, error) {
+	ep, err := d.Resolve(t)
+	if err != nil {
+		return nil, err
+	}
+	return &Conn{name: t.Name, ep: ep, escalation: t.Escalation, configFile: d.opts.ConfigFile, log: d.log, sessions: make(chan struct{}, MaxSessions)}, nil
+}
+
+// errNotConnected is running a command on an Unconnected Conn.
+var errNotConnected = errors.New("not connected (a Conn for command lines only)")
+
 // Dial connects to t, through its ProxyJump hops if any, verifying each
 // hop's host key.
 func (d *Dialer) Dial(ctx context.Context, t Target) (*Conn, error) {
