@@ -43,6 +43,12 @@ func openPTY(t *testing.T) (pty, tty *os.File) {
 // returns its exit code and what the terminal received.
 func (e *testEnv) onTerminal(args ...string) (int, string) {
 	e.t.Helper()
+	return e.onTerminalWith(nil, args...)
+}
+
+// onTerminalWith is onTerminal with extra environment variables.
+func (e *testEnv) onTerminalWith(env []string, args ...string) (int, string) {
+	e.t.Helper()
 	pty, tty := openPTY(e.t)
 	defer pty.Close()
 	var screen bytes.Buffer
@@ -55,7 +61,7 @@ func (e *testEnv) onTerminal(args ...string) (int, string) {
 	defer cancel()
 	var stdout bytes.Buffer
 	full := append([]string{"--flake", e.flake, "--ssh-config", e.fleet.SSHConfig}, args...)
-	code := cli.Main(ctx, cli.Invocation{Args: full, Stdin: strings.NewReader(""), Stdout: &stdout, Stderr: tty, Env: e.env("TERM=xterm")})
+	code := cli.Main(ctx, cli.Invocation{Args: full, Stdin: strings.NewReader(""), Stdout: &stdout, Stderr: tty, Env: e.env(append([]string{"TERM=xterm"}, env...)...)})
 	tty.Close()
 	select {
 	case <-read:
@@ -91,5 +97,40 @@ func TestBarsOnTerminal(t *testing.T) {
 	}
 	if !strings.Contains(out, "\r\x1b[Kpushing") || !strings.Contains(out, "[alpha] sending 2 of 2 paths") || !strings.Contains(out, "[alpha] pushed 2 of 2 paths") {
 		t.Errorf("no push bar, or no per-host push lines, on the terminal")
+	}
+}
+
+// TestColor: on a terminal the summary's results are coloured, unless
+// NO_COLOR is set, TERM is dumb or --color=never; --color=always colours
+// them anywhere; a bad --color is a usage error.
+func TestColor(t *testing.T) {
+	e := startFleet(t, fixture.Host{Name: "alpha"})
+	green := "\x1b[32mok\x1b[0m"
+	if code, out := e.onTerminal("build", "alpha"); code != 0 || !strings.Contains(out, green) {
+		t.Errorf("on a terminal (exit %d) the summary's ok is not green", code)
+	}
+	for _, c := range []struct {
+		env  []string
+		args []string
+	}{
+		{[]string{"NO_COLOR=1"}, nil},
+		{[]string{"TERM=dumb"}, nil},
+		{nil, []string{"--color=never"}},
+	} {
+		code, out := e.onTerminalWith(c.env, append(c.args, "build", "alpha")...)
+		if code != 0 || strings.Contains(out, "\x1b[3") {
+			t.Errorf("with %v %v (exit %d) the terminal got colour", c.env, c.args, code)
+		}
+	}
+	r := e.deployctl("--color=always", "build", "alpha")
+	r.wantCode(t, 0)
+	if !strings.Contains(r.stderr, green) {
+		t.Errorf("--color=always did not colour the summary:\n%q", r.stderr)
+	}
+	if r := e.deployctl("build", "alpha"); strings.Contains(r.stderr, "\x1b[") {
+		t.Errorf("not on a terminal, the output has escape sequences:\n%q", r.stderr)
+	}
+	if r := e.deployctl("--color=sometimes", "build", "alpha"); r.code != 2 || !strings.Contains(r.stderr, "--color must be auto, always or never") {
+		t.Errorf("a bad --color: exit %d, %q", r.code, r.stderr)
 	}
 }

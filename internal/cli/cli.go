@@ -44,10 +44,13 @@ type Invocation struct {
 
 // globals are the options every command shares.
 type globals struct {
-	flake             string
-	parallel          int
-	json              bool
-	verbose           bool
+	flake    string
+	parallel int
+	json     bool
+	verbose  bool
+	// colorMode is --color; color says the human output is coloured.
+	colorMode         string
+	color             bool
 	sshConfig         string
 	acceptNewHostKeys bool
 	// askSudoPassword asks for sudoPassword before the run.
@@ -216,6 +219,15 @@ every host).
 			if g.verbose {
 				level = slog.LevelDebug
 			}
+			switch g.colorMode {
+			case "auto":
+				// NO_COLOR (no-color.org) set to anything but "".
+				g.color = g.terminal() && g.getenv("NO_COLOR") == ""
+			case "always", "never":
+				g.color = g.colorMode == "always"
+			default:
+				return usageErrorf("--color must be auto, always or never, not %q", g.colorMode)
+			}
 			g.handler = report.NewHandler(g.inv.Stderr, level)
 			g.log = slog.New(g.handler)
 			if g.askSudoPassword {
@@ -236,6 +248,7 @@ every host).
 	f.StringVar(&g.flake, "flake", ".", "flake `REF` whose nixosConfigurations to deploy (a plain directory works)")
 	f.IntVarP(&g.parallel, "parallel", "p", 10, "work on at most `N` hosts at once")
 	f.BoolVar(&g.json, "json", false, "print machine-readable JSON on stdout: an event stream for the commands that work on hosts (docs/events.md), a document for build, list and status; human output stays on stderr")
+	f.StringVar(&g.colorMode, "color", "auto", "colour the results in summaries: `auto` (on a terminal, unless NO_COLOR is set or TERM=dumb), always or never")
 	f.BoolVarP(&g.verbose, "verbose", "v", false, "print every local and remote command deployctl runs, as a shell line")
 	f.StringVar(&g.sshConfig, "ssh-config", "", "read SSH settings from `FILE` instead of ~/.ssh/config and /etc/ssh/ssh_config")
 	f.BoolVar(&g.acceptNewHostKeys, "accept-new-host-keys", false, "record the key of a host known_hosts does not know yet (a changed key is always refused)")

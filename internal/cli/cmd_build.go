@@ -119,7 +119,7 @@ func runBuild(ctx context.Context, g *globals, opts buildOptions, args []string)
 			}
 		}
 	}
-	printSummary(g.inv.Stderr, "build", outcomes)
+	printSummary(g.inv.Stderr, "build", outcomes, g.color)
 	return failures(outcomes)
 }
 
@@ -397,7 +397,7 @@ func (g *globals) summarize(command string, outcomes []hostOutcome) error {
 			return err
 		}
 	}
-	printSummary(g.inv.Stderr, command, outcomes)
+	printSummary(g.inv.Stderr, command, outcomes, g.color)
 	return failures(outcomes)
 }
 

@@ -30,7 +30,15 @@ func stepOf(err error) (step, msg string) {
 // printSummary writes one line per host: ok with its system, skipped by a
 // halted rollout, or failed with the step and the error (further lines of
 // the error indented below).
-func printSummary(w io.Writer, command string, outcomes []hostOutcome) {
+// With color, the results are green, yellow and red (the codes all of
+// one length, so the columns stay aligned).
+func printSummary(w io.Writer, command string, outcomes []hostOutcome, color bool) {
+	paint := func(code, s string) string {
+		if !color {
+			return s
+		}
+		return "\x1b[" + code + "m" + s + "\x1b[0m"
+	}
 	ok, skipped := 0, 0
 	for _, o := range outcomes {
 		switch {
@@ -53,15 +61,15 @@ func printSummary(w io.Writer, command string, outcomes []hostOutcome) {
 			dur = o.Duration.Round(10 * time.Millisecond).String()
 		}
 		if o.OK {
-			fmt.Fprintf(tw, "  %s\tok\t%s\t%s\n", o.Host, dur, o.Toplevel)
+			fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\n", o.Host, paint("32", "ok"), dur, o.Toplevel)
 			continue
 		}
 		if o.Skipped {
-			fmt.Fprintf(tw, "  %s\tskipped\t\t%s: untouched\n", o.Host, o.Error)
+			fmt.Fprintf(tw, "  %s\t%s\t\t%s: untouched\n", o.Host, paint("33", "skipped"), o.Error)
 			continue
 		}
 		first, rest, _ := strings.Cut(strings.TrimSpace(o.Error), "\n")
-		fmt.Fprintf(tw, "  %s\tFAILED\t%s\t%s: %s\n", o.Host, dur, o.Step, first)
+		fmt.Fprintf(tw, "  %s\t%s\t%s\t%s: %s\n", o.Host, paint("31", "FAILED"), dur, o.Step, first)
 		if rest != "" {
 			details = append(details, fmt.Sprintf("%s (%s):\n    %s", o.Host, o.Step, strings.ReplaceAll(rest, "\n", "\n    ")))
 		}
