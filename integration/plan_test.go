@@ -51,7 +51,7 @@ func TestPlanScriptDeploys(t *testing.T) {
 	if strings.Contains(plan, secret) {
 		t.Fatalf("the plan holds the secret itself:\n%s", plan)
 	}
-	for _, want := range []string{"#!/bin/sh", "cat " + secretFile + " | ssh ", "nix copy", "switch-to-configuration switch", "ssh -F " + e.fleet.SSHConfig, "nix-store --serve"} {
+	for _, want := range []string{"#!/bin/sh", "cat " + secretFile + ` > "$key_file"`, "nix copy", "switch-to-configuration switch", "ssh -F " + e.fleet.SSHConfig, "nix-store --serve"} {
 		if !strings.Contains(plan, want) {
 			t.Errorf("the plan lacks %q:\n%s", want, plan)
 		}

@@ -143,21 +143,24 @@ func (g *globals) planHost(d *remote.Dialer, conn *remote.Conn, h *inventory.Hos
 		ProbeTimeout: opts.probeTimeout,
 		Hooks:        map[string][]script.Step{},
 	}
-	copyLine := func(c *remote.Conn, extra ...string) (string, error) {
-		env, argv, err := push.NixCopyCommand(c, g.sshConfig, push.SSH, top, g.substitute)
+	// copyLine is the nix copy of top to c's host, or from it (direction
+	// "--from").
+	copyLine := func(c *remote.Conn, direction string) (string, error) {
+		env, argv, err := push.NixCopyCommand(c, g.sshConfig, push.SSH, top, g.substitute && direction == "--to")
 		if err != nil {
 			return "", err
 		}
-		if len(extra) > 0 {
-			// nix copy's own flags go before its "--".
-			i := len(argv) - 2
-			argv = append(append(append([]string{}, argv[:i]...), extra...), argv[i:]...)
+		for i, a := range argv {
+			if a == "--to" {
+				argv[i] = direction
+				break
+			}
 		}
 		return assignments(env) + shell.Join(argv), nil
 	}
 	switch {
 	case at.local():
-		line, err := copyLine(conn)
+		line, err := copyLine(conn, "--to")
 		if err != nil {
 			return ph, err
 		}
@@ -180,33 +183,48 @@ func (g *globals) planHost(d *remote.Dialer, conn *remote.Conn, h *inventory.Hos
 			{Line: onHost(bconn, []string{"nix-store", "--realise", h.DrvPath, "--add-root", build.BuildRoot(h.Name)})},
 		}
 		if at.on != "target" {
-			from, err := copyLine(bconn)
+			from, err := copyLine(bconn, "--from")
 			if err != nil {
 				return ph, err
 			}
-			from = strings.Replace(from, " --to ", " --from ", 1)
-			to, err := copyLine(conn)
+			to, err := copyLine(conn, "--to")
 			if err != nil {
 				return ph, err
 			}
-			ph.Push = &script.Step{What: "Push from " + at.on + ": deployctl streams it from there to " + h.Name + " through its memory; by hand it passes through this machine's store.", Line: from + "\n" + to}
+			ph.Push = &script.Step{What: "Push from " + at.on + ": deployctl streams it from there to " + h.Name + " through its memory; by hand it passes through this machine's store (whose Nix must then trust this user, or the paths be signed).", Line: from + "\n" + to}
 		}
 	}
-	// Keys: each secret comes from its command, straight into the upload.
+	if opts.action == "dry-activate" {
+		// A dry activation uploads no key, runs no hook or check.
+		return ph, nil
+	}
+	// Keys: each secret is read into a file only this user can read (a
+	// failing command stops the script before anything goes up; deployctl
+	// keeps it in memory), then sent on the upload's standard input.
 	textAttr := func(k keys.Key) string {
 		return flakeRef + "#nixosConfigurations." + nix.Quote(h.Name) + ".config.deployment.keys." + nix.Quote(k.Attr) + ".text"
 	}
+	var reown []script.Step
 	for _, k := range spec.keys {
 		st := script.Step{What: fmt.Sprintf("Key %s to %s (%s, %s:%s, %04o).", k.Attr, k.Path(), k.UploadAt, k.User, k.Group, k.Permissions),
-			Line: k.Producer(textAttr(k)) + " | " + conn.CommandLine(remote.Cmd{Argv: k.UploadArgv(), Root: true})}
+			Line: "key_file=$(mktemp)\n" + k.Producer(textAttr(k)) + ` > "$key_file"` + "\n" +
+				conn.CommandLine(remote.Cmd{Argv: k.UploadArgv(), Root: true}) + ` < "$key_file"` + "\n" + `rm -f "$key_file"`}
 		if k.UploadAt == keys.PostActivation {
-			ph.PostKeys = append(ph.PostKeys, st)
-		} else {
-			ph.PreKeys = append(ph.PreKeys, st)
+			ph.AfterSwitch = append(ph.AfterSwitch, st)
+			continue
+		}
+		ph.PreKeys = append(ph.PreKeys, st)
+		if (k.User != "root" || k.Group != "root") && opts.action != "boot" {
+			// An owner the new system makes exists only after the switch.
+			reown = append(reown, script.Step{What: fmt.Sprintf("Key %s: its owner %s:%s, which the new system may have made.", k.Attr, k.User, k.Group), Line: onHost(conn, k.ReownArgv())})
 		}
 	}
+	ph.AfterSwitch = append(reown, ph.AfterSwitch...)
 	// Each point's variables, as a deploy sets them.
 	for point, hs := range g.hooks[h.Name] {
+		if opts.action == "boot" && point == "postActivate" {
+			continue // (checks of a system that is not running)
+		}
 		e := hooks.Env{Host: h.Name, TargetHost: h.TargetHost, Toplevel: top}
 		switch point {
 		case "preBuild":
@@ -224,6 +242,9 @@ func (g *globals) planHost(d *remote.Dialer, conn *remote.Conn, h *inventory.Hos
 			}
 			ph.Hooks[point] = append(ph.Hooks[point], script.Step{Line: line})
 		}
+	}
+	if opts.action == "boot" {
+		return ph, nil // health checks are for a running system
 	}
 	for _, c := range spec.checks.Lines(conn.Endpoint().HostName, func(argv []string) string {
 		return conn.CommandLine(remote.Cmd{Argv: argv})

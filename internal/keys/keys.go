@@ -227,16 +227,21 @@ func Upload(ctx context.Context, t Target, k Key, content []byte) (ownerMissing 
 	return strings.TrimSpace(out.String()) == "owner-missing", nil
 }
 
-// Reown gives an uploaded key its owner, which must exist now, and then
-// its mode.
-func Reown(ctx context.Context, t Target, k Key) error {
+// ReownArgv is the command (run as root on the host) that gives the
+// uploaded key its owner, which must exist, and then its mode.
+func (k Key) ReownArgv() []string {
 	script := safeDirFn + `safe_dir "$(dirname "$1")" || exit 1
 [ -f "$1" ] && [ ! -L "$1" ] || { echo "$1 is not a plain file" >&2; exit 1; }
 id -u "$2" >/dev/null 2>&1 || { echo "user $2 does not exist" >&2; exit 1; }
 getent group "$3" >/dev/null 2>&1 || { echo "group $3 does not exist" >&2; exit 1; }
 chmod 0000 "$1" && chown -h "$2:$3" "$1" && chmod "$4" "$1"`
-	mode := fmt.Sprintf("%04o", k.Permissions)
-	err := t.Run(ctx, remote.Cmd{Argv: []string{"sh", "-c", script, "deployctl-key", k.Path(), k.User, k.Group, mode}, Root: true, Stdout: io.Discard})
+	return []string{"sh", "-c", script, "deployctl-key", k.Path(), k.User, k.Group, fmt.Sprintf("%04o", k.Permissions)}
+}
+
+// Reown gives an uploaded key its owner, which must exist now, and then
+// its mode.
+func Reown(ctx context.Context, t Target, k Key) error {
+	err := t.Run(ctx, remote.Cmd{Argv: k.ReownArgv(), Root: true, Stdout: io.Discard})
 	if err != nil {
 		return fmt.Errorf("key %s: give %s to %s:%s: %w", k.Attr, k.Path(), k.User, k.Group, err)
 	}

@@ -23,11 +23,13 @@ type Host struct {
 	// Push copies it to the host; nil when it is there already (built on
 	// the host).
 	Push *Step
-	// Keys go up before the switch (PreKeys) and after it (PostKeys).
-	PreKeys, PostKeys []Step
+	// PreKeys go up before the switch; AfterSwitch runs after it and its
+	// checks (the post-activation keys, owners the new system made).
+	PreKeys, AfterSwitch []Step
 	// Hooks are the host's hooks by point (preBuild, prePush, …).
 	Hooks map[string][]Step
-	// ReadPrevious prints the system the host runs now.
+	// ReadPrevious prints the system the host runs now. With the action
+	// dry-activate only Realise and Switch run.
 	ReadPrevious string
 	// Record, Realise and Switch run on the host, in that order; Rollback
 	// goes back to what Record recorded.
@@ -86,6 +88,10 @@ func Write(w io.Writer, s Script) error {
     sleep "$period"
   done
 }`)
+	p.line("")
+	p.comment("All of it in one function, read whole before it runs: the ssh commands")
+	p.comment("cannot eat the rest of a script piped into sh.")
+	p.line("main() {")
 	for _, h := range s.Hosts {
 		p.hooks(h, "preBuild")
 	}
@@ -97,6 +103,9 @@ func Write(w io.Writer, s Script) error {
 	for _, h := range s.Hosts {
 		p.host(h)
 	}
+	p.line("}")
+	p.line("")
+	p.line(`main "$@"`)
 	return p.err
 }
 
@@ -153,13 +162,15 @@ func (p *printer) host(h Host) {
 	}
 	p.hooks(h, "postPush")
 	p.line("")
+	if h.Action == "dry-activate" {
+		p.comment("What the switch would do, changing nothing.")
+		p.line(h.Realise)
+		p.line(h.Switch)
+		p.line(fmt.Sprintf("echo '%s: dry activation done' >&2", h.Name))
+		return
+	}
 	p.comment("The system that runs now, for the hooks and a rollback.")
 	p.line("previous=$(" + h.ReadPrevious + ")")
-	p.hooks(h, "preActivate")
-	for _, s := range h.PreKeys {
-		p.line("")
-		p.step(s)
-	}
 	p.line("")
 	rollback := "rollback_" + shellName(h.Name)
 	p.comment("Going back: to the system and profile recorded below, then the postRollback hooks.")
@@ -170,14 +181,25 @@ func (p *printer) host(h Host) {
 	}
 	p.line("}")
 	p.line("")
-	p.comment("Activate: record what runs, make the system valid in the host's store, switch.")
+	p.comment("Activate: record what runs, make the system valid in the host's store,")
+	p.comment("then the preActivate hooks and the keys, then switch (exit status 100:")
+	p.comment("done, a reboot is required; any other but 0 rolls back).")
 	p.line(h.Record)
 	p.line(h.Realise)
-	p.line("if ! " + h.Switch + "; then")
-	p.line(fmt.Sprintf("  echo '%s: the switch failed: rolling back' >&2", h.Name))
-	p.line("  " + rollback)
-	p.line("  exit 1")
-	p.line("fi")
+	p.hooks(h, "preActivate")
+	for _, s := range h.PreKeys {
+		p.line("")
+		p.step(s)
+	}
+	p.line("status=0")
+	p.line(h.Switch + " || status=$?")
+	p.line(`case $status in`)
+	p.line(`  0) ;;`)
+	p.line(fmt.Sprintf(`  100) echo '%s: switched; it wants a reboot' >&2 ;;`, h.Name))
+	p.line(fmt.Sprintf(`  *) echo "%s: the switch failed (exit status $status): rolling back" >&2`, h.Name))
+	p.line("     " + rollback)
+	p.line("     exit 1 ;;")
+	p.line("esac")
 	if len(h.Checks) > 0 || len(h.Hooks["postActivate"]) > 0 {
 		p.line("")
 		secs := int(h.ProbeTimeout.Round(time.Second).Seconds())
@@ -196,7 +218,7 @@ func (p *printer) host(h Host) {
 		p.line("  exit 1")
 		p.line("fi")
 	}
-	for _, s := range h.PostKeys {
+	for _, s := range h.AfterSwitch {
 		p.line("")
 		p.step(s)
 	}

@@ -36,10 +36,10 @@ func TestWriteIsValidShell(t *testing.T) {
 		Build:        []Step{{What: "build there", Line: "echo build"}},
 		Push:         &Step{What: "push", Line: "echo push"},
 		PreKeys:      []Step{{What: "key", Line: "echo key | cat"}},
-		PostKeys:     []Step{{What: "post key", Line: "echo postkey"}},
-		Hooks:        map[string][]Step{"preBuild": {{Line: "echo prebuild"}}, "prePush": {{Line: "echo prepush"}}, "postActivate": {{Line: "echo postactivate"}}, "postRollback": {{Line: "echo postrollback"}}},
+		AfterSwitch:  []Step{{What: "post key", Line: "echo postkey"}},
+		Hooks:        map[string][]Step{"preBuild": {{Line: "echo prebuild"}}, "prePush": {{Line: "echo prepush"}}, "preActivate": {{Line: "echo preactivate"}}, "postActivate": {{Line: "echo postactivate"}}, "postRollback": {{Line: "echo postrollback"}}},
 		ReadPrevious: "echo /nix/store/old",
-		Record:       "echo record", Realise: "echo realise", Switch: "echo switch", Rollback: "echo rollback",
+		Record:       "echo record", Realise: "echo realise", Switch: "cat >/dev/null; echo switch", Rollback: "echo rollback",
 		Checks:       []Check{{What: "check", Line: "true", Period: 200 * time.Millisecond}},
 		ProbeTimeout: 3 * time.Second,
 	}
@@ -50,11 +50,14 @@ func TestWriteIsValidShell(t *testing.T) {
 	if out, err := exec.Command("sh", "-n", "-c", b.String()).CombinedOutput(); err != nil {
 		t.Fatalf("sh -n: %v: %s\n%s", err, out, b.String())
 	}
-	out, err := exec.Command("sh", "-c", b.String()).CombinedOutput()
+	// Piped into sh, as people do: every step still runs.
+	run := exec.Command("sh")
+	run.Stdin = bytes.NewReader(b.Bytes())
+	out, err := run.CombinedOutput()
 	if err != nil {
 		t.Fatalf("the script failed: %v\n%s", err, out)
 	}
-	want := "prebuild buildhere build prepush push key record realise switch postactivate postkey"
+	want := "prebuild buildhere build prepush push record realise preactivate key switch postactivate postkey"
 	if got := strings.Join(strings.Fields(strings.ReplaceAll(string(out), "web-1: deployed", "")), " "); got != want {
 		t.Errorf("ran %q, want %q", got, want)
 	}
