@@ -92,6 +92,7 @@ func Write(w io.Writer, s Script) error {
 	p.comment("All of it in one function, read whole before it runs: the ssh commands")
 	p.comment("cannot eat the rest of a script piped into sh.")
 	p.line("main() {")
+	p.line(`trap 'rm -f "${key_file:-}"' EXIT # a key's secret, should its upload fail`)
 	for _, h := range s.Hosts {
 		p.hooks(h, "preBuild")
 	}
