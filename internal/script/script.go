@@ -7,6 +7,8 @@ import (
 	"io"
 	"strings"
 	"time"
+
+	"github.com/deployctl/deployctl/internal/shell"
 )
 
 // Previous stands, in a command given to the script, for the system the
@@ -167,7 +169,7 @@ func (p *printer) host(h Host) {
 		p.comment("What the switch would do, changing nothing.")
 		p.line(h.Realise)
 		p.line(h.Switch)
-		p.line(fmt.Sprintf("echo '%s: dry activation done' >&2", h.Name))
+		p.line(say(h.Name + ": dry activation done"))
 		return
 	}
 	p.comment("The system that runs now, for the hooks and a rollback.")
@@ -196,8 +198,8 @@ func (p *printer) host(h Host) {
 	p.line(h.Switch + " || status=$?")
 	p.line(`case $status in`)
 	p.line(`  0) ;;`)
-	p.line(fmt.Sprintf(`  100) echo '%s: switched; it wants a reboot' >&2 ;;`, h.Name))
-	p.line(fmt.Sprintf(`  *) echo "%s: the switch failed (exit status $status): rolling back" >&2`, h.Name))
+	p.line("  100) " + say(h.Name+": switched; it wants a reboot") + " ;;")
+	p.line("  *) " + say(h.Name+": the switch failed: rolling back"))
 	p.line("     " + rollback)
 	p.line("     exit 1 ;;")
 	p.line("esac")
@@ -214,7 +216,7 @@ func (p *printer) host(h Host) {
 			conds = append(conds, previous(s.Line))
 		}
 		p.line("if ! { " + strings.Join(conds, " &&\n    ") + "; }; then")
-		p.line(fmt.Sprintf("  echo '%s: a health check failed: rolling back' >&2", h.Name))
+		p.line("  " + say(h.Name+": a health check failed: rolling back"))
 		p.line("  " + rollback)
 		p.line("  exit 1")
 		p.line("fi")
@@ -223,8 +225,11 @@ func (p *printer) host(h Host) {
 		p.line("")
 		p.step(s)
 	}
-	p.line(fmt.Sprintf("echo '%s: deployed' >&2", h.Name))
+	p.line(say(h.Name + ": deployed"))
 }
+
+// say is a line that tells the person running the script text.
+func say(text string) string { return "echo " + shell.Quote(text) + " >&2" }
 
 // previous makes Previous in a line the variable the script sets. Quoted
 // lines (the only kind that can hold it) have it inside single quotes:
