@@ -208,6 +208,9 @@ func (p *printer) host(h Host) {
 		secs := int(h.ProbeTimeout.Round(time.Second).Seconds())
 		p.comment("Health checks, each tried until it passes or %d s have passed (deployctl runs", secs)
 		p.comment("them at once), then the postActivate hooks; any failing rolls the host back.")
+		for _, c := range h.Checks {
+			p.comment("  - %s", c.What)
+		}
 		var conds []string
 		for _, c := range h.Checks {
 			conds = append(conds, fmt.Sprintf("retry %d %g %s", secs, c.Period.Seconds(), c.Line))

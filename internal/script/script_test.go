@@ -61,7 +61,7 @@ func TestWriteIsValidShell(t *testing.T) {
 	if got := strings.Join(strings.Fields(strings.ReplaceAll(string(out), "web-1: deployed", "")), " "); got != want {
 		t.Errorf("ran %q, want %q", got, want)
 	}
-	if !strings.Contains(b.String(), "#   - it holds a lock") || !strings.Contains(b.String(), "rollback_web_1()") {
-		t.Errorf("the notes or the rollback function are missing:\n%s", b.String())
+	if !strings.Contains(b.String(), "#   - it holds a lock") || !strings.Contains(b.String(), "#   - check\n") || !strings.Contains(b.String(), "rollback_web_1()") {
+		t.Errorf("the notes, the checks' names or the rollback function are missing:\n%s", b.String())
 	}
 }

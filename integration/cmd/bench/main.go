@@ -16,6 +16,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strconv"
 	"strings"
@@ -479,15 +480,7 @@ func saturation(s sample) string {
 	return fmt.Sprintf("%.0f%%", 100*s.busy.Seconds()/(s.time.Seconds()*float64(nproc())))
 }
 
-func nproc() int {
-	out, err := exec.Command("nproc").Output()
-	if err != nil {
-		return 0
-	}
-	var n int
-	fmt.Sscan(string(out), &n)
-	return n
-}
+func nproc() int { return runtime.NumCPU() }
 
 func joinErrs(errs []error) error {
 	for _, err := range errs {
