@@ -60,7 +60,7 @@ func TestDeploySwitchesEveryHost(t *testing.T) {
 		}
 	}
 	for _, h := range []string{"alpha", "beta", "gamma"} {
-		for _, want := range []string{"step " + h + " push started", "progress " + h + " push sending", "progress " + h + " push sent", "step " + h + " push done", "step " + h + " activate started", "step " + h + " activate done"} {
+		for _, want := range []string{"step " + h + " build started", "step " + h + " build done", "step " + h + " push started", "progress " + h + " push sending", "progress " + h + " push sent", "step " + h + " push done", "step " + h + " activate started", "step " + h + " activate done"} {
 			if !seen[want] {
 				t.Errorf("no %q event in:\n%s", want, r.stdout)
 			}

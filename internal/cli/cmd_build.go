@@ -174,6 +174,8 @@ type built struct {
 	At placement
 	// Closure is its size, when measured where it was built.
 	Closure *build.ClosureStats
+	// Reported says Err's failed event was emitted where it happened.
+	Reported bool
 }
 
 // evalAndBuild builds hosts. Their toplevels are evaluated already, unless
@@ -240,7 +242,8 @@ func buildSelected(ctx context.Context, g *globals, hosts, fleet []*inventory.Ho
 	var keys []string
 	for _, h := range hosts {
 		if h.EvalError != "" {
-			out[h.Name] = built{Err: rollout.Step("eval", fmt.Errorf("%s", h.EvalError))}
+			out[h.Name] = built{Err: rollout.Step("eval", fmt.Errorf("%s", h.EvalError)), Reported: true}
+			g.events.Emit(events.Event{Type: events.Step, Host: h.Name, Step: "eval", State: events.Failed, Error: h.EvalError})
 			g.log.Info("evaluation failed", "host", h.Name)
 			continue
 		}
@@ -257,6 +260,15 @@ func buildSelected(ctx context.Context, g *globals, hosts, fleet []*inventory.Ho
 		remote[p.key] = append(remote[p.key], req)
 	}
 	var mu sync.Mutex
+	started := map[string]time.Time{}
+	start := func(reqs []build.Request) {
+		mu.Lock()
+		defer mu.Unlock()
+		for _, r := range reqs {
+			started[r.Host] = time.Now()
+			g.events.Emit(events.Event{Type: events.Step, Host: r.Host, Step: "build", State: events.Started, Toplevel: r.OutPath})
+		}
+	}
 	record := func(results []build.Result) {
 		mu.Lock()
 		defer mu.Unlock()
@@ -265,7 +277,12 @@ func buildSelected(ctx context.Context, g *globals, hosts, fleet []*inventory.Ho
 			if !ok {
 				p = placement{on: "local"}
 			}
-			out[r.Host] = built{Toplevel: r.Toplevel, Err: rollout.Step("build", r.Err), At: p, Closure: r.Closure}
+			out[r.Host] = built{Toplevel: r.Toplevel, Err: rollout.Step("build", r.Err), At: p, Closure: r.Closure, Reported: true}
+			ev := events.Event{Type: events.Step, Host: r.Host, Step: "build", State: events.Done, DurationMs: time.Since(started[r.Host]).Milliseconds()}
+			if r.Err != nil {
+				ev.State, ev.Error = events.Failed, r.Err.Error()
+			}
+			g.events.Emit(ev)
 			switch {
 			case r.Err != nil:
 				g.log.Info("build failed", "host", r.Host)
@@ -287,6 +304,7 @@ func buildSelected(ctx context.Context, g *globals, hosts, fleet []*inventory.Ho
 			return nil, err
 		}
 		onProgress := g.buildBar.part()
+		start(local)
 		wg.Go(func() {
 			g.announce(ctx, local)
 			results, err := build.Build(ctx, g.nix(), local, build.Options{MaxJobs: g.maxJobs, OnLog: g.buildLog(), OnProgress: onProgress, RootDir: rootDir})
@@ -304,6 +322,7 @@ func buildSelected(ctx context.Context, g *globals, hosts, fleet []*inventory.Ho
 		wg.Go(func() {
 			p, reqs := places[k], remote[k]
 			g.log.Info("building " + plural(len(reqs), "system") + " on " + p.target.Name)
+			start(reqs)
 			conn, err := g.connect(ctx, k, p.target)
 			if err != nil {
 				failed := make([]build.Result, len(reqs))

@@ -66,7 +66,7 @@ func runPlan(ctx context.Context, g *globals, opts planOptions, args []string) e
 	if err != nil {
 		return err
 	}
-	hosts, err := deployable(inv.Selected)
+	hosts, err := g.deployable(inv.Selected, namedHosts(args))
 	if err != nil {
 		return err
 	}

@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"slices"
 	"strings"
 	"time"
 
@@ -16,13 +17,19 @@ import (
 	"github.com/deployctl/deployctl/internal/serve"
 )
 
-// deployable are the selected hosts that have a target, or a usage error
-// when none has.
-func deployable(selected []*inventory.Host) ([]*inventory.Host, error) {
+// deployable are the selected hosts that have a target. A build-only
+// host named outright is a mistake; one that a glob or a tag caught is
+// left out, with a warning.
+func (g *globals) deployable(selected []*inventory.Host, named []string) ([]*inventory.Host, error) {
 	var hosts []*inventory.Host
 	for _, h := range selected {
-		if h.Deployable() {
+		switch {
+		case h.Deployable():
 			hosts = append(hosts, h)
+		case slices.Contains(named, h.Name):
+			return nil, usageErrorf("%s is build-only (deployment.targetHost = null): it cannot be deployed", h.Name)
+		default:
+			g.log.Warn("left out: build-only (deployment.targetHost = null)", "host", h.Name)
 		}
 	}
 	if len(hosts) == 0 {
@@ -43,7 +50,7 @@ func runDryRun(ctx context.Context, g *globals, opts deployOptions, args []strin
 	if err != nil {
 		return err
 	}
-	hosts, err := deployable(inv.Selected)
+	hosts, err := g.deployable(inv.Selected, namedHosts(args))
 	if err != nil {
 		return err
 	}

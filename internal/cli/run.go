@@ -28,6 +28,10 @@ func (g *globals) runHosts(ctx context.Context, command string, p *plan, af *act
 	}
 	outcomes, err := g.runOnHosts(ctx, command, p, af, steps...)
 	if err != nil {
+		if g.events.Started() {
+			// The stream ends with its summary, here the run's error.
+			g.events.Emit(events.Event{Type: events.Summary, Command: command, Error: err.Error()})
+		}
 		return err
 	}
 	if ctx.Err() != nil {
@@ -40,21 +44,9 @@ func (g *globals) runHosts(ctx context.Context, command string, p *plan, af *act
 
 // runOnHosts is runHosts without the summary: each host's outcome.
 func (g *globals) runOnHosts(ctx context.Context, command string, p *plan, af *activateFlags, steps ...hostStep) ([]hostOutcome, error) {
-	// A build-only host named outright is a mistake; one that a glob or a
-	// tag caught is left out.
-	var hosts []*inventory.Host
-	for _, h := range p.hosts {
-		switch {
-		case h.Deployable():
-			hosts = append(hosts, h)
-		case slices.Contains(p.named, h.Name):
-			return nil, usageErrorf("%s is build-only (deployment.targetHost = null): it cannot be deployed", h.Name)
-		default:
-			g.log.Warn("left out: build-only (deployment.targetHost = null)", "host", h.Name)
-		}
-	}
-	if len(hosts) == 0 {
-		return nil, usageErrorf("every selected host is build-only (deployment.targetHost = null)")
+	hosts, err := g.deployable(p.hosts, p.named)
+	if err != nil {
+		return nil, err
 	}
 	p.hosts = hosts
 	d, err := g.dialer()
@@ -176,8 +168,10 @@ func (g *globals) runOnHosts(ctx context.Context, command string, p *plan, af *a
 	results := rollout.Run(ctx, names, ro, func(ctx context.Context, name string) error {
 		b := closures[name]
 		if b.Err != nil {
-			step, msg := stepOf(b.Err)
-			g.events.Emit(events.Event{Type: events.Step, Host: name, Step: step, State: events.Failed, Error: msg})
+			if !b.Reported {
+				step, msg := stepOf(b.Err)
+				g.events.Emit(events.Event{Type: events.Step, Host: name, Step: step, State: events.Failed, Error: msg})
+			}
 			return b.Err
 		}
 		h := byName[name]

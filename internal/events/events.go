@@ -58,6 +58,7 @@ type Stream struct {
 	mu  sync.Mutex
 	enc *json.Encoder
 	now func() time.Time
+	n   int
 }
 
 // NewStream writes events to w.
@@ -76,5 +77,16 @@ func (s *Stream) Emit(e Event) {
 	if e.Time.IsZero() {
 		e.Time = s.now().UTC()
 	}
+	s.n++
 	_ = s.enc.Encode(e)
+}
+
+// Started says whether any event was written.
+func (s *Stream) Started() bool {
+	if s == nil {
+		return false
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.n > 0
 }
