@@ -323,13 +323,16 @@ func buildSelected(ctx context.Context, g *globals, hosts, fleet []*inventory.Ho
 			p, reqs := places[k], remote[k]
 			g.log.Info("building " + plural(len(reqs), "system") + " on " + p.target.Name)
 			start(reqs)
-			conn, err := g.connect(ctx, k, p.target)
-			if err != nil {
+			failAll := func(err error) {
 				failed := make([]build.Result, len(reqs))
 				for i, r := range reqs {
-					failed[i] = build.Result{Host: r.Host, DrvPath: r.DrvPath, Err: fmt.Errorf("connect to build host %s: %w", p.target.Name, err)}
+					failed[i] = build.Result{Host: r.Host, DrvPath: r.DrvPath, Err: err}
 				}
 				record(failed)
+			}
+			conn, err := g.connect(ctx, k, p.target)
+			if err != nil {
+				failAll(fmt.Errorf("connect to build host %s: %w", p.target.Name, err))
 				return
 			}
 			defer g.release(k)
@@ -339,7 +342,13 @@ func buildSelected(ctx context.Context, g *globals, hosts, fleet []*inventory.Ho
 			}
 			done := g.buildTurn(k)
 			defer done()
-			record(build.Remote(ctx, g.nix(), conn, reqs, opts))
+			bctx, closeLog, err := g.transcript(ctx, p.target.Name, "build")
+			if err != nil {
+				failAll(err)
+				return
+			}
+			defer closeLog()
+			record(build.Remote(bctx, g.nix(), conn, reqs, opts))
 		})
 	}
 	wg.Wait()

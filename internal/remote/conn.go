@@ -188,10 +188,13 @@ func (c *Conn) Run(ctx context.Context, cmd Cmd) error {
 	if root && c.sudo.feed.Load() {
 		cmd.Stdin = c.sudoInput(cmd.Stdin)
 	}
+	rec := transcriptOf(ctx).begin(c.CommandLine(cmd))
+	cmd.Stdout, cmd.Stderr = rec.stdout(cmd.Stdout), rec.stderr(cmd.Stderr)
 	err = c.run(ctx, c.argv(cmd), cmd)
 	if root {
 		err = sudoWantsPassword(c.ep.User, err)
 	}
+	rec.end(err)
 	return err
 }
 
@@ -281,6 +284,8 @@ func (c *Conn) Start(ctx context.Context, cmd Cmd) (*Process, error) {
 		return nil, err
 	}
 	p := &Process{close: sess.Close, line: line, tail: NewTail(4096), done: make(chan struct{})}
+	rec := transcriptOf(ctx).begin(c.CommandLine(cmd) + "   # its output is a protocol stream: not recorded")
+	cmd.Stderr = rec.stderr(cmd.Stderr)
 	if cmd.Stderr != nil {
 		sess.Stderr = io.MultiWriter(cmd.Stderr, p.tail)
 	} else {
@@ -298,7 +303,9 @@ func (c *Conn) Start(ctx context.Context, cmd Cmd) (*Process, error) {
 	if err != nil {
 		sess.Close()
 		release()
-		return nil, fmt.Errorf("start %s: %w", line, err)
+		err = fmt.Errorf("start %s: %w", line, err)
+		rec.end(err)
+		return nil, err
 	}
 	go func() {
 		err := sess.Wait()
@@ -306,6 +313,7 @@ func (c *Conn) Start(ctx context.Context, cmd Cmd) (*Process, error) {
 		if root {
 			p.err = sudoWantsPassword(c.ep.User, p.err)
 		}
+		rec.end(p.err)
 		sess.Close()
 		release()
 		close(p.done)

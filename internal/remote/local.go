@@ -47,6 +47,8 @@ func (l *Local) Run(ctx context.Context, cmd Cmd) error {
 		return err
 	}
 	c := l.command(cmd)
+	rec := transcriptOf(ctx).begin(shell.Join(c.Args))
+	cmd.Stdout, cmd.Stderr = rec.stdout(cmd.Stdout), rec.stderr(cmd.Stderr)
 	c.Stdin, c.Stdout = cmd.Stdin, cmd.Stdout
 	tail := NewTail(4096)
 	c.Stderr = tail
@@ -54,13 +56,17 @@ func (l *Local) Run(ctx context.Context, cmd Cmd) error {
 		c.Stderr = io.MultiWriter(cmd.Stderr, tail)
 	}
 	if err := c.Start(); err != nil {
-		return fmt.Errorf("start %s: %w", shell.Join(c.Args), err)
+		err = fmt.Errorf("start %s: %w", shell.Join(c.Args), err)
+		rec.end(err)
+		return err
 	}
 	done := make(chan error, 1)
 	go func() { done <- c.Wait() }()
 	select {
 	case err := <-done:
-		return localExit(c, err, tail)
+		err = localExit(c, err, tail)
+		rec.end(err)
+		return err
 	case <-ctx.Done():
 		// As Conn does: the command goes on, but give it a moment to stop
 		// writing to the caller's writers before handing them back.
@@ -68,6 +74,7 @@ func (l *Local) Run(ctx context.Context, cmd Cmd) error {
 		case <-done:
 		case <-time.After(5 * time.Second):
 		}
+		rec.end(ctx.Err())
 		return ctx.Err()
 	}
 }
@@ -79,6 +86,8 @@ func (l *Local) Start(ctx context.Context, cmd Cmd) (*Process, error) {
 	}
 	c := l.command(cmd)
 	p := &Process{line: shell.Join(c.Args), tail: NewTail(4096), done: make(chan struct{})}
+	rec := transcriptOf(ctx).begin(p.line + "   # its output is a protocol stream: not recorded")
+	cmd.Stderr = rec.stderr(cmd.Stderr)
 	c.Stderr = p.tail
 	if cmd.Stderr != nil {
 		c.Stderr = io.MultiWriter(cmd.Stderr, p.tail)
@@ -91,7 +100,9 @@ func (l *Local) Start(ctx context.Context, cmd Cmd) (*Process, error) {
 		err = c.Start()
 	}
 	if err != nil {
-		return nil, fmt.Errorf("start %s: %w", p.line, err)
+		err = fmt.Errorf("start %s: %w", p.line, err)
+		rec.end(err)
+		return nil, err
 	}
 	p.close = func() error {
 		p.Stdin.Close()
@@ -99,6 +110,7 @@ func (l *Local) Start(ctx context.Context, cmd Cmd) (*Process, error) {
 	}
 	go func() {
 		p.err = localExit(c, c.Wait(), p.tail)
+		rec.end(p.err)
 		close(p.done)
 	}()
 	return p, nil

@@ -9,6 +9,8 @@ import (
 	"log/slog"
 	"strings"
 	"sync"
+
+	"github.com/deployctl/deployctl/internal/lines"
 )
 
 // Handler is a slog.Handler writing one line per record:
@@ -140,47 +142,10 @@ func (h *Handler) Handle(_ context.Context, r slog.Record) error {
 
 // Lines returns a writer that writes each complete line written to it as
 // "[host] line", between the handler's records, for streaming a remote
-// command's output.
+// command's output; Close writes out a last line that had no newline.
 func (h *Handler) Lines(host string) io.WriteCloser {
-	return &lineWriter{out: h.out, prefix: "[" + host + "] "}
-}
-
-// lineWriter may be written from several goroutines at once (a remote
-// command's stdout and stderr are copied separately): bufMu guards buf, the
-// output its own writes.
-type lineWriter struct {
-	out    *output
-	prefix string
-	bufMu  sync.Mutex
-	buf    []byte
-}
-
-func (l *lineWriter) Write(p []byte) (int, error) {
-	l.bufMu.Lock()
-	defer l.bufMu.Unlock()
-	l.buf = append(l.buf, p...)
-	for {
-		i := strings.IndexByte(string(l.buf), '\n')
-		if i < 0 {
-			break
-		}
-		l.emit(string(l.buf[:i]))
-		l.buf = l.buf[i+1:]
-	}
-	return len(p), nil
-}
-
-func (l *lineWriter) emit(line string) {
-	l.out.writeLine(l.prefix + strings.TrimRight(line, "\r") + "\n")
-}
-
-// Close writes out a last line that had no newline.
-func (l *lineWriter) Close() error {
-	l.bufMu.Lock()
-	defer l.bufMu.Unlock()
-	if len(l.buf) > 0 {
-		l.emit(string(l.buf))
-		l.buf = nil
-	}
-	return nil
+	prefix := "[" + host + "] "
+	return lines.NewWriter(func(line string) {
+		h.out.writeLine(prefix + strings.TrimRight(line, "\r") + "\n")
+	})
 }
