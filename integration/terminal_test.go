@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -80,7 +81,7 @@ func TestBarsOnTerminal(t *testing.T) {
 	if code != 0 {
 		t.Fatalf("build: exit %d", code)
 	}
-	if !strings.Contains(out, "\r\x1b[Kbuilding") || !strings.Contains(out, "(1/1") {
+	if !strings.Contains(out, "building 100%") || !strings.Contains(out, "(1/1") {
 		t.Errorf("no build bar drawn on the terminal")
 	}
 	if !strings.Contains(out, "[alpha] building (1 derivation)") || !strings.Contains(out, "[alpha] built ") {
@@ -95,7 +96,7 @@ func TestBarsOnTerminal(t *testing.T) {
 	if code != 0 {
 		t.Fatalf("push: exit %d", code)
 	}
-	if !strings.Contains(out, "\r\x1b[Kpushing") || !strings.Contains(out, "[alpha] sending 2 of 2 paths") || !strings.Contains(out, "[alpha] pushed 2 of 2 paths") {
+	if !strings.Contains(out, "pushing 100%") || !strings.Contains(out, "[alpha] sending 2 of 2 paths") || !strings.Contains(out, "[alpha] pushed 2 of 2 paths") {
 		t.Errorf("no push bar, or no per-host push lines, on the terminal")
 	}
 }
@@ -132,5 +133,43 @@ func TestColor(t *testing.T) {
 	}
 	if r := e.deployctl("--color=sometimes", "build", "alpha"); r.code != 2 || !strings.Contains(r.stderr, "--color must be auto, always or never") {
 		t.Errorf("a bad --color: exit %d, %q", r.code, r.stderr)
+	}
+}
+
+// TestLiveLinesOnTerminal: on a terminal, each host at work has a line
+// below the output, redrawn in place, naming its step, its time, and for
+// a push the bytes sent of those to send; the lines go before the
+// summary. Off a terminal there are none.
+func TestLiveLinesOnTerminal(t *testing.T) {
+	nonce := fmt.Sprintf("%s-%d", t.Name(), time.Now().UnixNano())
+	e := startFleet(t,
+		fixture.Host{Name: "alpha", Revision: nonce, SwitchSeconds: 2, PayloadKiB: 40000},
+		fixture.Host{Name: "beta", Revision: nonce, SwitchSeconds: 2, PayloadKiB: 40000},
+	)
+	code, out := e.onTerminal("deploy", "alpha", "beta")
+	if code != 0 {
+		t.Fatalf("deploy: exit %d", code)
+	}
+	for _, re := range []string{
+		`  (alpha|beta)  build  +\d+s`,
+		`  (alpha|beta) +push  \d+s  [1-9][0-9.]* [KM]iB of 39\.1 MiB`,
+		`  (alpha|beta) +activate  [12]s\r?\n  (alpha|beta) +activate  [12]s`,
+		// Two lines on the screen: up one, then clear to the end.
+		`\x1b\[1A\r\x1b\[J`,
+	} {
+		if !regexp.MustCompile(re).MatchString(out) {
+			t.Errorf("nothing on the terminal matches %q", re)
+		}
+	}
+	// The board is off the screen before the summary: what comes last
+	// before it is an erase, not a host's line.
+	i := strings.Index(out, "deploy: 2 of 2 hosts ok")
+	if i < 0 || !regexp.MustCompile(`(\x1b\[K|\x1b\[J)[\r\n]*$`).MatchString(out[:i]) {
+		t.Errorf("the live lines are not erased before the summary")
+	}
+	r := e.deployctl("activate", "alpha")
+	r.wantCode(t, 0)
+	if strings.Contains(r.stderr, "  alpha  activate") || strings.Contains(r.stderr, "\x1b[") {
+		t.Errorf("off a terminal, live lines or escape sequences:\n%q", r.stderr)
 	}
 }

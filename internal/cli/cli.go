@@ -91,6 +91,8 @@ type globals struct {
 	local *remote.Local
 	// noHooks runs no hooks (deploy --skip hooks).
 	noHooks bool
+	// board is the live line per host on a terminal (nil elsewhere).
+	board *board
 	// logDir is --log-dir: where each host's steps' transcripts go.
 	logDir string
 	// events is the run's event stream (--json on the commands that work

@@ -74,9 +74,11 @@ func runBuild(ctx context.Context, g *globals, opts buildOptions, args []string)
 	if err := g.loadHooks(inv.Selected); err != nil {
 		return err
 	}
+	g.board = g.startBoard()
 	results, err := g.buildHooks(ctx, inv.Selected, func(ctx context.Context, hosts []*inventory.Host) (map[string]built, error) {
 		return g.evalAndBuild(ctx, inv, hosts)
 	})
+	g.board.close()
 	if err != nil {
 		return err
 	}

@@ -26,7 +26,9 @@ func (g *globals) runHosts(ctx context.Context, command string, p *plan, af *act
 		// --json: the run as an event stream, the summary its last event.
 		g.events = events.NewStream(g.inv.Stdout)
 	}
+	g.board = g.startBoard()
 	outcomes, err := g.runOnHosts(ctx, command, p, af, steps...)
+	g.board.close()
 	if err != nil {
 		if g.events.Started() {
 			// The stream ends with its summary, here the run's error.

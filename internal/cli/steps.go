@@ -82,7 +82,10 @@ func (g *globals) push(ctx context.Context, conn *remote.Conn, h *inventory.Host
 			g.log.Info(fmt.Sprintf("sending %d of %d paths, %s", paths, of, humanBytes(bytes)), "host", h.Name, "from", src.String())
 			g.pushBar.expect(bytes)
 		},
-		OnSent: g.pushBar.sent,
+		OnSent: func(n int64) {
+			g.pushBar.sent(n)
+			g.board.sent(h.Name, n)
+		},
 	}
 	st, err := push.Native(ctx, conn, src, b.Toplevel, opts)
 	if err != nil {

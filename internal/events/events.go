@@ -52,18 +52,30 @@ type Event struct {
 	Hosts   any    `json:"hosts,omitempty"`
 }
 
-// Stream writes events, one JSON object per line; a nil Stream drops
-// them. It is safe for concurrent use.
+// Stream writes events, one JSON object per line, and hands them to its
+// listeners; a nil Stream drops them. It is safe for concurrent use.
 type Stream struct {
-	mu  sync.Mutex
-	enc *json.Encoder
-	now func() time.Time
-	n   int
+	mu        sync.Mutex
+	enc       *json.Encoder
+	listeners []func(Event)
+	now       func() time.Time
+	n         int
 }
 
-// NewStream writes events to w.
+// NewStream writes events to w (nil: to its listeners only).
 func NewStream(w io.Writer) *Stream {
-	return &Stream{enc: json.NewEncoder(w), now: time.Now}
+	s := &Stream{now: time.Now}
+	if w != nil {
+		s.enc = json.NewEncoder(w)
+	}
+	return s
+}
+
+// Listen hands f every event from now on, in order, one at a time.
+func (s *Stream) Listen(f func(Event)) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.listeners = append(s.listeners, f)
 }
 
 // Emit writes e, with its version and time set.
@@ -78,7 +90,12 @@ func (s *Stream) Emit(e Event) {
 		e.Time = s.now().UTC()
 	}
 	s.n++
-	_ = s.enc.Encode(e)
+	if s.enc != nil {
+		_ = s.enc.Encode(e)
+	}
+	for _, f := range s.listeners {
+		f(e)
+	}
 }
 
 // Started says whether any event was written.

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"slices"
 	"strings"
 	"sync"
 
@@ -25,23 +26,59 @@ type Handler struct {
 	attrs []slog.Attr
 }
 
-// output is the writer the handler and its line writers share, with the
-// status line drawn below the records on a terminal.
+// output is the writer the handler and its line writers share. On a
+// terminal it keeps a status below the records: the board (a line per
+// host at work) and the bar, redrawn in place as records go above them.
 type output struct {
-	mu     sync.Mutex
-	w      io.Writer
-	status string
+	mu    sync.Mutex
+	w     io.Writer
+	board []string
+	bar   string
+	// drawn is how many status lines are on the screen, the cursor at
+	// the end of the last.
+	drawn int
 }
 
-// writeLine writes one complete line, keeping the status line below it.
+// writeLine writes one complete line, keeping the status below it.
 func (o *output) writeLine(line string) error {
 	o.mu.Lock()
 	defer o.mu.Unlock()
-	if o.status != "" {
-		line = clearLine + line + o.status
-	}
-	_, err := io.WriteString(o.w, line)
+	_, err := io.WriteString(o.w, o.erase()+line+o.draw())
 	return err
+}
+
+// redraw draws the status again, changed.
+func (o *output) redraw() error {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	erase := o.erase()
+	if erase == "" {
+		erase = clearLine
+	}
+	_, err := io.WriteString(o.w, erase+o.draw())
+	return err
+}
+
+// erase is what takes the status off the screen, the cursor left where
+// its first line began.
+func (o *output) erase() string {
+	switch o.drawn {
+	case 0:
+		return ""
+	case 1:
+		return clearLine
+	}
+	return fmt.Sprintf("\x1b[%dA", o.drawn-1) + "\r\x1b[J"
+}
+
+// draw is the status's lines, the last without a newline.
+func (o *output) draw() string {
+	lines := o.board
+	if o.bar != "" {
+		lines = append(slices.Clone(lines), o.bar)
+	}
+	o.drawn = len(lines)
+	return strings.Join(lines, "\n")
 }
 
 // clearLine returns a terminal's cursor to the start of its line and
@@ -59,10 +96,11 @@ func NewHandler(w io.Writer, level slog.Leveler) *Handler {
 func (h *Handler) Status() (io.Writer, func()) {
 	return statusWriter{h.out}, func() {
 		h.out.mu.Lock()
-		defer h.out.mu.Unlock()
-		if h.out.status != "" {
-			io.WriteString(h.out.w, clearLine)
-			h.out.status = ""
+		had := h.out.bar != ""
+		h.out.bar = ""
+		h.out.mu.Unlock()
+		if had {
+			h.out.redraw()
 		}
 	}
 }
@@ -70,15 +108,24 @@ func (h *Handler) Status() (io.Writer, func()) {
 type statusWriter struct{ o *output }
 
 func (s statusWriter) Write(p []byte) (int, error) {
-	s.o.mu.Lock()
-	defer s.o.mu.Unlock()
 	line := string(p)
 	if i := strings.LastIndexByte(line, '\r'); i >= 0 {
 		line = line[i+1:]
 	}
-	s.o.status = line
-	_, err := io.WriteString(s.o.w, clearLine+line)
-	return len(p), err
+	s.o.mu.Lock()
+	s.o.bar = line
+	s.o.mu.Unlock()
+	return len(p), s.o.redraw()
+}
+
+// SetBoard draws lines (nil: none) above the bar, in place of the ones
+// drawn before. For terminals only: each line must fit the terminal's
+// width.
+func (h *Handler) SetBoard(lines []string) {
+	h.out.mu.Lock()
+	h.out.board = lines
+	h.out.mu.Unlock()
+	h.out.redraw()
 }
 
 func (h *Handler) Enabled(_ context.Context, l slog.Level) bool { return l >= h.level.Level() }

@@ -60,3 +60,30 @@ func TestStatusStaysBelow(t *testing.T) {
 		t.Errorf("output %q\nwant   %q", out.String(), want)
 	}
 }
+
+// TestBoardStaysBelow: the board's lines and the bar are drawn below the
+// records; a record takes all of them off (up to the board's first line,
+// then clear to the end of the screen), goes above, and they come back.
+func TestBoardStaysBelow(t *testing.T) {
+	var out strings.Builder
+	h := NewHandler(&out, slog.LevelInfo)
+	log := slog.New(h)
+	h.SetBoard([]string{"  alpha  push", "  beta   build"})
+	status, clear := h.Status()
+	io.WriteString(status, "\rpushing 1/2")
+	log.Info("pushed", "host", "alpha")
+	h.SetBoard([]string{"  beta   build"})
+	clear()
+	h.SetBoard(nil)
+	log.Info("done")
+	want := "\r\x1b[K  alpha  push\n  beta   build" +
+		"\x1b[1A\r\x1b[J  alpha  push\n  beta   build\npushing 1/2" +
+		"\x1b[2A\r\x1b[J[alpha] pushed\n  alpha  push\n  beta   build\npushing 1/2" +
+		"\x1b[2A\r\x1b[J  beta   build\npushing 1/2" +
+		"\x1b[1A\r\x1b[J  beta   build" +
+		"\r\x1b[K" +
+		"done\n"
+	if out.String() != want {
+		t.Errorf("output %q\nwant   %q", out.String(), want)
+	}
+}

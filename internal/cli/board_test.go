@@ -1,0 +1,75 @@
+package cli
+
+import (
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/deployctl/deployctl/internal/events"
+)
+
+// TestBoardLines: a line per host at work, in the order they started,
+// with the step, its time, and a push's bytes and rate; a host leaves
+// when its step ends; lines fit the width; more than boardMax hosts are
+// counted on one line; closing takes the board off.
+func TestBoardLines(t *testing.T) {
+	var mu sync.Mutex
+	var drawn [][]string
+	set := func(lines []string) {
+		mu.Lock()
+		defer mu.Unlock()
+		drawn = append(drawn, lines)
+	}
+	last := func() []string {
+		mu.Lock()
+		defer mu.Unlock()
+		return drawn[len(drawn)-1]
+	}
+	b := newBoard(set, 60, time.Hour)
+	now := time.Date(2026, 11, 24, 1, 0, 0, 0, time.UTC)
+	b.now = func() time.Time { return now }
+	b.event(events.Event{Type: events.Step, Host: "web-1", Step: "push", State: events.Started})
+	b.event(events.Event{Type: events.Step, Host: "db", Step: "activate", State: events.Started})
+	b.event(events.Event{Type: events.Progress, Host: "web-1", Step: "push", State: "sending", Paths: 3, PathsTotal: 40, Bytes: 40 << 20})
+	b.sent("web-1", 10<<20)
+	now = now.Add(2 * time.Second)
+	b.draw()
+	want := []string{
+		"  web-1  push      2s  10.0 MiB of 40.0 MiB, 5.0 MiB/s",
+		"  db     activate  2s",
+	}
+	if got := last(); !slices.Equal(got, want) {
+		t.Errorf("board:\n%q\nwant\n%q", got, want)
+	}
+	b.event(events.Event{Type: events.Step, Host: "web-1", Step: "push", State: events.Done})
+	if got := last(); !slices.Equal(got, []string{"  db  activate  2s"}) {
+		t.Errorf("after web-1's push: %q", got)
+	}
+	b.event(events.Event{Type: events.Step, Host: "a-host-with-a-name-far-longer-than-the-terminal-is-wide", Step: "build", State: events.Started})
+	for _, line := range last() {
+		if n := len([]rune(line)); n >= 60 {
+			t.Errorf("a line of %d columns on a terminal of 60: %q", n, line)
+		}
+	}
+	for i := range 15 {
+		b.event(events.Event{Type: events.Step, Host: "h" + string(rune('a'+i)), Step: "build", State: events.Started})
+	}
+	got := last()
+	if len(got) != boardMax+1 || !strings.Contains(got[boardMax], "… and 7 more hosts at work") {
+		t.Errorf("17 hosts at work: %d lines, the last %q", len(got), got[len(got)-1])
+	}
+	b.close()
+	b.close()
+	if got := last(); got != nil {
+		t.Errorf("after close the board is %q", got)
+	}
+	b.event(events.Event{Type: events.Step, Host: "late", Step: "push", State: events.Started})
+	if got := last(); got != nil {
+		t.Errorf("a closed board drew again: %q", got)
+	}
+	var nilBoard *board
+	nilBoard.sent("x", 1)
+	nilBoard.close()
+}
