@@ -7,7 +7,7 @@ LDFLAGS := -X github.com/deployctl/deployctl/internal/cli.Version=$(VERSION)
 # The race detector needs cgo, so a C compiler: use it where there is one.
 RACE    ?= $(shell command -v gcc >/dev/null 2>&1 && echo -race)
 
-.PHONY: build setup test test-quick demo bench lint clean
+.PHONY: build setup test test-quick demo bench lint docs clean
 
 build:
 	CGO_ENABLED=0 $(GO) build -ldflags "$(LDFLAGS)" -o bin/deployctl ./cmd/deployctl
@@ -38,6 +38,12 @@ demo: setup build
 bench: setup build
 	$(GO) test -run '^$$' -bench . -benchtime 5x -count 1 ./integration/
 	$(GO) run ./integration/cmd/bench -deployctl bin/deployctl -out bench/RESULTS.md
+
+# docs/options.md, generated from nixmodule/default.nix with nixpkgs' lib:
+# NIXPKGS_LIB names a checkout (nix-community/nixpkgs.lib).
+docs:
+	@test -n "$(NIXPKGS_LIB)" || { echo "make docs: set NIXPKGS_LIB to a nixpkgs lib checkout (git clone https://github.com/nix-community/nixpkgs.lib)"; exit 1; }
+	NIXPKGS_LIB="$(NIXPKGS_LIB)" $(GO) test -count=1 ./nixmodule -run TestOptionsDoc -update
 
 clean:
 	rm -rf bin

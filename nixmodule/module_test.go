@@ -44,19 +44,7 @@ func TestModuleEvaluatesWithNixpkgsLib(t *testing.T) {
 	if libDir == "" {
 		t.Skip("NIXPKGS_LIB is unset: set it to a nixpkgs lib checkout (nix-community/nixpkgs.lib) to evaluate the module")
 	}
-	nixtest.Require(t, "nix-instantiate")
-	lib, err := filepath.Abs(filepath.Join(libDir, "lib"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	out, err := exec.Command("nix-instantiate", "--eval", "--strict", "--json", "testdata/eval.nix", "--arg", "lib", "import "+lib).Output()
-	if err != nil {
-		var stderr []byte
-		if ee, ok := err.(*exec.ExitError); ok {
-			stderr = ee.Stderr
-		}
-		t.Fatalf("evaluating the module: %v\n%s", err, stderr)
-	}
+	out := evalWithLib(t, libDir, "testdata/eval.nix")
 	var got map[string]json.RawMessage
 	if err := json.Unmarshal(out, &got); err != nil {
 		t.Fatal(err)
@@ -145,4 +133,24 @@ func TestModuleEvaluatesWithNixpkgsLib(t *testing.T) {
 		p.Port != 5432 || p.Period != 2 || morph.ConfirmTimeout != 45*time.Second {
 		t.Errorf("morph's block read back as %+v, confirmTimeout %s", checks, morph.ConfirmTimeout)
 	}
+}
+
+// evalWithLib evaluates file, a function of nixpkgs' lib, with the lib of
+// the checkout libDir, to JSON.
+func evalWithLib(t *testing.T, libDir, file string) []byte {
+	t.Helper()
+	nixtest.Require(t, "nix-instantiate")
+	lib, err := filepath.Abs(filepath.Join(libDir, "lib"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err := exec.Command("nix-instantiate", "--eval", "--strict", "--json", file, "--arg", "lib", "import "+lib).Output()
+	if err != nil {
+		var stderr []byte
+		if ee, ok := err.(*exec.ExitError); ok {
+			stderr = ee.Stderr
+		}
+		t.Fatalf("evaluating %s: %v\n%s", file, err, stderr)
+	}
+	return out
 }

@@ -5,13 +5,7 @@ let
   eval = extra: lib.evalModules {
     modules = [
       ../default.nix
-      # The NixOS options the module reads and sets, loosely.
-      {
-        options.networking.hostName = lib.mkOption { type = lib.types.str; default = "nixos"; };
-        options.users.users = lib.mkOption { type = lib.types.attrsOf lib.types.anything; default = { }; };
-        options.users.groups = lib.mkOption { type = lib.types.attrsOf lib.types.anything; default = { }; };
-        options.security.sudo.extraRules = lib.mkOption { type = lib.types.listOf lib.types.anything; default = [ ]; };
-      }
+      ./nixos-options.nix
       extra
     ];
   };
