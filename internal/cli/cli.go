@@ -12,6 +12,7 @@ import (
 	"os"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/spf13/cobra"
 
@@ -91,6 +92,9 @@ type globals struct {
 	local *remote.Local
 	// noHooks runs no hooks (deploy --skip hooks).
 	noHooks bool
+	// tagsWithin is how long completion waits for the tags before it
+	// completes host names alone.
+	tagsWithin time.Duration
 	// board is the live line per host on a terminal (nil elsewhere).
 	board *board
 	// logDir is --log-dir: where each host's steps' transcripts go.
@@ -128,7 +132,7 @@ func Main(ctx context.Context, inv Invocation) int {
 	if inv.Detach == nil {
 		inv.Detach = context.Background()
 	}
-	g := &globals{inv: inv}
+	g := &globals{inv: inv, tagsWithin: 2 * time.Second}
 	g.buildBar.g, g.pushBar.g = g, g
 	root := newRootCommand(g)
 	root.SetArgs(inv.Args)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"io"
 	"log/slog"
+	"maps"
 	"slices"
 	"strings"
 	"time"
@@ -15,42 +16,54 @@ import (
 )
 
 // completeHosts completes host selectors: the flake's host names and its
-// tags as @tag, read with one evaluation of the deployment options (no
-// system is evaluated, nothing is stored).
+// tags as @tag. Nothing is cached (deployctl stores nothing here), so the
+// names come from a listing of nixosConfigurations, which evaluates no
+// host, and the tags from one evaluation of the deployment options when
+// that ends within tagsWithin; a flake slower than that completes names
+// only.
 func (g *globals) completeHosts(cmd *cobra.Command, args []string, toComplete string) ([]string, cobra.ShellCompDirective) {
 	ref, err := nix.FlakeRef(g.flake)
 	if err != nil {
 		return nil, cobra.ShellCompDirectiveNoFileComp
 	}
 	n := nix.New(g.inv.Env, slog.New(slog.NewTextHandler(io.Discard, nil)))
-	// Nothing selected: a broken host is then left out (and named) rather
-	// than failing the evaluation; a slow flake is given up on.
 	ctx, cancel := context.WithTimeout(cmd.Context(), 5*time.Second)
 	defer cancel()
-	inv, err := inventory.Load(ctx, n, ref, inventory.LoadOptions{})
-	if err != nil {
-		return nil, cobra.ShellCompDirectiveNoFileComp
+	type loaded struct {
+		inv *inventory.Inventory
+		err error
 	}
-	var out []string
-	for _, b := range inv.Broken {
-		out = append(out, b.Name)
-	}
+	full := make(chan loaded, 1)
+	go func() {
+		// Nothing selected: a broken host is then left out (and named)
+		// rather than failing the evaluation.
+		inv, err := inventory.Load(ctx, n, ref, inventory.LoadOptions{})
+		full <- loaded{inv, err}
+	}()
+	var names []string
 	tags := map[string]bool{}
-	for _, h := range inv.Hosts {
-		if !slices.Contains(args, h.Name) {
-			out = append(out, h.Name)
+	select {
+	case l := <-full:
+		if l.err != nil {
+			return nil, cobra.ShellCompDirectiveNoFileComp
 		}
-		for _, t := range h.Tags {
-			tags["@"+t] = true
+		for _, b := range l.inv.Broken {
+			names = append(names, b.Name)
+		}
+		for _, h := range l.inv.Hosts {
+			names = append(names, h.Name)
+			for _, t := range h.Tags {
+				tags["@"+t] = true
+			}
+		}
+	case <-time.After(g.tagsWithin):
+		if names, err = inventory.HostNames(ctx, n, ref); err != nil {
+			return nil, cobra.ShellCompDirectiveNoFileComp
 		}
 	}
-	for t := range tags {
-		if !slices.Contains(args, t) {
-			out = append(out, t)
-		}
-	}
+	out := slices.Concat(names, slices.Collect(maps.Keys(tags)))
+	out = slices.DeleteFunc(out, func(s string) bool { return slices.Contains(args, s) || !strings.HasPrefix(s, toComplete) })
 	slices.Sort(out)
-	out = slices.DeleteFunc(out, func(s string) bool { return !strings.HasPrefix(s, toComplete) })
 	return out, cobra.ShellCompDirectiveNoFileComp
 }
 

@@ -139,7 +139,7 @@ func Load(ctx context.Context, n *nix.CLI, flakeRef string, opts LoadOptions) (*
 		// halves, so that only the broken hosts fail.
 		raw2, err2 := evaluate(ctx, n, flakeRef, opts, false, nil)
 		if err2 != nil && ctx.Err() == nil {
-			if names, err3 := hostNames(ctx, n, flakeRef); err3 == nil {
+			if names, err3 := HostNames(ctx, n, flakeRef); err3 == nil {
 				raw2, err2 = map[string]evaluated{}, nil
 				if err3 = bisectOptions(ctx, n, flakeRef, opts, names, raw2, broken); err3 != nil {
 					err2 = err3
@@ -233,8 +233,8 @@ func explain(ctx context.Context, n *nix.CLI, flakeRef string, hosts []*Host) er
 	return ctx.Err()
 }
 
-// hostNames lists the flake's nixosConfigurations without evaluating them.
-func hostNames(ctx context.Context, n *nix.CLI, flakeRef string) ([]string, error) {
+// HostNames lists the flake's nixosConfigurations without evaluating them.
+func HostNames(ctx context.Context, n *nix.CLI, flakeRef string) ([]string, error) {
 	out, err := n.Nix(ctx, "eval", "--json", flakeRef+"#nixosConfigurations", "--apply", "builtins.attrNames")
 	if err != nil {
 		return nil, err
