@@ -173,6 +173,10 @@ func (o Outcome) String() string {
 type SwitchError struct {
 	Action string
 	Status int
+	// Stopped, when set, is how the switch ended without an exit status
+	// (its job killed, as systemd or the job's files tell); Status is
+	// then meaningless.
+	Stopped string
 	// Output is the end of the switch's output.
 	Output string
 	Outcome
@@ -193,6 +197,9 @@ func statusMeaning(st int) string {
 
 func (e *SwitchError) Error() string {
 	msg := fmt.Sprintf("switch-to-configuration %s exited %d (%s); %s", e.Action, e.Status, statusMeaning(e.Status), e.Outcome)
+	if e.Stopped != "" {
+		msg = fmt.Sprintf("switch-to-configuration %s ended without an exit status (%s); %s", e.Action, e.Stopped, e.Outcome)
+	}
 	if out := strings.TrimSpace(e.Output); out != "" {
 		msg += "\nits output ends:\n" + out
 	}
@@ -328,12 +335,13 @@ func (a *activation) run(ctx context.Context) (*Result, error) {
 	}
 	a.res.Stage = "switch"
 	st, out, err := a.job(ctx, "switch", switchJob, a.switchLine())
-	if err != nil {
+	var stopped *stoppedError
+	if err != nil && !errors.As(err, &stopped) {
 		return &a.res, fmt.Errorf("switch: %w", err)
 	}
 	a.res.Stage = "checks"
 	a.res.Status = st
-	ok := st == 0 || st == 100 || st == 4 && a.req.AllowFailedUnits
+	ok := stopped == nil && (st == 0 || st == 100 || st == 4 && a.req.AllowFailedUnits)
 	a.res.RebootRequired = st == 100
 	if st == 4 && ok && a.opts.Warn != nil {
 		a.opts.Warn("some units failed to start (allowed by --allow-failed-units):\n" + strings.TrimSpace(out))
@@ -343,6 +351,9 @@ func (a *activation) run(ctx context.Context) (*Result, error) {
 	case st == profileFailed:
 		// nix-env failed: nothing was switched, nothing to roll back.
 		failure = fmt.Errorf("setting the system profile failed, so nothing was switched: %s", strings.TrimSpace(out))
+	case stopped != nil:
+		// Killed halfway: whatever it did is undone as for a failure.
+		failure = &SwitchError{Action: a.req.Action, Stopped: stopped.why, Output: out, Outcome: a.rollback(ctx)}
 	case !ok:
 		failure = &SwitchError{Action: a.req.Action, Status: st, Output: out, Outcome: a.rollback(ctx)}
 	case armed:
@@ -658,6 +669,10 @@ func (a *activation) wait(ctx context.Context, name string) (int, string, error)
 		output.Reset()
 		err = a.t.Run(ctx, remote.Cmd{Argv: []string{"sh", "-c", resultScript, "deployctl-result", a.req.ID, name}, Root: true, Stdout: &status, Stderr: output})
 	}
+	var ee *remote.ExitError
+	if errors.As(err, &ee) && ee.Status == jobStopped {
+		return 0, output.String(), &stoppedError{job: name, why: lastLine(ee.Stderr)}
+	}
 	if err != nil {
 		return 0, "", fmt.Errorf("wait for the %s job: %w", name, err)
 	}
@@ -666,6 +681,21 @@ func (a *activation) wait(ctx context.Context, name string) (int, string, error)
 		return 0, "", fmt.Errorf("the %s job's status %q: %w", name, status.String(), err)
 	}
 	return st, output.String(), nil
+}
+
+// jobStopped is the waiters' exit status for a job that ended without an
+// exit status of its own (awaitStatus).
+const jobStopped = 71
+
+// stoppedError is a job that ended without an exit status: killed.
+type stoppedError struct{ job, why string }
+
+func (e *stoppedError) Error() string { return "the " + e.job + " job: " + e.why }
+
+// lastLine is the last line of s that is not blank.
+func lastLine(s string) string {
+	lines := strings.Split(strings.TrimSpace(s), "\n")
+	return strings.TrimSpace(lines[len(lines)-1])
 }
 
 // switchLine is what the switch job runs, as a shell line.

@@ -100,6 +100,8 @@ while :; do
   fi
   sleep 0.2
 done
+# The jobs' units that failed were kept for their waiters: gone now.
+[ ! -d /run/systemd/system ] || systemctl reset-failed "deployctl-$1-*" 2>/dev/null
 echo released > "$w/state"
 : > "$d/lock"
 touch "$w/released"
@@ -116,7 +118,7 @@ const leaseScript = `d=` + Dir + `; w=$d/$1
   mkdir -p "$w" || exit 70
   printf '%s\n' "$3" > "$w/action"; printf '%s\n' "$4" > "$w/toplevel"
   echo $$ > "$w/lease.pid"
-  detach "$1-keeper" "deployctl lock keeper of deploy $1" "$5" deployctl-keeper "$1" "$2" 2>"$w/keeper.log"
+  detach collect "$1-keeper" "deployctl lock keeper of deploy $1" "$5" deployctl-keeper "$1" "$2" 2>"$w/keeper.log"
   i=0
   while [ ! -e "$w/state" ] && [ ! -e "$w/state.err" ] && [ "$i" -lt 100 ]; do sleep 0.05; i=$((i + 1)); done
 else
@@ -164,26 +166,29 @@ if [ -n "$4" ]; then ` + claimFn + `claim "$4" || { echo claimed; exit 0; }; fi
 : > "$w/$2.started"
 : > "$w/$2.log"
 job='echo $$ > "$1/$2.pid.tmp"; mv "$1/$2.pid.tmp" "$1/$2.pid"; w=$1; ( '"$3"'
-) >> "$w/$2.log" 2>&1; echo $? > "$w/$2.status.tmp"; mv "$w/$2.status.tmp" "$w/$2.status"'
-` + detachFn + `detach "$1-$2" "deployctl $2 job of deploy $1" "$job" deployctl-job "$w" "$2"
+) >> "$w/$2.log" 2>&1; st=$?; echo $st > "$w/$2.status.tmp"; mv "$w/$2.status.tmp" "$w/$2.status"; exit $st'
+` + detachFn + `detach keep "$1-$2" "deployctl $2 job of deploy $1" "$job" deployctl-job "$w" "$2"
 i=0
 while [ ! -e "$w/$2.pid" ] && [ "$i" -lt 100 ]; do sleep 0.05; i=$((i + 1)); done
 echo started
 `
 
-// detachFn runs a command ($3, with $0 and arguments after it) detached
-// from the SSH session: in a transient unit deployctl-$1 (described $2)
+// detachFn runs a command ($4, with $0 and arguments after it) detached
+// from the SSH session: in a transient unit deployctl-$2 (described $3)
 // where systemd runs, outside the session's cgroup, so that neither a lost
 // connection nor logind's cleanup can touch it; as a setsid child
-// otherwise, or when systemd-run fails.
+// otherwise, or when systemd-run fails. $1 is "collect" (the unit goes
+// when it ends) or "keep" (a unit that fails stays, for its waiter to read
+// how it ended: the keeper resets it when it lets go).
 const detachFn = `detach() {
-  u=$1 d=$2; shift 2
+  collect=; [ "$1" = keep ] || collect=--collect
+  u=$2 d=$3; shift 3
   if [ -d /run/systemd/system ] && command -v systemd-run >/dev/null 2>&1; then
     if (
       # systemd expands $VAR in a unit's command line: $$ is a $.
       n=$#; i=0
       while [ "$i" -lt "$n" ]; do set -- "$@" "$(printf '%s' "$1" | sed 's/\$/$$/g')"; shift; i=$((i + 1)); done
-      exec systemd-run --unit="deployctl-$u" --description="$d" --collect --quiet --property=Type=exec -E PATH -- sh -c "$@"
+      exec systemd-run --unit="deployctl-$u" --description="$d" $collect --quiet --property=Type=exec -E PATH -- sh -c "$@"
     ); then
       return 0
     fi
@@ -236,15 +241,46 @@ const resultScript = `w=` + Dir + `/$1
 ` + awaitStatus + `tail -c 2000 "$w/$2.log" >&2
 `
 
-// awaitStatus waits for job $2's status and prints it, or fails when the
-// job's process is gone without one (killed).
-const awaitStatus = `while [ ! -e "$w/$2.status" ]; do
+// awaitStatus waits for job $2 to end and prints its exit status. Where
+// the job ran as a unit, systemd says how it ended: a unit that failed
+// (the job's status was not 0, or it was killed before it could write
+// one) stays loaded, and its Result, ExecMainCode and ExecMainStatus are
+// the answer; one that succeeded is gone, and its status file says 0.
+// Elsewhere the status file is the answer; a job whose process is gone
+// without one was killed.
+const awaitStatus = `unit=deployctl-$1-$2.service
+prop() { systemctl show -p "$1" --value "$unit" 2>/dev/null; }
+failed() {
+  [ -d /run/systemd/system ] || return 1
+  i=0
+  while [ "$i" -lt 50 ]; do
+    [ "$(prop LoadState)" = loaded ] || return 1
+    case $(prop ActiveState) in
+      failed) return 0 ;;
+      active|activating|deactivating|reloading) sleep 0.1 ;;
+      *) return 1 ;;
+    esac
+    i=$((i + 1))
+  done
+  return 1
+}
+while [ ! -e "$w/$2.status" ]; do
   if ! kill -0 "$(cat "$w/$2.pid" 2>/dev/null)" 2>/dev/null; then
     sleep 0.3
-    [ -e "$w/$2.status" ] || { echo "the $2 job's process is gone without an exit status (killed?)" >&2; exit 71; }
+    [ -e "$w/$2.status" ] || break
   fi
   sleep 0.1
 done
+if failed; then
+  result=$(prop Result) code=$(prop ExecMainCode) st=$(prop ExecMainStatus)
+  if [ "$result" = exit-code ] && [ "$code" = 1 ]; then echo "$st"; exit 0; fi
+  case $code in
+    2|3) echo "the $2 job was killed by signal $st (systemd: $unit, Result=$result)" >&2 ;;
+    *) echo "the $2 job failed without an exit status (systemd: $unit, Result=$result)" >&2 ;;
+  esac
+  exit 71
+fi
+[ -e "$w/$2.status" ] || { echo "the $2 job's process is gone without an exit status (killed?)" >&2; exit 71; }
 cat "$w/$2.status"
 `
 

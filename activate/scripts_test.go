@@ -88,7 +88,7 @@ exec "$@"
 	job := `printf '%s|%s' "$1" "$0" > "$2"`
 	for _, fail := range []string{"", "1"} {
 		os.Remove(out)
-		script := strings.ReplaceAll(detachFn, "/run/systemd/system", sysdir) + `detach t "test" "$1" "$2" "$3" "$4"`
+		script := strings.ReplaceAll(detachFn, "/run/systemd/system", sysdir) + `detach keep t "test" "$1" "$2" "$3" "$4"`
 		cmd := exec.Command("sh", "-c", script, "sh", job, "zero", arg, out)
 		cmd.Env = append(os.Environ(), "PATH="+bin+":"+os.Getenv("PATH"), "FAIL="+fail)
 		if b, err := cmd.CombinedOutput(); err != nil {

@@ -469,3 +469,26 @@ func TestStatusAndRollback(t *testing.T) {
 		t.Errorf("a changed host is not refused:\n%s", r.stderr)
 	}
 }
+
+// TestKilledSwitchRollsBack: a switch killed halfway (its job's whole
+// process group, before it could write its exit status) is a failed
+// switch: deployctl says how it ended and puts the host back on the
+// system before.
+func TestKilledSwitchRollsBack(t *testing.T) {
+	e := startFleet(t, fixture.Host{Name: "alpha"})
+	e.deployctl("deploy", "alpha").wantCode(t, 0)
+	old := e.toplevel("alpha")
+
+	e.writeFlake(fixture.Host{Name: "alpha", SwitchSeconds: 3, Revision: "2"})
+	r := e.deployctlWatching("switching slowly", func() {
+		// This deploy's directory is the newest (the names begin with the time).
+		e.ssh("alpha", `kill -KILL -- -"$(cat "$(ls -d /run/deployctl/*/ | tail -n 1)switch.pid")"`)
+	}, "-v", "deploy", "alpha")
+	r.wantCode(t, 1)
+	if !strings.Contains(r.stderr, "switch-to-configuration switch ended without an exit status (the switch job's process is gone without an exit status (killed?)); rolled back to "+old) {
+		t.Errorf("the killed switch is not reported and rolled back:\n%s", r.stderr)
+	}
+	if got := e.currentSystem("alpha"); got != old {
+		t.Errorf("alpha runs %s, want %s", got, old)
+	}
+}

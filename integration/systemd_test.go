@@ -72,3 +72,88 @@ func TestSystemdHostsDeployAndRollBack(t *testing.T) {
 		})
 	}
 }
+
+// TestSystemdFailedUnit: on a host that boots systemd, a system whose
+// service unit really fails makes the switch exit 4, which deployctl reads
+// from the switch's own unit (it failed with that status) and treats as
+// the activation does: the host goes back to the system before; with
+// --allow-failed-units it keeps the new one. Every unit of the deploy is
+// gone afterwards.
+func TestSystemdFailedUnit(t *testing.T) {
+	e := startSystemdFleet(t, "bookworm", fixture.Host{Name: "alpha"})
+	e.deployctl("deploy", "alpha").wantCode(t, 0)
+	old := e.toplevel("alpha")
+
+	e.writeFlake(fixture.Host{Name: "alpha", FailUnit: true, Revision: "2"})
+	r := e.deployctl("deploy", "alpha")
+	r.wantCode(t, 1)
+	if !strings.Contains(r.stderr, "exited 4") || !strings.Contains(r.stderr, "the following units failed: fixture.service") || !strings.Contains(r.stderr, "rolled back to "+old) {
+		t.Errorf("a failed unit is not reported and rolled back:\n%s", r.stderr)
+	}
+	if got := e.currentSystem("alpha"); got != old {
+		t.Errorf("alpha runs %s, want %s", got, old)
+	}
+	if state := e.ssh("alpha", "systemctl is-active fixture.service || true"); state != "active" {
+		t.Errorf("after the rollback the fixture's service is %q, want active", state)
+	}
+	if left := e.ssh("alpha", "systemctl list-units --all --plain --no-legend 'deployctl-*' | wc -l"); left != "0" {
+		t.Errorf("%s of the deploy's units are left", left)
+	}
+
+	r = e.deployctl("deploy", "alpha", "--allow-failed-units")
+	r.wantCode(t, 0)
+	if got := e.currentSystem("alpha"); got != e.toplevel("alpha") {
+		t.Errorf("with --allow-failed-units alpha runs %s, want the new %s", got, e.toplevel("alpha"))
+	}
+}
+
+// TestSystemdResultOfAKilledSwitch: the connection is cut in the middle of
+// a slow switch, whose unit is then killed before it can write its exit
+// status; deployctl reconnects and reports what systemd says of the unit
+// (killed by signal 9), and the host goes back to the system before.
+func TestSystemdResultOfAKilledSwitch(t *testing.T) {
+	e := startSystemdFleet(t, "bookworm", fixture.Host{Name: "alpha"})
+	e.deployctl("deploy", "alpha").wantCode(t, 0)
+	old := e.toplevel("alpha")
+
+	e.writeFlake(fixture.Host{Name: "alpha", SwitchSeconds: 4, Revision: "2"})
+	r := e.deployctlWatching("switching slowly", func() {
+		e.cutter("alpha")()
+		e.ssh("alpha", "systemctl kill -s KILL 'deployctl-*-switch.service'")
+	}, "-v", "deploy", "alpha")
+	r.wantCode(t, 1)
+	if !strings.Contains(r.stderr, "the connection was lost") || !strings.Contains(r.stderr, "the switch job was killed by signal 9 (systemd: deployctl-") || !strings.Contains(r.stderr, "Result=signal") {
+		t.Errorf("the killed switch is not reported from systemd:\n%s", r.stderr)
+	}
+	if got := e.currentSystem("alpha"); got != old {
+		t.Errorf("alpha runs %s after its switch was killed, want %s", got, old)
+	}
+	if left := e.ssh("alpha", "systemctl list-units --all --plain --no-legend 'deployctl-*' | wc -l"); left != "0" {
+		t.Errorf("%s of the deploy's units are left", left)
+	}
+}
+
+// TestSystemdBrokenSSHRollsItselfBack: the dead-man's switch on a host
+// that boots systemd. A system that stops ssh.service is switched to; no
+// new connection can check in, so the host's watchdog unit rolls it back
+// (the old system starts ssh.service again), and deployctl reports it.
+func TestSystemdBrokenSSHRollsItselfBack(t *testing.T) {
+	confirm := map[string]any{"confirmTimeout": 3}
+	e := startSystemdFleet(t, "bookworm", fixture.Host{Name: "alpha", Deployment: confirm})
+	e.deployctl("deploy", "alpha").wantCode(t, 0)
+	old := e.toplevel("alpha")
+
+	e.writeFlake(fixture.Host{Name: "alpha", Deployment: confirm, BreaksSSH: true, Revision: "2"})
+	r := e.deployctl("deploy", "alpha")
+	r.wantCode(t, 1)
+	if !strings.Contains(r.stderr, "no new SSH connection to the host could check in within 3s of the switch") ||
+		!strings.Contains(r.stderr, "the host rolled itself back to "+old) {
+		t.Errorf("deployctl does not report the host's own rollback:\n%s", r.stderr)
+	}
+	if got := e.currentSystem("alpha"); got != old {
+		t.Errorf("alpha runs %s, want %s", got, old)
+	}
+	if j := e.journal("alpha"); len(j) != 2 || j[1]["result"] != "rolled back" || j[1]["byWatchdog"] != true {
+		t.Errorf("the journal does not record the host's own rollback: %v", j)
+	}
+}
