@@ -120,6 +120,23 @@ func TestHooks(t *testing.T) {
 	if top := e.toplevel("alpha"); e.ssh("alpha", "nix-store --check-validity "+top+" && echo valid") != "valid" || e.currentSystem("alpha") != running {
 		t.Errorf("after a failing postPush hook alpha's store lacks %s or it was activated (runs %s)", top, e.currentSystem("alpha"))
 	}
+
+	// A failing postBuild target hook: with --json, the host's build is
+	// done and then the hook's step failed (the last word on the host),
+	// and --log-dir keeps the hook's command and output.
+	failBuild := map[string][]map[string]any{"postBuild": {{"command": []string{"sh", "-c", "echo 'build rejected' >&2; exit 1"}, "on": "target"}}}
+	e.writeFlake(hooked(fixture.Host{Name: "alpha", Revision: "5"}, logOf("alpha"), failBuild))
+	logs := filepath.Join(t.TempDir(), "logs")
+	r = e.deployctl("deploy", "alpha", "--json", "--log-dir", logs)
+	r.wantCode(t, 1)
+	for _, want := range []string{`"host":"alpha","step":"build","state":"done"`, `"host":"alpha","step":"postBuild hook","state":"failed"`} {
+		if !strings.Contains(r.stdout, want) {
+			t.Errorf("no event with %s in:\n%s", want, r.stdout)
+		}
+	}
+	if data, err := os.ReadFile(filepath.Join(logs, "alpha", "postBuild_hook.log")); err != nil || !strings.Contains(string(data), "err| build rejected") {
+		t.Errorf("the postBuild hook's log: %v\n%s", err, data)
+	}
 }
 
 // TestDeployPipelinesPerHost: deploy runs each host's phases one after

@@ -187,18 +187,20 @@ func (g *globals) startBoard() *board {
 	if g.events == nil {
 		g.events = events.NewStream(nil)
 	}
-	b := newBoard(g.handler.SetBoard, g.termWidth(), 500*time.Millisecond)
+	width, height := g.termSize()
+	g.handler.SetSize(width, height)
+	b := newBoard(g.handler.SetBoard, width, 500*time.Millisecond)
 	g.events.Listen(b.event)
 	return b
 }
 
-// termWidth is the width of the terminal human output goes to, 80 when
-// it cannot be told.
-func (g *globals) termWidth() int {
+// termSize is the width and height of the terminal human output goes
+// to, 80×24 when it cannot be told.
+func (g *globals) termSize() (width, height int) {
 	if f, ok := g.inv.Stderr.(*os.File); ok {
-		if ws, err := unix.IoctlGetWinsize(int(f.Fd()), unix.TIOCGWINSZ); err == nil && ws.Col > 0 {
-			return int(ws.Col)
+		if ws, err := unix.IoctlGetWinsize(int(f.Fd()), unix.TIOCGWINSZ); err == nil && ws.Col > 0 && ws.Row > 0 {
+			return int(ws.Col), int(ws.Row)
 		}
 	}
-	return 80
+	return 80, 24
 }

@@ -258,7 +258,7 @@ every host).
 	f.BoolVar(&g.json, "json", false, "print machine-readable JSON on stdout: an event stream for the commands that work on hosts (docs/events.md), a document for build, list and status; human output stays on stderr")
 	f.StringVar(&g.colorMode, "color", "auto", "colour the results in summaries: `auto` (on a terminal, unless NO_COLOR is set or TERM=dumb), always or never")
 	f.BoolVarP(&g.verbose, "verbose", "v", false, "print every local and remote command deployctl runs, as a shell line")
-	f.StringVar(&g.logDir, "log-dir", "", "record every remote command, with its full output and exit status, in `DIR`/HOST/STEP.log (appended to)")
+	f.StringVar(&g.logDir, "log-dir", "", "record every command run on a host, with its full output and exit status, in `DIR`/HOST/STEP.log (appended to)")
 	f.StringVar(&g.sshConfig, "ssh-config", "", "read SSH settings from `FILE` instead of ~/.ssh/config and /etc/ssh/ssh_config")
 	f.BoolVar(&g.acceptNewHostKeys, "accept-new-host-keys", false, "record the key of a host known_hosts does not know yet (a changed key is always refused)")
 	f.BoolVar(&g.askSudoPassword, "ask-sudo-password", false, "ask once for the password sudo wants on hosts deployed as a user other than root (read from standard input when it is not a terminal); it reaches each host's sudo on standard input, never in a command line")

@@ -90,6 +90,11 @@ func runDryRun(ctx context.Context, g *globals, opts deployOptions, args []strin
 			return rollout.Step("connect", err)
 		}
 		defer g.release(hostKey(name))
+		ctx, closeLog, err := g.transcript(ctx, name, "dry-run")
+		if err != nil {
+			return rollout.Step("dry-run", err)
+		}
+		defer closeLog()
 		return g.dryRunHost(ctx, conn, h)
 	})
 	outcomes := make([]hostOutcome, len(results))

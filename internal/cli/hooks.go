@@ -68,7 +68,14 @@ func (g *globals) buildHooks(ctx context.Context, hosts []*inventory.Host, build
 			}
 			t, done, err := g.hookTarget(ctx, h, point)
 			if err == nil {
-				err = g.runHooks(ctx, h, t, point, env(h))
+				hctx, closeLog := ctx, func() {}
+				if t != nil {
+					hctx, closeLog, err = g.transcript(ctx, name, point+" hook")
+				}
+				if err == nil {
+					err = g.runHooks(hctx, h, t, point, env(h))
+					closeLog()
+				}
 				done()
 			}
 			if err != nil {
@@ -102,7 +109,8 @@ func (g *globals) buildHooks(ctx context.Context, hosts []*inventory.Host, build
 	each(ok, "postBuild", func(h *inventory.Host) hooks.Env { return hooks.Env{Toplevel: out[h.Name].Toplevel} })
 	for name, err := range failed {
 		b := out[name]
-		b.Err = err
+		// A hook's failure is this host's to report, whatever its build did.
+		b.Err, b.Reported = err, false
 		out[name] = b
 	}
 	return out, nil

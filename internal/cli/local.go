@@ -8,6 +8,7 @@ import (
 
 	"github.com/deployctl/deployctl/activate"
 	"github.com/deployctl/deployctl/internal/remote"
+	"github.com/deployctl/deployctl/internal/rollout"
 )
 
 // runLocal is deploy --local: one host, this machine. Its system is built
@@ -71,7 +72,13 @@ func runLocal(ctx context.Context, g *globals, opts deployOptions, args []string
 		again := func(context.Context) (activate.Target, error) { return local, nil }
 		start := time.Now()
 		sctx, done := g.finishing(ctx, h.Name)
-		b.Err = g.activateOn(sctx, local, "localhost", again, h, b, opts.activation, specs[h.Name])
+		sctx, closeLog, err := g.transcript(sctx, h.Name, "activate")
+		if err == nil {
+			b.Err = g.activateOn(sctx, local, "localhost", again, h, b, opts.activation, specs[h.Name])
+			closeLog()
+		} else {
+			b.Err = rollout.Step("activate", err)
+		}
 		done()
 		outcome.Duration = time.Since(start)
 	}

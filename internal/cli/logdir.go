@@ -13,8 +13,8 @@ import (
 
 // transcript returns ctx under which the commands run for host's step are
 // recorded in full in --log-dir's DIR/HOST/STEP.log (appended to, below a
-// line naming the run), and the function that closes the file. Without
-// --log-dir it returns ctx.
+// line naming the run), and the function that closes the file (once the
+// commands under way have ended). Without --log-dir it returns ctx.
 func (g *globals) transcript(ctx context.Context, host, step string) (context.Context, func(), error) {
 	if g.logDir == "" {
 		return ctx, func() {}, nil
@@ -28,7 +28,8 @@ func (g *globals) transcript(ctx context.Context, host, step string) (context.Co
 		return ctx, func() {}, fmt.Errorf("--log-dir: %w", err)
 	}
 	fmt.Fprintf(f, "==== deployctl %s: %s of %s, %s\n", strings.Join(g.inv.Args, " "), step, host, time.Now().Format(time.RFC3339))
-	return remote.WithTranscript(ctx, remote.NewTranscript(f)), func() { f.Close() }, nil
+	t := remote.NewTranscript(f)
+	return remote.WithTranscript(ctx, t), func() { t.Close() }, nil
 }
 
 // logName is name as one file name: characters other than letters,

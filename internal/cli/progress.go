@@ -26,6 +26,7 @@ func (g *globals) progress(what string, bytes bool) (func(done, expected int), f
 	if !g.terminal() {
 		return nil, func() {}
 	}
+	g.handler.SetSize(g.termSize())
 	w, clear := g.handler.Status()
 	var mu sync.Mutex
 	var bar *progressbar.ProgressBar

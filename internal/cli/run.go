@@ -193,16 +193,14 @@ func (g *globals) runOnHosts(ctx context.Context, command string, p *plan, af *a
 			if s.finish {
 				sctx, done = g.finishing(ctx, name)
 			}
-			sctx, closeLog, err := g.transcript(sctx, name, s.name)
-			if err != nil {
-				done()
-				return rollout.Step(s.name, err)
-			}
 			stepStart := time.Now()
 			g.events.Emit(events.Event{Type: events.Step, Host: name, Step: s.name, State: events.Started, Toplevel: b.Toplevel})
-			err = s.run(sctx, conn, h, b)
+			sctx, closeLog, err := g.transcript(sctx, name, s.name)
+			if err == nil {
+				err = s.run(sctx, conn, h, b)
+				closeLog()
+			}
 			done()
-			closeLog()
 			ev := events.Event{Type: events.Step, Host: name, Step: s.name, State: events.Done, DurationMs: time.Since(stepStart).Milliseconds()}
 			if err != nil {
 				ev.State, ev.Error = events.Failed, err.Error()

@@ -14,6 +14,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/deployctl/deployctl/internal/shell"
 )
@@ -169,6 +170,9 @@ func (c *CLI) Output(ctx context.Context, extraEnv []string, name string, args .
 // PATH (os/exec would use this process's).
 func (c *CLI) command(ctx context.Context, name string, args ...string) *exec.Cmd {
 	cmd := exec.CommandContext(ctx, name, args...)
+	// Once ctx ends and the command is killed, its children (a git or
+	// ssh fetching an input) may hold its output open: stop waiting soon.
+	cmd.WaitDelay = 2 * time.Second
 	if strings.Contains(name, "/") {
 		return cmd
 	}

@@ -2,6 +2,7 @@ package remote
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"strings"
@@ -28,11 +29,45 @@ type Transcript struct {
 	w   io.Writer
 	n   int
 	now func() time.Time
+	// open counts the commands begun and not ended; once closing, the
+	// last to end closes w (when it is an io.Closer), and closed drops
+	// what comes later.
+	open            int
+	closing, closed bool
 }
 
 // NewTranscript writes a transcript to w.
 func NewTranscript(w io.Writer) *Transcript {
 	return &Transcript{w: w, now: time.Now}
+}
+
+// Close closes the transcript's writer once every command recorded has
+// ended (a command given up on, such as a protocol session closed on a
+// failure, may end a moment after its step): their last lines are kept.
+func (t *Transcript) Close() error {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.closing = true
+	return t.closeIfDone()
+}
+
+// closeIfDone closes w when closing and no command is open; t.mu is held.
+func (t *Transcript) closeIfDone() error {
+	if !t.closing || t.open > 0 || t.closed {
+		return nil
+	}
+	t.closed = true
+	if c, ok := t.w.(io.Closer); ok {
+		return c.Close()
+	}
+	return nil
+}
+
+// write writes text unless the transcript is closed; t.mu is held.
+func (t *Transcript) write(text string) {
+	if !t.closed {
+		io.WriteString(t.w, text)
+	}
 }
 
 type transcriptKey struct{}
@@ -65,10 +100,9 @@ func (t *Transcript) begin(line string) *record {
 	}
 	t.mu.Lock()
 	t.n++
+	t.open++
 	r := &record{t: t, n: t.n, start: t.now()}
-	// A command of several lines (a script) goes on below its first.
-	line = strings.ReplaceAll(line, "\n", fmt.Sprintf("\n[%d] cmd| ", r.n))
-	fmt.Fprintf(t.w, "[%d] %s $ %s\n", r.n, r.start.Format("15:04:05.000"), line)
+	t.write(fmt.Sprintf("[%d] %s $ %s\n", r.n, r.start.Format("15:04:05.000"), r.continued(line, "cmd")))
 	t.mu.Unlock()
 	r.out = t.lines(fmt.Sprintf("[%d] out| ", r.n))
 	r.err = t.lines(fmt.Sprintf("[%d] err| ", r.n))
@@ -105,16 +139,29 @@ func (r *record) end(err error) {
 	}
 	r.out.Close()
 	r.err.Close()
+	var ee *ExitError
 	how := "exit status 0"
-	if err != nil {
-		how = err.Error()
-		if ee, ok := err.(*ExitError); ok {
-			how = fmt.Sprintf("exit status %d", ee.Status)
-		}
+	switch {
+	case errors.As(err, &ee):
+		how = fmt.Sprintf("exit status %d", ee.Status)
+	case errors.Is(err, ErrOutcomeUnknown):
+		how = "no exit status (the connection dropped, or a signal killed it)"
+	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
+		how = "given up on (" + err.Error() + ")"
+	case err != nil:
+		how = "failed: " + r.continued(err.Error(), "why")
 	}
 	r.t.mu.Lock()
 	defer r.t.mu.Unlock()
-	fmt.Fprintf(r.t.w, "[%d] %s after %.2fs\n", r.n, how, r.t.now().Sub(r.start).Seconds())
+	r.t.write(fmt.Sprintf("[%d] %s after %.2fs\n", r.n, how, r.t.now().Sub(r.start).Seconds()))
+	r.t.open--
+	r.t.closeIfDone()
+}
+
+// continued is text whose further lines go on under the record's number
+// and the label.
+func (r *record) continued(text, label string) string {
+	return strings.ReplaceAll(strings.TrimRight(text, "\n"), "\n", fmt.Sprintf("\n[%d] %s| ", r.n, label))
 }
 
 // lines writes each complete line written to it to the transcript,
@@ -123,6 +170,6 @@ func (t *Transcript) lines(prefix string) *lines.Writer {
 	return lines.NewWriter(func(line string) {
 		t.mu.Lock()
 		defer t.mu.Unlock()
-		io.WriteString(t.w, prefix+line+"\n")
+		t.write(prefix + line + "\n")
 	})
 }

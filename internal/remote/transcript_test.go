@@ -2,10 +2,13 @@ package remote
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"regexp"
 	"strings"
 	"sync"
 	"testing"
+	"time"
 )
 
 // TestTranscriptRecordsCommandsInFull: each command's line, all its
@@ -82,3 +85,40 @@ func (s *syncBuffer) String() string {
 	defer s.mu.Unlock()
 	return s.b.String()
 }
+
+// TestTranscriptEndsAndCloses: the end line is one line under the
+// command's number whatever the error (wrapped, several lines); the
+// writer is closed once the last command under way has ended, with its
+// end line, and nothing is written after.
+func TestTranscriptEndsAndCloses(t *testing.T) {
+	var out closingBuffer
+	tr := NewTranscript(&out)
+	tr.now = func() time.Time { return time.Date(2026, 11, 24, 1, 0, 0, 0, time.UTC) }
+	a := tr.begin("a")
+	b := tr.begin("b")
+	a.end(fmt.Errorf("sudo wants a password: %w", &ExitError{Status: 1, Stderr: "sudo: a password is required\nmore"}))
+	tr.Close()
+	if out.closed {
+		t.Fatal("closed while a command was under way")
+	}
+	fmt.Fprint(b.stderr(nil), "late\n")
+	b.end(errors.New("start x: first\nsecond"))
+	if !out.closed {
+		t.Fatal("not closed after the last command ended")
+	}
+	c := tr.begin("c")
+	c.end(nil)
+	want := "[1] exit status 1 after 0.00s\n" +
+		"[2] err| late\n" +
+		"[2] failed: start x: first\n[2] why| second after 0.00s\n"
+	if got := out.String(); !strings.HasSuffix(got, want) || strings.Contains(got, "[3]") {
+		t.Errorf("transcript:\n%s\nwant it to end with:\n%s", got, want)
+	}
+}
+
+type closingBuffer struct {
+	strings.Builder
+	closed bool
+}
+
+func (c *closingBuffer) Close() error { c.closed = true; return nil }

@@ -10,6 +10,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"unicode/utf8"
 
 	"github.com/deployctl/deployctl/internal/lines"
 )
@@ -37,6 +38,10 @@ type output struct {
 	// drawn is how many status lines are on the screen, the cursor at
 	// the end of the last.
 	drawn int
+	// width and height are the terminal's (0: unknown): each status line
+	// is cut to fit one row, and the status to fit the screen, or the
+	// cursor arithmetic of erase would be wrong.
+	width, height int
 }
 
 // writeLine writes one complete line, keeping the status below it.
@@ -71,14 +76,42 @@ func (o *output) erase() string {
 	return fmt.Sprintf("\x1b[%dA", o.drawn-1) + "\r\x1b[J"
 }
 
-// draw is the status's lines, the last without a newline.
+// draw is the status's lines, the last without a newline: the board's
+// first lines that fit above the bar, each cut to the width.
 func (o *output) draw() string {
-	lines := o.board
+	lines := slices.Clone(o.board)
+	if o.height > 1 {
+		room := o.height - 1 // a row for the records to scroll through
+		if o.bar != "" {
+			room--
+		}
+		lines = lines[:min(len(lines), max(room, 0))]
+	}
 	if o.bar != "" {
-		lines = append(slices.Clone(lines), o.bar)
+		lines = append(lines, o.bar)
+	}
+	for i, l := range lines {
+		lines[i] = cut(l, o.width)
 	}
 	o.drawn = len(lines)
 	return strings.Join(lines, "\n")
+}
+
+// cut shortens line to fewer than width columns (0: as it is).
+func cut(line string, width int) string {
+	if width <= 0 || utf8.RuneCountInString(line) < width {
+		return line
+	}
+	r := []rune(line)
+	return string(r[:max(width-2, 0)]) + "…"
+}
+
+// SetSize tells the handler the terminal's width and height, for its
+// status lines.
+func (h *Handler) SetSize(width, height int) {
+	h.out.mu.Lock()
+	defer h.out.mu.Unlock()
+	h.out.width, h.out.height = width, height
 }
 
 // clearLine returns a terminal's cursor to the start of its line and

@@ -87,3 +87,20 @@ func TestBoardStaysBelow(t *testing.T) {
 		t.Errorf("output %q\nwant   %q", out.String(), want)
 	}
 }
+
+// TestStatusFitsTheTerminal: each status line is cut to the width, and
+// board lines that would not fit the height above the bar are left out
+// (a wrapped or scrolled status would throw the redrawing off).
+func TestStatusFitsTheTerminal(t *testing.T) {
+	var out strings.Builder
+	h := NewHandler(&out, slog.LevelInfo)
+	h.SetSize(10, 4)
+	status, _ := h.Status()
+	io.WriteString(status, "\rpushing 50% |#####     |")
+	out.Reset()
+	h.SetBoard([]string{"  a  push", "  b  push", "  c  push", "  d  push"})
+	want := "\r\x1b[K  a  push\n  b  push\npushing …"
+	if out.String() != want {
+		t.Errorf("output %q\nwant   %q", out.String(), want)
+	}
+}
