@@ -100,8 +100,11 @@ while :; do
   fi
   sleep 0.2
 done
-# The jobs' units that failed were kept for their waiters: gone now.
-[ ! -d /run/systemd/system ] || systemctl reset-failed "deployctl-$1-*" 2>/dev/null
+# The jobs' units were kept for their waiters: gone now.
+if [ -d /run/systemd/system ]; then
+  for j in switch rollback watchdog; do systemctl stop "deployctl-$1-$j.service" 2>/dev/null; done
+  systemctl reset-failed "deployctl-$1-*" 2>/dev/null
+fi
 echo released > "$w/state"
 : > "$d/lock"
 touch "$w/released"
@@ -178,10 +181,10 @@ echo started
 // where systemd runs, outside the session's cgroup, so that neither a lost
 // connection nor logind's cleanup can touch it; as a setsid child
 // otherwise, or when systemd-run fails. $1 is "collect" (the unit goes
-// when it ends) or "keep" (a unit that fails stays, for its waiter to read
-// how it ended: the keeper resets it when it lets go).
+// when it ends) or "keep" (the unit stays once it has ended, for its
+// waiter to read how: the keeper stops it when it lets go).
 const detachFn = `detach() {
-  collect=; [ "$1" = keep ] || collect=--collect
+  collect=--collect; [ "$1" != keep ] || collect=--property=RemainAfterExit=yes
   u=$2 d=$3; shift 3
   if [ -d /run/systemd/system ] && command -v systemd-run >/dev/null 2>&1; then
     if (
@@ -242,25 +245,23 @@ const resultScript = `w=` + Dir + `/$1
 `
 
 // awaitStatus waits for job $2 to end and prints its exit status. Where
-// the job ran as a unit, systemd says how it ended: a unit that failed
-// (the job's status was not 0, or it was killed before it could write
-// one) stays loaded, and its Result, ExecMainCode and ExecMainStatus are
-// the answer; one that succeeded is gone, and its status file says 0.
-// Elsewhere the status file is the answer; a job whose process is gone
-// without one was killed.
+// the job ran as a unit, systemd says how it ended (the unit stays once
+// it has ended): its Result, ExecMainCode and ExecMainStatus, which tell
+// an exit status from a kill (the job gone before it could write its
+// status file). Elsewhere the status file is the answer; a job whose
+// process is gone without one was killed.
 const awaitStatus = `unit=deployctl-$1-$2.service
 prop() { systemctl show -p "$1" --value "$unit" 2>/dev/null; }
-failed() {
-  [ -d /run/systemd/system ] || return 1
+# ended: whether the job ran as a unit that has now ended (the job's
+# process is gone already: this waits for systemd to tell).
+ended() {
+  [ -d /run/systemd/system ] && [ "$(prop LoadState)" = loaded ] || return 1
   i=0
   while [ "$i" -lt 50 ]; do
-    [ "$(prop LoadState)" = loaded ] || return 1
-    case $(prop ActiveState) in
-      failed) return 0 ;;
-      active|activating|deactivating|reloading) sleep 0.1 ;;
-      *) return 1 ;;
+    case $(prop ActiveState)/$(prop SubState) in
+      failed/*|active/exited|inactive/*) return 0 ;;
     esac
-    i=$((i + 1))
+    sleep 0.1; i=$((i + 1))
   done
   return 1
 }
@@ -271,12 +272,12 @@ while [ ! -e "$w/$2.status" ]; do
   fi
   sleep 0.1
 done
-if failed; then
+if ended; then
   result=$(prop Result) code=$(prop ExecMainCode) st=$(prop ExecMainStatus)
-  if [ "$result" = exit-code ] && [ "$code" = 1 ]; then echo "$st"; exit 0; fi
+  if [ "$code" = 1 ] && { [ "$result" = success ] || [ "$result" = exit-code ]; }; then echo "$st"; exit 0; fi
   case $code in
     2|3) echo "the $2 job was killed by signal $st (systemd: $unit, Result=$result)" >&2 ;;
-    *) echo "the $2 job failed without an exit status (systemd: $unit, Result=$result)" >&2 ;;
+    *) echo "the $2 job ended without an exit status (systemd: $unit, Result=$result)" >&2 ;;
   esac
   exit 71
 fi

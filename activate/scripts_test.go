@@ -104,3 +104,60 @@ exec "$@"
 		}
 	}
 }
+
+// TestAwaitStatusAsksSystemd runs the waiters' awaitStatus against a fake
+// systemctl: where the job ran as a unit, its answer is systemd's (an exit
+// status, also without a status file; a kill told as such), and the
+// status file's only where no unit is loaded.
+func TestAwaitStatusAsksSystemd(t *testing.T) {
+	dir := t.TempDir()
+	sysdir := filepath.Join(dir, "run-systemd-system")
+	bin := filepath.Join(dir, "bin")
+	w := filepath.Join(dir, "deploy")
+	for _, d := range []string{sysdir, bin, w} {
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// The fake answers `systemctl show -p PROP --value UNIT` from $PROP.
+	fake := "#!/bin/sh\n[ \"$1\" = show ] && [ \"$2\" = -p ] || exit 1\neval \"printf '%s\\n' \\\"\\$$3\\\"\"\n"
+	if err := os.WriteFile(filepath.Join(bin, "systemctl"), []byte(fake), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	// A job whose process is gone.
+	if err := os.WriteFile(filepath.Join(w, "switch.pid"), []byte("999999999\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	script := "w=$0\n" + strings.ReplaceAll(awaitStatus, "/run/systemd/system", sysdir)
+	for _, c := range []struct {
+		name, env, file string
+		code            int
+		out             string
+	}{
+		{"success, no status file", "LoadState=loaded ActiveState=active SubState=exited Result=success ExecMainCode=1 ExecMainStatus=0", "", 0, "0"},
+		{"exit 4, the file says otherwise", "LoadState=loaded ActiveState=failed SubState=failed Result=exit-code ExecMainCode=1 ExecMainStatus=4", "0", 0, "4"},
+		{"killed", "LoadState=loaded ActiveState=failed SubState=failed Result=signal ExecMainCode=2 ExecMainStatus=9", "", 71, "the switch job was killed by signal 9 (systemd: deployctl-id-switch.service, Result=signal)"},
+		{"no unit: the file", "LoadState=not-found", "3", 0, "3"},
+		{"no unit, no file", "LoadState=not-found", "", 71, "the switch job's process is gone without an exit status (killed?)"},
+	} {
+		os.Remove(filepath.Join(w, "switch.status"))
+		if c.file != "" {
+			if err := os.WriteFile(filepath.Join(w, "switch.status"), []byte(c.file+"\n"), 0o644); err != nil {
+				t.Fatal(err)
+			}
+		}
+		cmd := exec.Command("sh", "-c", script, w, "id", "switch")
+		cmd.Env = append(os.Environ(), "PATH="+bin+":"+os.Getenv("PATH"))
+		cmd.Env = append(cmd.Env, strings.Fields(c.env)...)
+		out, err := cmd.CombinedOutput()
+		code := 0
+		if ee, ok := err.(*exec.ExitError); ok {
+			code = ee.ExitCode()
+		} else if err != nil {
+			t.Fatal(err)
+		}
+		if code != c.code || strings.TrimSpace(string(out)) != c.out {
+			t.Errorf("%s: exit %d, %q; want exit %d, %q", c.name, code, out, c.code, c.out)
+		}
+	}
+}
