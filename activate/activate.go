@@ -341,6 +341,9 @@ func (a *activation) run(ctx context.Context) (*Result, error) {
 	}
 	a.res.Stage = "checks"
 	a.res.Status = st
+	if stopped != nil {
+		a.res.Status = -1 // no exit status
+	}
 	ok := stopped == nil && (st == 0 || st == 100 || st == 4 && a.req.AllowFailedUnits)
 	a.res.RebootRequired = st == 100
 	if st == 4 && ok && a.opts.Warn != nil {

@@ -72,7 +72,7 @@ const keeperScript = `d=` + Dir + `; w=$d/$1
 ` + recordFn + `running() {
   for p in "$w"/*.pid; do
     [ -e "$p" ] && [ "$p" != "$w/lease.pid" ] || continue
-    [ ! -e "${p%.pid}.status" ] && kill -0 "$(cat "$p")" 2>/dev/null && return 0
+    [ ! -e "${p%.pid}.status" ] && kill -0 "-$(cat "$p")" 2>/dev/null && return 0
   done
   return 1
 }
@@ -102,7 +102,7 @@ while :; do
 done
 # The jobs' units were kept for their waiters: gone now.
 if [ -d /run/systemd/system ]; then
-  for j in switch rollback watchdog; do systemctl stop "deployctl-$1-$j.service" 2>/dev/null; done
+  for j in switch rollback watchdog; do systemctl stop --no-block "deployctl-$1-$j.service" 2>/dev/null; done
   systemctl reset-failed "deployctl-$1-*" 2>/dev/null
 fi
 echo released > "$w/state"
@@ -168,7 +168,7 @@ if [ -n "$4" ]; then ` + claimFn + `claim "$4" || { echo claimed; exit 0; }; fi
 [ ! -e "$w/$2.started" ] || { echo started; exit 0; }
 : > "$w/$2.started"
 : > "$w/$2.log"
-job='echo $$ > "$1/$2.pid.tmp"; mv "$1/$2.pid.tmp" "$1/$2.pid"; w=$1; ( '"$3"'
+job='[ -z "$INVOCATION_ID" ] || echo "$INVOCATION_ID" > "$1/$2.unit"; echo $$ > "$1/$2.pid.tmp"; mv "$1/$2.pid.tmp" "$1/$2.pid"; w=$1; ( '"$3"'
 ) >> "$w/$2.log" 2>&1; st=$?; echo $st > "$w/$2.status.tmp"; mv "$w/$2.status.tmp" "$w/$2.status"; exit $st'
 ` + detachFn + `detach keep "$1-$2" "deployctl $2 job of deploy $1" "$job" deployctl-job "$w" "$2"
 i=0
@@ -182,19 +182,27 @@ echo started
 // connection nor logind's cleanup can touch it; as a setsid child
 // otherwise, or when systemd-run fails. $1 is "collect" (the unit goes
 // when it ends) or "keep" (the unit stays once it has ended, for its
-// waiter to read how: the keeper stops it when it lets go).
+// waiter to read how, and every exit status counts as the unit's success,
+// so that a switch's 4 or 100 leaves no failed unit behind: the keeper
+// stops it when it lets go).
 const detachFn = `detach() {
-  collect=--collect; [ "$1" != keep ] || collect=--property=RemainAfterExit=yes
-  u=$2 d=$3; shift 3
+  mode=$1 u=$2 d=$3; shift 3
   if [ -d /run/systemd/system ] && command -v systemd-run >/dev/null 2>&1; then
+    ok=; i=1
+    while [ "$i" -le 255 ]; do ok="$ok $i"; i=$((i + 1)); done
     if (
       # systemd expands $VAR in a unit's command line: $$ is a $.
       n=$#; i=0
       while [ "$i" -lt "$n" ]; do set -- "$@" "$(printf '%s' "$1" | sed 's/\$/$$/g')"; shift; i=$((i + 1)); done
-      exec systemd-run --unit="deployctl-$u" --description="$d" $collect --quiet --property=Type=exec -E PATH -- sh -c "$@"
+      if [ "$mode" = keep ]; then
+        exec systemd-run --unit="deployctl-$u" --description="$d" --property=RemainAfterExit=yes --property="SuccessExitStatus=$ok" --quiet --property=Type=exec -E PATH -- sh -c "$@"
+      fi
+      exec systemd-run --unit="deployctl-$u" --description="$d" --collect --quiet --property=Type=exec -E PATH -- sh -c "$@"
     ); then
       return 0
     fi
+    # A unit the failed start left behind must not pass for the job's.
+    systemctl reset-failed "deployctl-$u" 2>/dev/null
     echo "systemd-run failed: deployctl-$u runs as a setsid child" >&2
   fi
   setsid sh -c "$@" </dev/null >/dev/null 2>&1 &
@@ -236,53 +244,61 @@ const waitJobScript = `w=` + Dir + `/$1
 i=0
 while [ ! -e "$w/$2.pid" ] && [ "$i" -lt 100 ]; do sleep 0.1; i=$((i + 1)); done
 tail -n +1 -s 0.1 -f --pid="$(cat "$w/$2.pid")" "$w/$2.log" >&2 2>/dev/null
-` + awaitStatus
+` + awaitStatus + reportStatus
 
 // resultScript ($1 = id, $2 = job) waits for the job to end and prints its
 // exit status and the end of its output, for a caller that reconnected.
 const resultScript = `w=` + Dir + `/$1
 ` + awaitStatus + `tail -c 2000 "$w/$2.log" >&2
-`
+` + reportStatus
 
-// awaitStatus waits for job $2 to end and prints its exit status. Where
-// the job ran as a unit, systemd says how it ended (the unit stays once
-// it has ended): its Result, ExecMainCode and ExecMainStatus, which tell
-// an exit status from a kill (the job gone before it could write its
-// status file). Elsewhere the status file is the answer; a job whose
-// process is gone without one was killed.
-const awaitStatus = `unit=deployctl-$1-$2.service
+// awaitStatus waits for job $2 to end and sets st to its exit status, or
+// stopped to how it ended without one. Where the job ran as a unit (the
+// job recorded the unit's invocation), systemd says how it ended, as the
+// unit stays once it has: its Result, ExecMainCode and ExecMainStatus,
+// which tell an exit status from a kill (the job gone before it could
+// write its status file). Elsewhere the status file is the answer. A job
+// ends when nothing of its process group is left (a subshell of a killed
+// job may run on).
+const awaitStatus = `unit=deployctl-$1-$2.service st= stopped=
 prop() { systemctl show -p "$1" --value "$unit" 2>/dev/null; }
-# ended: whether the job ran as a unit that has now ended (the job's
-# process is gone already: this waits for systemd to tell).
-ended() {
-  [ -d /run/systemd/system ] && [ "$(prop LoadState)" = loaded ] || return 1
+pidfile=$w/$2.pid
+alive() { p=$(cat "$pidfile" 2>/dev/null) && [ -n "$p" ] && kill -0 "-$p" 2>/dev/null; }
+i=0
+while [ ! -e "$w/$2.pid" ] && [ "$i" -lt 100 ]; do sleep 0.1; i=$((i + 1)); done
+while [ ! -e "$w/$2.status" ] && alive; do sleep 0.1; done
+sleep 0.1
+asUnit=
+if [ -d /run/systemd/system ] && [ -s "$w/$2.unit" ] && [ "$(prop InvocationID)" = "$(cat "$w/$2.unit")" ]; then
+  # Wait for systemd to see the end (a unit being stopped takes its time).
   i=0
-  while [ "$i" -lt 50 ]; do
+  while [ "$i" -lt 1200 ]; do
     case $(prop ActiveState)/$(prop SubState) in
-      failed/*|active/exited|inactive/*) return 0 ;;
+      failed/*|active/exited|inactive/*) asUnit=1; break ;;
     esac
     sleep 0.1; i=$((i + 1))
   done
-  return 1
-}
-while [ ! -e "$w/$2.status" ]; do
-  if ! kill -0 "$(cat "$w/$2.pid" 2>/dev/null)" 2>/dev/null; then
-    sleep 0.3
-    [ -e "$w/$2.status" ] || break
-  fi
-  sleep 0.1
-done
-if ended; then
-  result=$(prop Result) code=$(prop ExecMainCode) st=$(prop ExecMainStatus)
-  if [ "$code" = 1 ] && { [ "$result" = success ] || [ "$result" = exit-code ]; }; then echo "$st"; exit 0; fi
-  case $code in
-    2|3) echo "the $2 job was killed by signal $st (systemd: $unit, Result=$result)" >&2 ;;
-    *) echo "the $2 job ended without an exit status (systemd: $unit, Result=$result)" >&2 ;;
-  esac
-  exit 71
 fi
-[ -e "$w/$2.status" ] || { echo "the $2 job's process is gone without an exit status (killed?)" >&2; exit 71; }
-cat "$w/$2.status"
+if [ -n "$asUnit" ]; then
+  result=$(prop Result) code=$(prop ExecMainCode) ust=$(prop ExecMainStatus)
+  if [ "$code" = 1 ] && { [ "$result" = success ] || [ "$result" = exit-code ]; }; then
+    st=$ust
+  elif [ "$code" = 2 ] || [ "$code" = 3 ]; then
+    stopped="the $2 job was killed by signal $ust (systemd: $unit, Result=$result)"
+  else
+    stopped="the $2 job ended without an exit status (systemd: $unit, Result=$result)"
+  fi
+elif [ -e "$w/$2.status" ]; then
+  st=$(cat "$w/$2.status")
+else
+  stopped="the $2 job's process is gone without an exit status (killed?)"
+fi
+`
+
+// reportStatus prints awaitStatus's answer: the exit status, or how the
+// job was stopped (on stderr, last) with exit status 71 (jobStopped).
+const reportStatus = `if [ -n "$stopped" ]; then echo "$stopped" >&2; exit 71; fi
+echo "$st"
 `
 
 // watchdogJob ($tmo = the confirm timeout in seconds) is the dead-man's
@@ -292,12 +308,20 @@ cat "$w/$2.status"
 // claim the host's fate before the deadline passes; otherwise the watchdog
 // claims it and rolls back. It also goes when the switch never starts and
 // deployctl is gone.
-const watchdogJob = rollbackFn + claimFn + `while [ ! -e "$w/switch.status" ]; do
+const watchdogJob = rollbackFn + claimFn + `gone=0
+while [ ! -e "$w/switch.status" ]; do
   [ ! -d "$w/claim" ] || exit 0
   if [ ! -e "$w/switch.pid" ] && [ "$(cat "$w/state")" != locked ]; then
     echo "the deploy let go of the host before its switch started"; exit 0
   fi
-  if [ -e "$w/switch.pid" ] && [ ! -e "$w/switch.status" ] && ! kill -0 "$(cat "$w/switch.pid")" 2>/dev/null; then
+  # Before the switch, deployctl gone for 30 s (or done) ends the watch:
+  # the keeper waits for this job, so waiting for it would hold the lock.
+  if [ ! -e "$w/switch.pid" ]; then
+    if [ -e "$w/release" ]; then echo "the deploy ended before its switch started"; exit 0; fi
+    if kill -0 "$(cat "$w/lease.pid" 2>/dev/null)" 2>/dev/null; then gone=0; else gone=$((gone + 1)); fi
+    [ "$gone" -lt 150 ] || { echo "deployctl went away before the switch started"; exit 0; }
+  fi
+  if [ -e "$w/switch.pid" ] && [ ! -e "$w/switch.status" ] && ! kill -0 "-$(cat "$w/switch.pid")" 2>/dev/null; then
     sleep 0.3; [ -e "$w/switch.status" ] || break
   fi
   sleep 0.2

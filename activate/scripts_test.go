@@ -106,9 +106,10 @@ exec "$@"
 }
 
 // TestAwaitStatusAsksSystemd runs the waiters' awaitStatus against a fake
-// systemctl: where the job ran as a unit, its answer is systemd's (an exit
-// status, also without a status file; a kill told as such), and the
-// status file's only where no unit is loaded.
+// systemctl: where the job ran as the unit systemd has loaded (its
+// invocation recorded), the answer is systemd's (an exit status, also
+// without a status file; a kill told as such); elsewhere, a stale unit of
+// the same name included, the status file's.
 func TestAwaitStatusAsksSystemd(t *testing.T) {
 	dir := t.TempDir()
 	sysdir := filepath.Join(dir, "run-systemd-system")
@@ -124,26 +125,47 @@ func TestAwaitStatusAsksSystemd(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(bin, "systemctl"), []byte(fake), 0o755); err != nil {
 		t.Fatal(err)
 	}
-	// A job whose process is gone.
+	// A job whose process group is gone.
 	if err := os.WriteFile(filepath.Join(w, "switch.pid"), []byte("999999999\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	script := "w=$0\n" + strings.ReplaceAll(awaitStatus, "/run/systemd/system", sysdir)
+	const ended = "InvocationID=abc LoadState=loaded "
+	script := "w=$0\n" + strings.ReplaceAll(awaitStatus+reportStatus, "/run/systemd/system", sysdir)
+	// A job whose process group lives waits for it: here a group whose
+	// leader writes the status after a moment.
+	os.Remove(filepath.Join(w, "switch.status"))
+	os.Remove(filepath.Join(w, "switch.unit"))
+	job := exec.Command("setsid", "sh", "-c", `echo $$ > "$0/switch.pid"; sleep 0.5; echo 7 > "$0/switch.status"`, w)
+	if err := job.Start(); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(100 * time.Millisecond)
+	out, err := exec.Command("sh", "-c", "w=$0\n"+strings.ReplaceAll(awaitStatus+reportStatus, "/run/systemd/system", sysdir), w, "id", "switch").CombinedOutput()
+	job.Wait()
+	if err != nil || strings.TrimSpace(string(out)) != "7" {
+		t.Errorf("a running job: %v, %q; want its status 7", err, out)
+	}
+	if err := os.WriteFile(filepath.Join(w, "switch.pid"), []byte("999999999\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
 	for _, c := range []struct {
-		name, env, file string
-		code            int
-		out             string
+		name, unit, env, file string
+		code                  int
+		out                   string
 	}{
-		{"success, no status file", "LoadState=loaded ActiveState=active SubState=exited Result=success ExecMainCode=1 ExecMainStatus=0", "", 0, "0"},
-		{"exit 4, the file says otherwise", "LoadState=loaded ActiveState=failed SubState=failed Result=exit-code ExecMainCode=1 ExecMainStatus=4", "0", 0, "4"},
-		{"killed", "LoadState=loaded ActiveState=failed SubState=failed Result=signal ExecMainCode=2 ExecMainStatus=9", "", 71, "the switch job was killed by signal 9 (systemd: deployctl-id-switch.service, Result=signal)"},
-		{"no unit: the file", "LoadState=not-found", "3", 0, "3"},
-		{"no unit, no file", "LoadState=not-found", "", 71, "the switch job's process is gone without an exit status (killed?)"},
+		{"success, no status file", "abc", ended + "ActiveState=active SubState=exited Result=success ExecMainCode=1 ExecMainStatus=0", "", 0, "0"},
+		{"4, the file says otherwise", "abc", ended + "ActiveState=active SubState=exited Result=success ExecMainCode=1 ExecMainStatus=4", "0", 0, "4"},
+		{"killed", "abc", ended + "ActiveState=failed SubState=failed Result=signal ExecMainCode=2 ExecMainStatus=9", "", 71, "the switch job was killed by signal 9 (systemd: deployctl-id-switch.service, Result=signal)"},
+		{"a stale unit: the file", "old", ended + "ActiveState=failed SubState=failed Result=exit-code ExecMainCode=1 ExecMainStatus=203", "0", 0, "0"},
+		{"no unit: the file", "", "", "3", 0, "3"},
+		{"no unit, no file", "", "", "", 71, "the switch job's process is gone without an exit status (killed?)"},
 	} {
-		os.Remove(filepath.Join(w, "switch.status"))
-		if c.file != "" {
-			if err := os.WriteFile(filepath.Join(w, "switch.status"), []byte(c.file+"\n"), 0o644); err != nil {
-				t.Fatal(err)
+		for name, content := range map[string]string{"switch.status": c.file, "switch.unit": c.unit} {
+			os.Remove(filepath.Join(w, name))
+			if content != "" {
+				if err := os.WriteFile(filepath.Join(w, name), []byte(content+"\n"), 0o644); err != nil {
+					t.Fatal(err)
+				}
 			}
 		}
 		cmd := exec.Command("sh", "-c", script, w, "id", "switch")
