@@ -21,7 +21,10 @@ import (
 type board struct {
 	set   func(lines []string)
 	width int
-	now   func() time.Time
+	// most is how many hosts' lines it shows, at most boardMax and fewer
+	// on a short terminal (the bar and a row of output need room too).
+	most int
+	now  func() time.Time
 
 	mu    sync.Mutex
 	hosts map[string]*boardHost
@@ -48,10 +51,12 @@ type boardHost struct {
 // counted on one line.
 const boardMax = 10
 
-// newBoard returns a board drawing through set, lines cut to width
-// columns, redrawn every period so that times and rates move.
-func newBoard(set func([]string), width int, period time.Duration) *board {
-	b := &board{set: set, width: width, now: time.Now, hosts: map[string]*boardHost{}, stop: make(chan struct{}), done: make(chan struct{})}
+// newBoard returns a board drawing through set on a terminal of width
+// columns and height rows, redrawn every period so that times and rates
+// move.
+func newBoard(set func([]string), width, height int, period time.Duration) *board {
+	most := min(boardMax, max(height-4, 1))
+	b := &board{set: set, width: width, most: most, now: time.Now, hosts: map[string]*boardHost{}, stop: make(chan struct{}), done: make(chan struct{})}
 	go func() {
 		defer close(b.done)
 		t := time.NewTicker(period)
@@ -133,8 +138,8 @@ func (b *board) lines() []string {
 	now := b.now()
 	var out []string
 	for i, name := range b.order {
-		if i == boardMax && len(b.order) > boardMax+1 {
-			out = append(out, b.fit(fmt.Sprintf("  … and %d more hosts at work", len(b.order)-boardMax)))
+		if i == b.most && len(b.order) > b.most+1 {
+			out = append(out, b.fit(fmt.Sprintf("  … and %d more hosts at work", len(b.order)-b.most)))
 			break
 		}
 		h := b.hosts[name]
@@ -189,7 +194,7 @@ func (g *globals) startBoard() *board {
 	}
 	width, height := g.termSize()
 	g.handler.SetSize(width, height)
-	b := newBoard(g.handler.SetBoard, width, 500*time.Millisecond)
+	b := newBoard(g.handler.SetBoard, width, height, 500*time.Millisecond)
 	g.events.Listen(b.event)
 	return b
 }

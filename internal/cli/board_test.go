@@ -27,7 +27,7 @@ func TestBoardLines(t *testing.T) {
 		defer mu.Unlock()
 		return drawn[len(drawn)-1]
 	}
-	b := newBoard(set, 60, time.Hour)
+	b := newBoard(set, 60, 40, time.Hour)
 	now := time.Date(2026, 11, 24, 1, 0, 0, 0, time.UTC)
 	b.now = func() time.Time { return now }
 	b.event(events.Event{Type: events.Step, Host: "web-1", Step: "push", State: events.Started})
@@ -60,6 +60,15 @@ func TestBoardLines(t *testing.T) {
 	if len(got) != boardMax+1 || !strings.Contains(got[boardMax], "… and 7 more hosts at work") {
 		t.Errorf("17 hosts at work: %d lines, the last %q", len(got), got[len(got)-1])
 	}
+	// A short terminal: fewer lines, the count still there.
+	short := newBoard(func([]string) {}, 60, 8, time.Hour)
+	for i := range 6 {
+		short.event(events.Event{Type: events.Step, Host: "s" + string(rune('a'+i)), Step: "push", State: events.Started})
+	}
+	if got := short.lines(); len(got) != 5 || !strings.Contains(got[4], "… and 2 more hosts at work") {
+		t.Errorf("6 hosts on 8 rows: %q", got)
+	}
+	short.close()
 	b.close()
 	b.close()
 	if got := last(); got != nil {
