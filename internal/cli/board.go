@@ -19,8 +19,7 @@ import (
 // A host's line goes when its step ends (the output has a permanent line
 // for that). It follows the run's events, and a push's bytes as they go.
 type board struct {
-	set   func(lines []string)
-	width int
+	set func(lines []string)
 	// most is how many hosts' lines it shows, at most boardMax and fewer
 	// on a short terminal (the bar and a row of output need room too).
 	most int
@@ -51,12 +50,12 @@ type boardHost struct {
 // counted on one line.
 const boardMax = 10
 
-// newBoard returns a board drawing through set on a terminal of width
-// columns and height rows, redrawn every period so that times and rates
-// move.
-func newBoard(set func([]string), width, height int, period time.Duration) *board {
+// newBoard returns a board drawing through set on a terminal of height
+// rows (the output cuts each line to the width), redrawn every period so
+// that times and rates move.
+func newBoard(set func([]string), height int, period time.Duration) *board {
 	most := min(boardMax, max(height-4, 1))
-	b := &board{set: set, width: width, most: most, now: time.Now, hosts: map[string]*boardHost{}, stop: make(chan struct{}), done: make(chan struct{})}
+	b := &board{set: set, most: most, now: time.Now, hosts: map[string]*boardHost{}, stop: make(chan struct{}), done: make(chan struct{})}
 	go func() {
 		defer close(b.done)
 		t := time.NewTicker(period)
@@ -139,7 +138,7 @@ func (b *board) lines() []string {
 	var out []string
 	for i, name := range b.order {
 		if i == b.most && len(b.order) > b.most+1 {
-			out = append(out, b.fit(fmt.Sprintf("  … and %d more hosts at work", len(b.order)-b.most)))
+			out = append(out, fmt.Sprintf("  … and %d more hosts at work", len(b.order)-b.most))
 			break
 		}
 		h := b.hosts[name]
@@ -149,19 +148,9 @@ func (b *board) lines() []string {
 			line += fmt.Sprintf("  %s of %s", humanBytes(h.sent), humanBytes(h.total))
 			line += rate(h.sent, now.Sub(h.sending))
 		}
-		out = append(out, b.fit(line))
+		out = append(out, line)
 	}
 	return out
-}
-
-// fit cuts line to the terminal's width (a wrapped line would throw the
-// redrawing off).
-func (b *board) fit(line string) string {
-	if utf8.RuneCountInString(line) < b.width {
-		return line
-	}
-	r := []rune(line)
-	return string(r[:max(b.width-2, 0)]) + "…"
 }
 
 // close stops the board and takes it off the screen. A nil board does
@@ -194,7 +183,7 @@ func (g *globals) startBoard() *board {
 	}
 	width, height := g.termSize()
 	g.handler.SetSize(width, height)
-	b := newBoard(g.handler.SetBoard, width, height, 500*time.Millisecond)
+	b := newBoard(g.handler.SetBoard, height, 500*time.Millisecond)
 	g.events.Listen(b.event)
 	return b
 }

@@ -34,10 +34,12 @@ func (g *globals) completeHosts(cmd *cobra.Command, args []string, toComplete st
 		err error
 	}
 	full := make(chan loaded, 1)
+	loadCtx, stopLoad := context.WithCancel(ctx)
+	defer stopLoad()
 	go func() {
 		// Nothing selected: a broken host is then left out (and named)
 		// rather than failing the evaluation.
-		inv, err := inventory.Load(ctx, n, ref, inventory.LoadOptions{})
+		inv, err := inventory.Load(loadCtx, n, ref, inventory.LoadOptions{})
 		full <- loaded{inv, err}
 	}()
 	var names []string
@@ -57,6 +59,7 @@ func (g *globals) completeHosts(cmd *cobra.Command, args []string, toComplete st
 			}
 		}
 	case <-time.After(g.tagsWithin):
+		stopLoad() // too slow: no second evaluation beside the listing
 		if names, err = inventory.HostNames(ctx, n, ref); err != nil {
 			return nil, cobra.ShellCompDirectiveNoFileComp
 		}

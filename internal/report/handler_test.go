@@ -98,8 +98,8 @@ func TestStatusFitsTheTerminal(t *testing.T) {
 	status, _ := h.Status()
 	io.WriteString(status, "\rpushing 50% |#####     |")
 	out.Reset()
-	h.SetBoard([]string{"  a  push", "  b  push", "  c  push", "  d  push"})
-	want := "\r\x1b[K  a  push\n  b  push\npushing …"
+	h.SetBoard([]string{"  a-long-name  push", "  b  push", "  c  push", "  d  push"})
+	want := "\r\x1b[K  a-long…\n  b  push\npushing …"
 	if out.String() != want {
 		t.Errorf("output %q\nwant   %q", out.String(), want)
 	}
