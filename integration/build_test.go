@@ -166,7 +166,7 @@ func TestBuildElsewhere(t *testing.T) {
 	if got := e.currentSystem("alpha"); got != top["alpha"] {
 		t.Errorf("alpha: /run/current-system = %q, want %s", got, top["alpha"])
 	}
-	e.ssh("alpha", "nix-store --verify-path $(nix-store -qR "+top["alpha"]+")")
+	e.verifyClosure("alpha", top["alpha"])
 	if inLocalStore(t, top["alpha"]) {
 		t.Errorf("pushing from the builder put alpha's system in this machine's store")
 	}

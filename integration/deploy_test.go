@@ -394,7 +394,7 @@ func TestNonRootTargetUser(t *testing.T) {
 	if got := e.currentSystem("alpha"); got != top {
 		t.Errorf("alpha: /run/current-system = %q, want %s", got, top)
 	}
-	e.ssh("alpha", "nix-store --verify-path $(nix-store -qR "+top+")")
+	e.verifyClosure("alpha", top)
 
 	e.writeFlake(fixture.Host{Name: "alpha", Revision: t.Name(), Deployment: map[string]any{"targetUser": user, "privilegeEscalationCommand": []string{}}})
 	r = e.deployctl("deploy", "alpha")

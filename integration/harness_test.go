@@ -219,6 +219,19 @@ func (e *testEnv) ssh(host, command string) string {
 	return strings.TrimSpace(out)
 }
 
+// verifyClosure fails the test unless top and every path of its closure
+// are valid in host's store, with the contents Nix recorded.
+func (e *testEnv) verifyClosure(host, top string) {
+	e.t.Helper()
+	e.ssh(host, "paths=$(nix-store -qR "+top+") && nix-store --verify-path $paths")
+}
+
+// gc collects host's garbage.
+func (e *testEnv) gc(host string) {
+	e.t.Helper()
+	e.ssh(host, "nix-store --gc >/dev/null 2>&1")
+}
+
 // cutter returns a function that kills every SSH session on host (sshd
 // itself stays): connections to it die under whatever uses them.
 func (e *testEnv) cutter(host string) func() {

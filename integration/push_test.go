@@ -86,7 +86,7 @@ func TestPushSurvivesDroppedHost(t *testing.T) {
 		t.Errorf("alpha's cut push is not reported as a push failure:\n%s", r.stderr)
 	}
 	top := map[string]string{"alpha": e.toplevel("alpha"), "beta": e.toplevel("beta")}
-	e.ssh("beta", "nix-store --verify-path $(nix-store -qR "+top["beta"]+")")
+	e.verifyClosure("beta", top["beta"])
 	// The failed push did not make its system alpha's push root.
 	if got := e.ssh("alpha", "readlink /nix/var/nix/gcroots/deployctl/pushed || true"); got != "" {
 		t.Errorf("a failed push made %s alpha's push root", got)
@@ -102,13 +102,13 @@ func TestPushSurvivesDroppedHost(t *testing.T) {
 	}
 	r = e.deployctl("push", "alpha")
 	r.wantCode(t, 0)
-	e.ssh("alpha", "nix-store --verify-path $(nix-store -qR "+top["alpha"]+")")
+	e.verifyClosure("alpha", top["alpha"])
 }
 
-// TestPushSigned: with --sign-key, every path arrives signed, and the
-// target's own Nix verifies the signatures against the public key.
-func TestPushSigned(t *testing.T) {
-	e := startFleet(t, fixture.Host{Name: "alpha"})
+// signingKey makes a Nix signing key pair: the secret key's file, and the
+// public key.
+func signingKey(t *testing.T) (secretFile, public string) {
+	t.Helper()
 	dir := t.TempDir()
 	sk, pk := filepath.Join(dir, "sk"), filepath.Join(dir, "pk")
 	if out, err := exec.Command("nix-store", "--generate-binary-cache-key", "deployctl-fleet-1", sk, pk).CombinedOutput(); err != nil {
@@ -118,10 +118,18 @@ func TestPushSigned(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	return sk, strings.TrimSpace(string(pub))
+}
+
+// TestPushSigned: with --sign-key, every path arrives signed, and the
+// target's own Nix verifies the signatures against the public key.
+func TestPushSigned(t *testing.T) {
+	e := startFleet(t, fixture.Host{Name: "alpha"})
+	sk, pub := signingKey(t)
 	e.deployctl("push", "alpha", "--sign-key", sk).wantCode(t, 0)
 	top := e.toplevel("alpha")
 	// Every path of the closure must carry a signature the key verifies.
-	e.ssh("alpha", "nix --extra-experimental-features nix-command store verify --recursive --no-contents --sigs-needed 1 --trusted-public-keys '"+strings.TrimSpace(string(pub))+"' "+top)
+	e.ssh("alpha", "nix --extra-experimental-features nix-command store verify --recursive --no-contents --sigs-needed 1 --trusted-public-keys '"+pub+"' "+top)
 }
 
 // TestPushSubstitutesOnDestination: with -s, a host first fetches what it
@@ -148,7 +156,7 @@ func TestPushSubstitutesOnDestination(t *testing.T) {
 	if !strings.Contains(r.stderr, "[alpha] sending 0 of 2 paths") {
 		t.Errorf("with -s, deployctl still sent paths the host could fetch itself:\n%s", r.stderr)
 	}
-	e.ssh("alpha", "nix-store --verify-path $(nix-store -qR "+top+")")
+	e.verifyClosure("alpha", top)
 }
 
 // TestNixCopyBackends: --copy-backend nix (ssh-ng://) and nix-ssh (ssh://)
@@ -176,10 +184,97 @@ func TestNixCopyBackends(t *testing.T) {
 		}
 		for _, h := range []string{"alpha", "beta"} {
 			top := e.toplevel(h)
-			e.ssh(h, "nix-store --gc >/dev/null 2>&1; nix-store --verify-path $(nix-store -qR "+top+")")
+			e.gc(h)
+			e.verifyClosure(h, top)
 			if got := e.ssh(h, "readlink /nix/var/nix/gcroots/deployctl/pushed"); got != top {
 				t.Errorf("%s: %s's push root → %q, want %s", c.backend, h, got, top)
 			}
 		}
+	}
+}
+
+// TestPushAsUserWithoutRoot: a login user who cannot become root (no sudo,
+// privilegeEscalationCommand = [ ]) reaches the host's store through its
+// nix-daemon. Untrusted and unsigned, the push is refused with advice and
+// leaves nothing; signed with a key the host trusts, or as a trusted user
+// (natively and through nix copy), it completes, and the user's own
+// indirect root keeps the system through a garbage collection, replaced
+// by the next push's. Steps that need root are refused before anything
+// runs.
+func TestPushAsUserWithoutRoot(t *testing.T) {
+	user := func(rev string) fixture.Host {
+		return fixture.Host{Name: "alpha", Revision: rev, Deployment: map[string]any{"targetUser": fleet.NoSudoUser, "privilegeEscalationCommand": []string{}}}
+	}
+	e := startFleet(t, user("1"))
+	alpha := e.fleet.Host("alpha")
+	daemon := func(conf string) {
+		t.Helper()
+		if err := alpha.StartNixDaemon(t.Context(), conf); err != nil {
+			t.Fatal(err)
+		}
+	}
+	userRoot := "/tmp/.local/state/deployctl/pushed" // nosudo's home is /tmp
+	valid := func(path string) bool {
+		return e.ssh("alpha", "nix-store --check-validity "+path+" 2>/dev/null && echo yes || true") == "yes"
+	}
+	daemon("")
+	top1 := e.toplevel("alpha")
+
+	r := e.deployctl("push", "alpha")
+	r.wantCode(t, 1)
+	// Nix 2.8 says "lacks a valid signature", later Nix "lacks a
+	// signature by a trusted key".
+	if !regexp.MustCompile(`lacks a (valid )?signature(.|\n)*trusted-users(.|\n)*--sign-key`).MatchString(r.stderr) {
+		t.Errorf("an unsigned push by an untrusted user: no refusal with advice:\n%s", r.stderr)
+	}
+	if !regexp.MustCompile(`(?m)^  alpha +FAILED +\S+ +push: `).MatchString(r.stderr) {
+		t.Errorf("the refusal does not name the host and the step:\n%s", r.stderr)
+	}
+	if valid(top1) || e.ssh("alpha", "ls -A /tmp/.local/state/deployctl 2>/dev/null || true") != "" {
+		t.Errorf("a refused push left the system or a root on alpha")
+	}
+
+	sk, pub := signingKey(t)
+	daemon("trusted-public-keys = " + pub)
+	e.deployctl("push", "alpha", "--sign-key", sk).wantCode(t, 0)
+	e.gc("alpha")
+	e.verifyClosure("alpha", top1)
+	if got := e.ssh("alpha", "readlink "+userRoot); got != top1 {
+		t.Errorf("nosudo's root → %q, want %s", got, top1)
+	}
+	if e.ssh("alpha", "test -e /nix/var/nix/gcroots/deployctl && echo yes || true") != "" {
+		t.Errorf("a push without root wrote the system's GC roots")
+	}
+	r = e.deployctl("push", "alpha", "--sign-key", sk)
+	r.wantCode(t, 0)
+	if !strings.Contains(r.stderr, "[alpha] sending 0 of") {
+		t.Errorf("a second push sent paths again:\n%s", r.stderr)
+	}
+
+	daemon("trusted-users = root " + fleet.NoSudoUser)
+	for _, c := range []struct{ rev, backend string }{{"2", "native"}, {"3", "nix"}} {
+		old := e.toplevel("alpha")
+		e.writeFlake(user(c.rev))
+		top := e.toplevel("alpha")
+		e.deployctl("push", "alpha", "--copy-backend", c.backend).wantCode(t, 0)
+		e.gc("alpha")
+		e.verifyClosure("alpha", top)
+		if got := e.ssh("alpha", "readlink "+userRoot); got != top {
+			t.Errorf("%s: nosudo's root → %q, want %s", c.backend, got, top)
+		}
+		if valid(old) {
+			t.Errorf("%s: the system pushed before (%s) is still kept: its root was not replaced", c.backend, old)
+		}
+	}
+
+	for _, args := range [][]string{{"activate", "alpha"}, {"deploy", "alpha"}, {"push", "alpha", "--copy-flake"}} {
+		r := e.deployctl(args...)
+		r.wantCode(t, 2)
+		if !strings.Contains(r.stderr, "alpha: ") || !strings.Contains(r.stderr, "needs root on the host, and nosudo has no way to become root") {
+			t.Errorf("%s: not refused up front with the reason:\n%s", args[0], r.stderr)
+		}
+	}
+	if got := e.currentSystem("alpha"); got != "" {
+		t.Errorf("alpha runs %q after refusals", got)
 	}
 }

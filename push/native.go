@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"path/filepath"
 	"sync/atomic"
 
 	"github.com/deployctl/deployctl/internal/nix"
@@ -112,14 +111,13 @@ type Stats struct {
 	Bytes int64 // NAR bytes sent
 }
 
-// Root is the garbage-collector root on a target that keeps the system
-// pushed last until its activation puts it in the system profile.
-const Root = "/nix/var/nix/gcroots/deployctl/pushed"
-
 // Target is the machine pushed to; *remote.Conn is one.
 type Target interface {
 	serve.Starter
 	Run(ctx context.Context, cmd remote.Cmd) error
+	// Unprivileged says whether root commands run as the login user
+	// (who is not root and has no escalation command).
+	Unprivileged() bool
 }
 
 // Options tune a push.
@@ -134,7 +132,8 @@ type Options struct {
 	// Sign, when set, signs each path sent.
 	Sign *Signer
 	// Root is the GC root (a symlink under /nix/var/nix/gcroots) that
-	// keeps what was pushed; "" is Root, the system's.
+	// keeps what was pushed; "" is Root, the system's. A login user who
+	// cannot become root keeps its base name in UserRootDir instead.
 	Root string
 }
 
@@ -157,7 +156,7 @@ func Native(ctx context.Context, conn Target, src Source, toplevel string, opts 
 	if opts.Root == "" {
 		opts.Root = Root
 	}
-	root := startRoot(ctx, conn, toplevel, opts.Root)
+	root := newRoot(ctx, conn, toplevel, opts.Root)
 	defer root.abandon()
 	dst, missing, err := serve.OpenMissing(ctx, conn, c.Infos, true, opts.Substitute)
 	if err != nil {
@@ -222,64 +221,11 @@ func Native(ctx context.Context, conn Target, src Source, toplevel string, opts 
 	case err != nil:
 		return st, withAdvice(err)
 	}
-	// Make the root final while the session ends.
-	committed := make(chan error, 1)
-	go func() { committed <- root.commit() }()
-	dst.Close()
-	if err := <-committed; err != nil {
-		return st, fmt.Errorf("register the GC root %s: %w", opts.Root, err)
+	if err := root.commit(func() { dst.Close() }); err != nil {
+		return st, err
 	}
 	return st, nil
 }
-
-// pendingRoot is a push's GC root while the push runs: a symlink in the GC
-// roots directory, a root of whatever it points to from the moment that
-// path is valid, made at the push's start and renamed to Root when the
-// push succeeded, so a failed push leaves the last good one's Root alone.
-// One remote shell makes the link and then waits on its standard input for
-// the verdict: "commit" renames the link; anything else, or the input's
-// end (an abandoned push, or a lost connection), removes it.
-type pendingRoot struct {
-	started chan struct{}
-	p       *remote.Process
-	err     error
-	ended   bool
-}
-
-// rootScript makes link $1 → $2, then renames it to $3 or removes it.
-const rootScript = `mkdir -p "${1%/*}" && ln -sfn "$2" "$1" || exit; ` +
-	`read -r verdict; if [ "$verdict" = commit ]; then exec mv -fT "$1" "$3"; fi; rm -f "$1"`
-
-// startRoot starts the shell in the background, beside the push's own
-// session.
-func startRoot(ctx context.Context, conn Target, toplevel, root string) *pendingRoot {
-	link := root + "-" + filepath.Base(toplevel)
-	r := &pendingRoot{started: make(chan struct{})}
-	go func() {
-		defer close(r.started)
-		r.p, r.err = conn.Start(ctx, remote.Cmd{Argv: []string{"sh", "-c", rootScript, "sh", link, toplevel, root}, Root: true})
-	}()
-	return r
-}
-
-// end sends the verdict and waits for the shell to act on it.
-func (r *pendingRoot) end(verdict string) error {
-	<-r.started
-	if r.err != nil || r.ended {
-		return r.err
-	}
-	r.ended = true
-	_, _ = io.WriteString(r.p.Stdin, verdict+"\n")
-	r.p.Stdin.Close()
-	r.err = r.p.Wait()
-	return r.err
-}
-
-// commit renames the pending root to Root, atomically.
-func (r *pendingRoot) commit() error { return r.end("commit") }
-
-// abandon removes the pending root of a push that did not succeed.
-func (r *pendingRoot) abandon() { _ = r.end("abandon") }
 
 // counted reports the bytes read from each NAR of src to onRead.
 func counted(src serve.NARSource, onRead func(int64)) serve.NARSource {

@@ -35,15 +35,17 @@ func NixCopy(ctx context.Context, n *nix.CLI, conn *remote.Conn, sshConfigFile s
 	if err != nil {
 		return err
 	}
-	root := startRoot(ctx, conn, toplevel, Root)
+	// A user who cannot become root registers its root once the copy is
+	// complete (Nix takes a root to valid paths only), after nix copy's
+	// session ended: a garbage collection in between would take what was
+	// sent, and the next push would send it again. (The native push
+	// registers it while its session holds the paths.)
+	root := newRoot(ctx, conn, toplevel, Root)
 	defer root.abandon()
 	if _, err = n.Run(ctx, env, argv[0], argv[1:]...); err != nil {
 		return withAdvice(fmt.Errorf("nix copy: %w", err))
 	}
-	if err := root.commit(); err != nil {
-		return fmt.Errorf("register the GC root %s: %w", Root, err)
-	}
-	return nil
+	return root.commit(func() {})
 }
 
 // NixCopyCommand is the nix copy command (and the variables it needs)

@@ -4,6 +4,7 @@ import (
 	"crypto/rand"
 	"fmt"
 	"os"
+	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -64,10 +65,15 @@ const unsignedAdvice = "the target's Nix accepts paths from this user only when 
 	"make the user trusted (nix.settings.trusted-users, which is root-equivalent), " +
 	"or sign with --sign-key FILE using a key in the target's trusted-public-keys"
 
+// unsigned matches Nix's refusal of a path for want of a signature: "lacks
+// a valid signature" (Nix 2.8), "lacks a signature by a trusted key"
+// (later Nix).
+var unsigned = regexp.MustCompile(`lacks a (valid )?signature`)
+
 // withAdvice adds unsignedAdvice to an error that is a refusal of an
 // unsigned path.
 func withAdvice(err error) error {
-	if err != nil && strings.Contains(err.Error(), "lacks a signature by a trusted key") {
+	if err != nil && unsigned.MatchString(err.Error()) {
 		return fmt.Errorf("%w\n%s", err, unsignedAdvice)
 	}
 	return err

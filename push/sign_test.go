@@ -64,9 +64,12 @@ func TestSignAsNixDoes(t *testing.T) {
 }
 
 func TestUnsignedAdvice(t *testing.T) {
-	refused := errors.New("add /nix/store/x: error: cannot add path '/nix/store/x' because it lacks a signature by a trusted key")
-	if err := withAdvice(refused); !strings.Contains(err.Error(), "--sign-key") || !errors.Is(err, refused) {
-		t.Errorf("withAdvice = %v", err)
+	// Nix 2.8's wording (seen on the fleet) and later Nix's.
+	for _, msg := range []string{"lacks a valid signature", "lacks a signature by a trusted key"} {
+		refused := errors.New("add /nix/store/x: error: cannot add path '/nix/store/x' because it " + msg)
+		if err := withAdvice(refused); !strings.Contains(err.Error(), "--sign-key") || !errors.Is(err, refused) {
+			t.Errorf("withAdvice = %v", err)
+		}
 	}
 	other := errors.New("disk full")
 	if err := withAdvice(other); err != other {

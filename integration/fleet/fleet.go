@@ -424,14 +424,45 @@ func (h *Host) Stop() {
 }
 
 // Exec runs script with sh inside the host's namespaces, as root, without
-// SSH (for a host whose sshd a test stopped), and returns its output.
-func (h *Host) Exec(ctx context.Context, script string) (string, error) {
+// SSH (for a host whose sshd a test stopped), with args as its $1…, and
+// returns its output.
+func (h *Host) Exec(ctx context.Context, script string, args ...string) (string, error) {
 	init, err := h.initPID()
 	if err != nil {
 		return "", err
 	}
-	out, err := exec.CommandContext(ctx, "nsenter", "--target", strconv.Itoa(init), "--mount", "--pid", "sh", "-c", script).CombinedOutput()
+	argv := append([]string{"--target", strconv.Itoa(init), "--mount", "--pid", "sh", "-c", script, "sh"}, args...)
+	out, err := exec.CommandContext(ctx, "nsenter", argv...).CombinedOutput()
 	return string(out), err
+}
+
+// daemonScript (re)starts a namespace host's nix-daemon with the host's
+// Nix settings and $1 added, and waits for its socket. Users who are not
+// root reach the host's store through it, as on a multi-user install.
+const daemonScript = `set -eu
+d=/run/fleet/nix-daemon s=/nix/var/nix/daemon-socket/socket
+if [ -e $d/pid ]; then kill "$(cat $d/pid)" 2>/dev/null || true; fi
+mkdir -p $d && cp /run/fleet/nix/nix.conf $d/ && printf '%s\n' "$1" >> $d/nix.conf
+rm -f $s
+NIX_CONF_DIR=$d nix-daemon </dev/null >>$d/log 2>&1 &
+echo $! > $d/pid
+i=0
+while [ ! -S $s ]; do
+  i=$((i+1)); if [ $i -gt 200 ]; then echo "nix-daemon did not start:"; cat $d/log; exit 1; fi
+  sleep 0.05
+done
+`
+
+// StartNixDaemon (re)starts a nix-daemon on a namespace host, with the
+// settings conf (nix.conf lines) added to the host's own.
+func (h *Host) StartNixDaemon(ctx context.Context, conf string) error {
+	if h.merged != "" {
+		return fmt.Errorf("%s: StartNixDaemon is for namespace hosts", h.Name)
+	}
+	if out, err := h.Exec(ctx, daemonScript, conf); err != nil {
+		return fmt.Errorf("%s: start nix-daemon: %v: %s", h.Name, err, out)
+	}
+	return nil
 }
 
 // initPID is the host's PID 1, as this machine sees it: the child of

@@ -110,7 +110,7 @@ func (g *globals) pushSteps(ctx context.Context, src source) ([]hostStep, error)
 	if err != nil {
 		return nil, fmt.Errorf("--copy-flake: %w", err)
 	}
-	return append(steps, hostStep{name: "copy flake", run: func(ctx context.Context, conn *remote.Conn, h *inventory.Host, _ built) error {
+	return append(steps, hostStep{name: "copy flake", root: true, run: func(ctx context.Context, conn *remote.Conn, h *inventory.Host, _ built) error {
 		src := push.LocalStore{Nix: g.nix()}
 		if err := push.Flake(ctx, conn, src, flake, push.Options{Substitute: g.substitute, Sign: g.signer}); err != nil {
 			return err

@@ -50,7 +50,7 @@ func runRollback(ctx context.Context, g *globals, opts rollbackOptions, args []s
 	if err != nil {
 		return err
 	}
-	step := hostStep{name: "rollback", finish: true, run: func(ctx context.Context, conn *remote.Conn, h *inventory.Host, _ built) error {
+	step := hostStep{name: "rollback", finish: true, root: true, run: func(ctx context.Context, conn *remote.Conn, h *inventory.Host, _ built) error {
 		st, err := activate.Status(ctx, conn)
 		if err != nil {
 			return err

@@ -81,7 +81,7 @@ func (g *globals) prebuilt(p *plan, pushing bool) error {
 // keysStep uploads every key of each host (deploy --only keys, and
 // upload-keys).
 func (g *globals) keysStep(specs map[string]activationSpec) hostStep {
-	return hostStep{name: "keys", run: func(ctx context.Context, conn *remote.Conn, h *inventory.Host, _ built) error {
+	return hostStep{name: "keys", root: true, run: func(ctx context.Context, conn *remote.Conn, h *inventory.Host, _ built) error {
 		if len(specs[h.Name].keys) == 0 {
 			g.log.Info("no keys", "host", h.Name)
 			return nil

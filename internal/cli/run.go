@@ -13,6 +13,7 @@ import (
 	"github.com/deployctl/deployctl/internal/events"
 	"github.com/deployctl/deployctl/internal/inventory"
 	"github.com/deployctl/deployctl/internal/nix"
+	"github.com/deployctl/deployctl/internal/remote"
 	"github.com/deployctl/deployctl/internal/rollout"
 	"github.com/deployctl/deployctl/push"
 )
@@ -67,6 +68,10 @@ func (g *globals) runOnHosts(ctx context.Context, command string, p *plan, af *a
 		}
 		if err != nil {
 			return nil, usageErrorf("%s: %w", h.Name, err)
+		}
+		if i := slices.IndexFunc(steps, func(s hostStep) bool { return s.root }); i >= 0 && remote.Unprivileged(ep.User, h.PrivilegeEscalationCommand) {
+			return nil, usageErrorf("%s: %s needs root on the host, and %s has no way to become root: "+
+				"set deployment.privilegeEscalationCommand (it is empty) or deployment.targetUser = \"root\"", h.Name, steps[i].name, ep.User)
 		}
 		key := ep.Addr()
 		for i := len(ep.Hops) - 1; i >= 0; i-- {

@@ -27,6 +27,9 @@ type hostStep struct {
 	// finish says that once started, the step runs to its end through an
 	// interrupt (not through a detach).
 	finish bool
+	// root says that the step runs commands as root on the target, which
+	// a login user who cannot become root cannot do.
+	root bool
 }
 
 func (g *globals) pushStep() hostStep {
@@ -121,7 +124,7 @@ func humanBytes(n int64) string {
 }
 
 func (g *globals) activateStep(f activateFlags, specs map[string]activationSpec) hostStep {
-	return hostStep{name: "activate", finish: true, run: func(ctx context.Context, conn *remote.Conn, h *inventory.Host, b built) error {
+	return hostStep{name: "activate", finish: true, root: true, run: func(ctx context.Context, conn *remote.Conn, h *inventory.Host, b built) error {
 		var extra []*remote.Conn
 		defer func() {
 			for _, c := range extra {

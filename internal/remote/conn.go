@@ -146,6 +146,17 @@ func (c *Conn) escalated(ctx context.Context, cmd Cmd) (bool, error) {
 	return true, nil
 }
 
+// Unprivileged says whether root commands run as the login user itself:
+// a user who is not root, with no privilege escalation command.
+func (c *Conn) Unprivileged() bool { return Unprivileged(c.ep.User, c.escalation) }
+
+// Unprivileged says whether user, with the escalation command escalation,
+// runs commands as itself only: it is not root and has no way to become
+// root.
+func Unprivileged(user string, escalation []string) bool {
+	return user != "root" && len(escalation) == 0
+}
+
 // AsRoot is argv as it runs as root on the target: behind the privilege
 // escalation command when the login user is not root.
 func (c *Conn) AsRoot(argv ...string) []string { return c.argv(Cmd{Argv: argv, Root: true}) }
