@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"path"
 	"strconv"
 	"strings"
 	"sync"
@@ -39,7 +40,8 @@ type RemoteOptions struct {
 
 // Remote builds reqs on the machine conn reaches: it copies the
 // derivations' closure there (only what it lacks), realises each toplevel
-// with a GC root (BuildRoot), and leaves the systems there, for a push
+// with a GC root (BuildRoot; for a login user who cannot become root, its
+// base name in remote.UserRootDir), and leaves the systems there, for a push
 // from that machine. The hosts' builds run at once, so the builder's Nix
 // builds shared dependencies once.
 func Remote(ctx context.Context, n *nix.CLI, conn *remote.Conn, reqs []Request, opts RemoteOptions) []Result {
@@ -81,11 +83,17 @@ func Remote(ctx context.Context, n *nix.CLI, conn *remote.Conn, reqs []Request, 
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			argv := []string{"nix-store", "--realise", r.DrvPath, "--add-root", BuildRoot(r.Host)}
+			var jobs []string
 			if opts.MaxJobs > 0 {
-				argv = append(argv, "--max-jobs", strconv.Itoa(opts.MaxJobs))
+				jobs = []string{"--max-jobs", strconv.Itoa(opts.MaxJobs)}
 			}
-			cmd := remote.Cmd{Argv: argv, Root: true, Stdout: io.Discard}
+			cmd := remote.Cmd{Argv: append([]string{"nix-store", "--realise", r.DrvPath, "--add-root", BuildRoot(r.Host)}, jobs...), Root: true}
+			if conn.Unprivileged() {
+				// A user who cannot become root (a trusted user, building
+				// through the daemon) keeps the root in its own directory.
+				cmd = remote.UserRoot(r.DrvPath, path.Base(BuildRoot(r.Host)), jobs...)
+			}
+			cmd.Stdout = io.Discard
 			if opts.Log != nil {
 				w := opts.Log(r.Host)
 				defer w.Close()

@@ -199,8 +199,8 @@ func TestNixCopyBackends(t *testing.T) {
 // leaves nothing; signed with a key the host trusts, or as a trusted user
 // (natively and through nix copy), it completes, and the user's own
 // indirect root keeps the system through a garbage collection, replaced
-// by the next push's. Steps that need root are refused before anything
-// runs.
+// by the next push's; a build on the host keeps its system the same way.
+// Steps that need root are refused before anything runs.
 func TestPushAsUserWithoutRoot(t *testing.T) {
 	user := func(rev string) fixture.Host {
 		return fixture.Host{Name: "alpha", Revision: rev, Deployment: map[string]any{"targetUser": fleet.NoSudoUser, "privilegeEscalationCommand": []string{}}}
@@ -267,10 +267,30 @@ func TestPushAsUserWithoutRoot(t *testing.T) {
 		}
 	}
 
-	for _, args := range [][]string{{"activate", "alpha"}, {"deploy", "alpha"}, {"push", "alpha", "--copy-flake"}} {
+	// Built on the host by the trusted user, through the daemon: the root
+	// is the user's too.
+	onTarget := user("4")
+	onTarget.Deployment["buildOnTarget"] = true
+	e.writeFlake(onTarget)
+	top := e.toplevel("alpha")
+	e.deployctl("build", "alpha").wantCode(t, 0)
+	e.gc("alpha")
+	e.verifyClosure("alpha", top)
+	if got := e.ssh("alpha", "readlink /tmp/.local/state/deployctl/build-alpha"); got != top {
+		t.Errorf("built on the host: nosudo's build root → %q, want %s", got, top)
+	}
+
+	for _, c := range []struct {
+		args []string
+		code int
+	}{
+		{[]string{"activate", "alpha"}, 2}, {[]string{"deploy", "alpha"}, 2}, {[]string{"push", "alpha", "--copy-flake"}, 2},
+		{[]string{"plan", "alpha"}, 2}, {[]string{"deploy", "--dry-run", "alpha"}, 1},
+	} {
+		args := c.args
 		r := e.deployctl(args...)
-		r.wantCode(t, 2)
-		if !strings.Contains(r.stderr, "alpha: ") || !strings.Contains(r.stderr, "needs root on the host, and nosudo has no way to become root") {
+		r.wantCode(t, c.code)
+		if !regexp.MustCompile(`alpha\b.*needs root on the host, and nosudo has no way to become root`).MatchString(r.stderr) {
 			t.Errorf("%s: not refused up front with the reason:\n%s", args[0], r.stderr)
 		}
 	}

@@ -133,7 +133,7 @@ type Options struct {
 	Sign *Signer
 	// Root is the GC root (a symlink under /nix/var/nix/gcroots) that
 	// keeps what was pushed; "" is Root, the system's. A login user who
-	// cannot become root keeps its base name in UserRootDir instead.
+	// cannot become root keeps its base name in remote.UserRootDir instead.
 	Root string
 }
 

@@ -13,12 +13,6 @@ import (
 // pushed last until its activation puts it in the system profile.
 const Root = "/nix/var/nix/gcroots/deployctl/pushed"
 
-// UserRootDir is where a login user who cannot become root (a user in
-// the target's trusted-users, with no privilege escalation) keeps its
-// pushes' roots, as indirect roots: ROOT's base name in this directory of
-// the user's home stands for ROOT.
-const UserRootDir = "${XDG_STATE_HOME:-$HOME/.local/state}/deployctl"
-
 // gcRoot keeps what a push sends from the target's garbage collector.
 type gcRoot interface {
 	// commit makes the root final and ends the push's session through
@@ -31,7 +25,7 @@ type gcRoot interface {
 
 // newRoot is the root named root for toplevel on conn's target, started
 // beside the push's session: the system's when conn's commands can run as
-// root, else the login user's own (UserRootDir).
+// root, else the login user's own (remote.UserRootDir).
 func newRoot(ctx context.Context, conn Target, toplevel, root string) gcRoot {
 	if conn.Unprivileged() {
 		return &userRoot{ctx: ctx, conn: conn, toplevel: toplevel, name: filepath.Base(root)}
@@ -99,7 +93,7 @@ func (r *pendingRoot) commit(end func()) error {
 func (r *pendingRoot) abandon() { _ = r.end("abandon") }
 
 // userRoot is the root of a push by a user who cannot become root: a
-// symlink in the user's UserRootDir, registered with the target's Nix
+// symlink in the user's remote.UserRootDir, registered with the target's Nix
 // (through its daemon) as an indirect root. Nix registers a link to a
 // valid path only, so it is made once the push is complete, while the
 // push's session still holds what it sent.
@@ -109,14 +103,10 @@ type userRoot struct {
 	toplevel, name string
 }
 
-// userRootScript makes $2 in UserRootDir an indirect root of $1, replacing
-// the link atomically.
-const userRootScript = `d="` + UserRootDir + `" && mkdir -p "$d" && exec nix-store --realise "$1" --add-root "$d/$2" >/dev/null`
-
 func (u *userRoot) commit(end func()) error {
 	defer end()
-	if err := u.conn.Run(u.ctx, remote.Cmd{Argv: []string{"sh", "-c", userRootScript, "sh", u.toplevel, u.name}}); err != nil {
-		return fmt.Errorf("register the GC root %s/%s: %w", UserRootDir, u.name, err)
+	if err := u.conn.Run(u.ctx, remote.UserRoot(u.toplevel, u.name)); err != nil {
+		return fmt.Errorf("register the GC root %s/%s: %w", remote.UserRootDir, u.name, err)
 	}
 	return nil
 }

@@ -99,6 +99,9 @@ func runPlan(ctx context.Context, g *globals, opts planOptions, args []string) e
 		if err != nil {
 			return usageErrorf("%s: %w", h.Name, err)
 		}
+		if conn.Unprivileged() {
+			return usageErrorf("%s: %w", h.Name, noRoot("deploy", conn.Endpoint().User))
+		}
 		ph, err := g.planHost(d, conn, h, at[h.Name], specs[h.Name], opts, inv.FlakeRef)
 		if err != nil {
 			return fmt.Errorf("%s: %w", h.Name, err)

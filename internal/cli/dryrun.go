@@ -90,6 +90,9 @@ func runDryRun(ctx context.Context, g *globals, opts deployOptions, args []strin
 			return rollout.Step("connect", err)
 		}
 		defer g.release(hostKey(name))
+		if conn.Unprivileged() {
+			return rollout.Step("dry-run", noRoot("deploy", conn.Endpoint().User))
+		}
 		ctx, closeLog, err := g.transcript(ctx, name, "dry-run")
 		if err != nil {
 			return rollout.Step("dry-run", err)

@@ -70,8 +70,7 @@ func (g *globals) runOnHosts(ctx context.Context, command string, p *plan, af *a
 			return nil, usageErrorf("%s: %w", h.Name, err)
 		}
 		if i := slices.IndexFunc(steps, func(s hostStep) bool { return s.root }); i >= 0 && remote.Unprivileged(ep.User, h.PrivilegeEscalationCommand) {
-			return nil, usageErrorf("%s: %s needs root on the host, and %s has no way to become root: "+
-				"set deployment.privilegeEscalationCommand (it is empty) or deployment.targetUser = \"root\"", h.Name, steps[i].name, ep.User)
+			return nil, usageErrorf("%s: %w", h.Name, noRoot(steps[i].name, ep.User))
 		}
 		key := ep.Addr()
 		for i := len(ep.Hops) - 1; i >= 0; i-- {
@@ -287,4 +286,11 @@ func (g *globals) noteInterrupts(ctx context.Context) (stop func()) {
 		}
 	})
 	return func() { stopInterrupt(); stopDetach() }
+}
+
+// noRoot is the refusal of a step that needs root on a host whose login
+// user has no way to become root.
+func noRoot(step, user string) error {
+	return fmt.Errorf("%s needs root on the host, and %s has no way to become root: "+
+		"set deployment.privilegeEscalationCommand (it is empty) or deployment.targetUser = \"root\"", step, user)
 }
