@@ -157,3 +157,37 @@ func TestSystemdBrokenSSHRollsItselfBack(t *testing.T) {
 		t.Errorf("the journal does not record the host's own rollback: %v", j)
 	}
 }
+
+// TestSystemdPushAsTrustedUser: on a host with current Nix (Debian trixie:
+// 2.26) and its nix-daemon, a user in trusted-users with no way to become
+// root pushes a system, which its own indirect root then keeps through a
+// garbage collection, and builds one on the host, kept the same way.
+// (Without a sandbox: the fixture's builder calls /bin/mkdir.)
+func TestSystemdPushAsTrustedUser(t *testing.T) {
+	user := func(rev string, onTarget bool) fixture.Host {
+		return fixture.Host{Name: "alpha", Revision: rev, Deployment: map[string]any{
+			"targetUser": "pusher", "privilegeEscalationCommand": []string{}, "buildOnTarget": onTarget}}
+	}
+	e := startSystemdFleet(t, "trixie", user("1", false))
+	e.ssh("alpha", `set -e
+useradd --create-home pusher
+install -d -o pusher -m 700 ~pusher/.ssh
+install -o pusher -m 600 /root/.ssh/authorized_keys ~pusher/.ssh/
+printf 'trusted-users = root pusher\nsandbox = false\n' >> /etc/nix/nix.conf
+systemd-run --unit fleet-nix-daemon nix-daemon
+i=0; until [ -S /nix/var/nix/daemon-socket/socket ]; do i=$((i+1)); [ $i -lt 100 ]; sleep 0.1; done`)
+	for _, onTarget := range []bool{false, true} {
+		rev, cmd, root := "1", "push", "pushed"
+		if onTarget {
+			rev, cmd, root = "2", "build", "build-alpha"
+		}
+		e.writeFlake(user(rev, onTarget))
+		top := e.toplevel("alpha")
+		e.deployctl(cmd, "alpha").wantCode(t, 0)
+		e.gc("alpha")
+		e.verifyClosure("alpha", top)
+		if got := e.ssh("alpha", "readlink ~pusher/.local/state/deployctl/"+root); got != top {
+			t.Errorf("%s: pusher's root %s → %q, want %s", cmd, root, got, top)
+		}
+	}
+}
