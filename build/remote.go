@@ -26,6 +26,17 @@ func BuildRoot(host string) string {
 	return GCRootDir + "/build-" + strings.NewReplacer("/", "_", "\x00", "_").Replace(host)
 }
 
+// RealiseCmd is the command that builds host's system drv on conn's
+// machine and keeps it there as the GC root BuildRoot(host). A login user
+// who cannot become root (a trusted user, building through the daemon)
+// keeps the root in its own directory, remote.UserRootDir.
+func RealiseCmd(conn *remote.Conn, drv, host string, realiseArgs ...string) remote.Cmd {
+	if conn.Unprivileged() {
+		return remote.UserRoot(drv, path.Base(BuildRoot(host)), realiseArgs...)
+	}
+	return remote.Cmd{Argv: append([]string{"nix-store", "--realise", drv, "--add-root", BuildRoot(host)}, realiseArgs...), Root: true}
+}
+
 // RemoteOptions tune a remote build.
 type RemoteOptions struct {
 	// Log, when not nil, gives the writer for a host's build log (closed
@@ -87,12 +98,7 @@ func Remote(ctx context.Context, n *nix.CLI, conn *remote.Conn, reqs []Request, 
 			if opts.MaxJobs > 0 {
 				jobs = []string{"--max-jobs", strconv.Itoa(opts.MaxJobs)}
 			}
-			cmd := remote.Cmd{Argv: append([]string{"nix-store", "--realise", r.DrvPath, "--add-root", BuildRoot(r.Host)}, jobs...), Root: true}
-			if conn.Unprivileged() {
-				// A user who cannot become root (a trusted user, building
-				// through the daemon) keeps the root in its own directory.
-				cmd = remote.UserRoot(r.DrvPath, path.Base(BuildRoot(r.Host)), jobs...)
-			}
+			cmd := RealiseCmd(conn, r.DrvPath, r.Host, jobs...)
 			cmd.Stdout = io.Discard
 			if opts.Log != nil {
 				w := opts.Log(r.Host)

@@ -372,7 +372,8 @@ func TestBrokenDeploymentBlockFailsOnlyItsHost(t *testing.T) {
 // TestNonRootTargetUser: a host reached as a user other than root is
 // deployed through its privilege escalation (sudo): the push's
 // nix-store --serve --write, the profile and the switch all run as root.
-// Without escalation the push fails, saying why, and nothing changes.
+// Without escalation a deploy is refused before it starts, and a push (no
+// nix-daemon there) fails, saying why; nothing changes.
 func TestNonRootTargetUser(t *testing.T) {
 	if _, err := exec.LookPath("sudo"); err != nil {
 		nixtest.Unavailable(t, "sudo is not installed")
@@ -398,6 +399,11 @@ func TestNonRootTargetUser(t *testing.T) {
 
 	e.writeFlake(fixture.Host{Name: "alpha", Revision: t.Name(), Deployment: map[string]any{"targetUser": user, "privilegeEscalationCommand": []string{}}})
 	r = e.deployctl("deploy", "alpha")
+	r.wantCode(t, 2)
+	if !strings.Contains(r.stderr, "alpha: activate needs root on the host, and "+user+" has no way to become root") {
+		t.Errorf("a deploy as a user who cannot become root is not refused:\n%s", r.stderr)
+	}
+	r = e.deployctl("push", "alpha")
 	r.wantCode(t, 1)
 	if !regexp.MustCompile(`(?m)^  alpha +FAILED +\S+ +push: `).MatchString(r.stderr) {
 		t.Errorf("a push as a user who cannot write the store is not reported as a push failure:\n%s", r.stderr)

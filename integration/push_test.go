@@ -285,6 +285,7 @@ func TestPushAsUserWithoutRoot(t *testing.T) {
 		code int
 	}{
 		{[]string{"activate", "alpha"}, 2}, {[]string{"deploy", "alpha"}, 2}, {[]string{"push", "alpha", "--copy-flake"}, 2},
+		{[]string{"rollback", "alpha"}, 2}, {[]string{"upload-keys", "alpha"}, 2},
 		{[]string{"plan", "alpha"}, 2}, {[]string{"deploy", "--dry-run", "alpha"}, 1},
 	} {
 		args := c.args

@@ -235,7 +235,7 @@ in
         on = mkOption {
           type = types.enum [ "local" "target" ];
           default = "local";
-          description = "Run it on the deploying machine, or on the host (over its SSH session, as root).";
+          description = "Run it on the deploying machine, or on the host (over its SSH session, as root; as `targetUser` when it has no `privilegeEscalationCommand`).";
         };
       };
     });

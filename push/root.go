@@ -1,6 +1,7 @@
 package push
 
 import (
+	"bufio"
 	"context"
 	"fmt"
 	"io"
@@ -37,9 +38,10 @@ func newRoot(ctx context.Context, conn Target, toplevel, root string) gcRoot {
 // roots directory, a root of whatever it points to from the moment that
 // path is valid, made at the push's start and renamed to Root when the
 // push succeeded, so a failed push leaves the last good one's Root alone.
-// One remote shell makes the link and then waits on its standard input for
-// the verdict: "commit" renames the link; anything else, or the input's
-// end (an abandoned push, or a lost connection), removes it.
+// One remote shell makes the link, says "ready", and then waits on its
+// standard input for the verdict: "commit" renames the link; anything
+// else, or the input's end (an abandoned push, or a lost connection),
+// removes it.
 type pendingRoot struct {
 	root    string
 	started chan struct{}
@@ -49,7 +51,7 @@ type pendingRoot struct {
 }
 
 // rootScript makes link $1 → $2, then renames it to $3 or removes it.
-const rootScript = `mkdir -p "${1%/*}" && ln -sfn "$2" "$1" || exit; ` +
+const rootScript = `mkdir -p "${1%/*}" && ln -sfn "$2" "$1" || exit; echo ready; ` +
 	`read -r verdict; if [ "$verdict" = commit ]; then exec mv -fT "$1" "$3"; fi; rm -f "$1"`
 
 // startRoot starts the shell in the background, beside the push's own
@@ -78,8 +80,14 @@ func (r *pendingRoot) end(verdict string) error {
 }
 
 // commit renames the pending root to Root, atomically, while the session
-// ends: the link already holds the system.
+// ends, once the link holds the system (a push with nothing to send can
+// get here before the shell made it).
 func (r *pendingRoot) commit(end func()) error {
+	<-r.started
+	if r.err == nil {
+		// "ready", or the end of a shell that failed, which end reports.
+		_, _ = bufio.NewReader(r.p.Stdout).ReadString('\n')
+	}
 	ended := make(chan struct{})
 	go func() { end(); close(ended) }()
 	err := r.end("commit")

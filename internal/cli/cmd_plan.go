@@ -135,7 +135,7 @@ func runPlan(ctx context.Context, g *globals, opts planOptions, args []string) e
 // planHost is what a deploy runs for h, reached through conn.
 func (g *globals) planHost(d *remote.Dialer, conn *remote.Conn, h *inventory.Host, at placement, spec activationSpec, opts planOptions, flakeRef string) (script.Host, error) {
 	top := h.OutPath
-	root := func(argv ...string) string { return onHost(conn, argv) }
+	root := func(argv ...string) string { return onHost(conn, remote.Cmd{Argv: argv, Root: true}) }
 	ph := script.Host{
 		Name: h.Name, Toplevel: top, Action: opts.action,
 		ReadPrevious: conn.CommandLine(remote.Cmd{Argv: []string{"sh", "-c", "readlink /run/current-system || true"}}),
@@ -183,7 +183,7 @@ func (g *globals) planHost(d *remote.Dialer, conn *remote.Conn, h *inventory.Hos
 		drvArgv = append(append(append([]string{}, drvArgv[:len(drvArgv)-2]...), "--derivation"), drvArgv[len(drvArgv)-2:]...)
 		ph.Build = []script.Step{
 			{What: "Build on " + at.on + ": the derivation goes there (deployctl sends it natively), then is built there, kept as a GC root.", Line: assignments(drvEnv) + shell.Join(drvArgv)},
-			{Line: onHost(bconn, []string{"nix-store", "--realise", h.DrvPath, "--add-root", build.BuildRoot(h.Name)})},
+			{Line: onHost(bconn, build.RealiseCmd(bconn, h.DrvPath, h.Name))},
 		}
 		if at.on != "target" {
 			from, err := copyLine(bconn, "--from")
@@ -219,7 +219,7 @@ func (g *globals) planHost(d *remote.Dialer, conn *remote.Conn, h *inventory.Hos
 		ph.PreKeys = append(ph.PreKeys, st)
 		if (k.User != "root" || k.Group != "root") && opts.action != "boot" {
 			// An owner the new system makes exists only after the switch.
-			reown = append(reown, script.Step{What: fmt.Sprintf("Key %s: its owner %s:%s, which the new system may have made.", k.Attr, k.User, k.Group), Line: onHost(conn, k.ReownArgv())})
+			reown = append(reown, script.Step{What: fmt.Sprintf("Key %s: its owner %s:%s, which the new system may have made.", k.Attr, k.User, k.Group), Line: onHost(conn, remote.Cmd{Argv: k.ReownArgv(), Root: true})})
 		}
 	}
 	ph.AfterSwitch = append(reown, ph.AfterSwitch...)
@@ -270,18 +270,19 @@ func assignments(env []string) string {
 // hereDoc ends the here-documents of onHost.
 const hereDoc = "DEPLOYCTL_SCRIPT"
 
-// onHost is the ssh line that runs argv as root on conn's host. A script
-// of several lines (sh -c SCRIPT NAME ARGS…) goes on the remote shell's
+// onHost is the ssh line that runs cmd on conn's host. A script of
+// several lines (sh -c SCRIPT NAME ARGS…) goes on the remote shell's
 // standard input as a here-document, where it reads as it is written,
 // not quoted twice on one line.
-func onHost(conn *remote.Conn, argv []string) string {
+func onHost(conn *remote.Conn, cmd remote.Cmd) string {
+	argv := cmd.Argv
 	if len(argv) < 3 || argv[0] != "sh" || argv[1] != "-c" || !strings.Contains(argv[2], "\n") || strings.Contains(argv[2], hereDoc) {
-		return conn.CommandLine(remote.Cmd{Argv: argv, Root: true})
+		return conn.CommandLine(cmd)
 	}
 	var args []string
 	if len(argv) > 4 {
 		args = argv[4:] // (argv[3] is the script's $0)
 	}
-	line := conn.CommandLine(remote.Cmd{Argv: append([]string{"sh", "-s", "--"}, args...), Root: true})
+	line := conn.CommandLine(remote.Cmd{Argv: append([]string{"sh", "-s", "--"}, args...), Root: cmd.Root})
 	return line + " <<'" + hereDoc + "'\n" + strings.TrimRight(argv[2], "\n") + "\n" + hereDoc
 }
