@@ -62,11 +62,7 @@ func runPlan(ctx context.Context, g *globals, opts planOptions, args []string) e
 	if err := (&activateFlags{action: opts.action, probeTimeout: opts.probeTimeout}).check(); err != nil {
 		return err
 	}
-	inv, err := g.load(ctx, args, opts.selection, true, true)
-	if err != nil {
-		return err
-	}
-	hosts, err := g.deployable(inv.Selected, namedHosts(args))
+	inv, hosts, err := g.loadDeployable(ctx, args, opts.selection)
 	if err != nil {
 		return err
 	}

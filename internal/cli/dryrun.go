@@ -17,6 +17,18 @@ import (
 	"github.com/deployctl/deployctl/internal/serve"
 )
 
+// loadDeployable evaluates every selected host's system (for plan and
+// --dry-run, which show a deploy without running it) and returns the
+// inventory and the deployable hosts.
+func (g *globals) loadDeployable(ctx context.Context, args []string, sel selection) (*inventory.Inventory, []*inventory.Host, error) {
+	inv, err := g.load(ctx, args, sel, true, true)
+	if err != nil {
+		return nil, nil, err
+	}
+	hosts, err := g.deployable(inv.Selected, namedHosts(args))
+	return inv, hosts, err
+}
+
 // deployable are the selected hosts that have a target. A build-only
 // host named outright is a mistake; one that a glob or a tag caught is
 // left out, with a warning.
@@ -46,11 +58,7 @@ func runDryRun(ctx context.Context, g *globals, opts deployOptions, args []strin
 	if opts.source.closure != "" || opts.source.manifest != "" {
 		return usageErrorf("--dry-run evaluates the flake: no --manifest or --closure")
 	}
-	inv, err := g.load(ctx, args, opts.selection, true, true)
-	if err != nil {
-		return err
-	}
-	hosts, err := g.deployable(inv.Selected, namedHosts(args))
+	inv, hosts, err := g.loadDeployable(ctx, args, opts.selection)
 	if err != nil {
 		return err
 	}
