@@ -43,7 +43,7 @@ bench: setup build
 # NIXPKGS_LIB names a checkout (nix-community/nixpkgs.lib).
 docs:
 	@test -n "$(NIXPKGS_LIB)" || { echo "make docs: set NIXPKGS_LIB to a nixpkgs lib checkout (git clone https://github.com/nix-community/nixpkgs.lib)"; exit 1; }
-	NIXPKGS_LIB="$(NIXPKGS_LIB)" $(GO) test -count=1 ./nixmodule -run TestOptionsDoc -update
+	NIXPKGS_LIB="$(NIXPKGS_LIB)" $(GO) test -count=1 ./nixmodule -run 'TestOptionsDoc|TestRemoteHelperFile' -update
 
 clean:
 	rm -rf bin

@@ -267,7 +267,9 @@ func Activate(ctx context.Context, t Target, req Request, opts Options) (*Result
 		if err := realise(ctx, t, req.Toplevel, opts); err != nil {
 			return nil, err
 		}
-		err := t.Run(ctx, remote.Cmd{Argv: []string{req.Toplevel + "/bin/switch-to-configuration", "dry-activate"}, Root: true, Stdout: opts.Stdout, Stderr: opts.Stderr})
+		cmd := dryActivateStep.Cmd(req.Toplevel)
+		cmd.Stdout, cmd.Stderr = opts.Stdout, opts.Stderr
+		err := t.Run(ctx, cmd)
 		if err != nil {
 			return nil, fmt.Errorf("switch-to-configuration dry-activate: %w", err)
 		}
@@ -280,13 +282,18 @@ func Activate(ctx context.Context, t Target, req Request, opts Options) (*Result
 	return &a.res, err
 }
 
-// RealiseArgv makes toplevel valid in the host's store (run as root).
-func RealiseArgv(toplevel string) []string { return []string{"nix-store", "--realise", toplevel} }
+// RealiseCmd makes toplevel valid in the host's store.
+func RealiseCmd(toplevel string) remote.Cmd { return realiseStep.Cmd(toplevel) }
+
+// DryActivateCmd runs toplevel's switch-to-configuration dry-activate.
+func DryActivateCmd(toplevel string) remote.Cmd { return dryActivateStep.Cmd(toplevel) }
 
 // realise makes toplevel valid in the target's store: a no-op when it was
 // pushed, a fetch from the target's own substituters otherwise.
 func realise(ctx context.Context, t Target, toplevel string, opts Options) error {
-	if err := t.Run(ctx, remote.Cmd{Argv: RealiseArgv(toplevel), Root: true, Stdout: opts.Stdout, Stderr: opts.Stderr}); err != nil {
+	cmd := RealiseCmd(toplevel)
+	cmd.Stdout, cmd.Stderr = opts.Stdout, opts.Stderr
+	if err := t.Run(ctx, cmd); err != nil {
 		return fmt.Errorf("realise %s: %w", toplevel, err)
 	}
 	return nil
@@ -325,16 +332,16 @@ func (a *activation) run(ctx context.Context) (*Result, error) {
 	if armed {
 		// Armed before the switch starts: a switch that breaks SSH at
 		// once is still caught.
-		script := fmt.Sprintf("tmo=%d\n", int(a.req.ConfirmTimeout.Round(time.Second)/time.Second)) + watchdogJob
+		tmo := strconv.Itoa(int(a.req.ConfirmTimeout.Round(time.Second) / time.Second))
 		if a.opts.Log != nil {
 			a.opts.Log.Debug(fmt.Sprintf("arming the dead-man's switch: the host rolls back unless a new connection checks in within %s of the switch", a.req.ConfirmTimeout), "host", a.opts.Host)
 		}
-		if _, err := a.start(ctx, "watchdog", script, "", ""); err != nil {
+		if _, err := a.start(ctx, "watchdog", "", "", tmo); err != nil {
 			return nil, err
 		}
 	}
 	a.res.Stage = "switch"
-	st, out, err := a.job(ctx, "switch", switchJob, a.switchLine())
+	st, out, err := a.job(ctx, "switch", a.switchLine())
 	var stopped *stoppedError
 	if err != nil && !errors.As(err, &stopped) {
 		return &a.res, fmt.Errorf("switch: %w", err)
@@ -426,7 +433,7 @@ func (a *activation) rollback(ctx context.Context) Outcome {
 	if a.req.NoRollback {
 		return o
 	}
-	started, err := a.start(ctx, "rollback", rollbackJob, a.rollbackLine(), "rollback")
+	started, err := a.start(ctx, "rollback", a.rollbackLine(), "rollback", "")
 	if err != nil {
 		o.Err = err
 		return o
@@ -502,7 +509,9 @@ func (a *activation) checkInOnce(ctx context.Context, deadline time.Time) error 
 	}
 	more := int((a.req.ProbeTimeout + a.req.ConfirmTimeout).Round(time.Second) / time.Second)
 	var word bytes.Buffer
-	err = t.Run(ctx, remote.Cmd{Argv: []string{"sh", "-c", checkinScript, "deployctl-checkin", a.req.ID, strconv.Itoa(more)}, Root: true, Stdout: &word})
+	cmd := checkinStep.Cmd(a.req.ID, strconv.Itoa(more))
+	cmd.Stdout = &word
+	err = t.Run(ctx, cmd)
 	switch {
 	case err != nil:
 		return err
@@ -526,11 +535,13 @@ func (a *activation) watchdogRollback(ctx context.Context) Outcome {
 // When the watchdog was first, it waits for its rollback and reports it.
 func (a *activation) disarm(ctx context.Context) error {
 	var word bytes.Buffer
-	err := a.t.Run(ctx, remote.Cmd{Argv: []string{"sh", "-c", claimScript, "deployctl-disarm", a.req.ID, "keep"}, Root: true, Stdout: &word})
+	cmd := claimStep.Cmd(a.req.ID, "keep")
+	cmd.Stdout = &word
+	err := a.t.Run(ctx, cmd)
 	if err != nil && lost(ctx, err) {
 		if err = a.reconnect(ctx, err); err == nil {
 			word.Reset()
-			err = a.t.Run(ctx, remote.Cmd{Argv: []string{"sh", "-c", claimScript, "deployctl-disarm", a.req.ID, "keep"}, Root: true, Stdout: &word})
+			err = a.t.Run(ctx, cmd)
 		}
 	}
 	if err != nil {
@@ -550,13 +561,13 @@ func (a *activation) lock(ctx context.Context, resume bool) error {
 	if err != nil {
 		return err
 	}
-	args := []string{"sh", "-c", leaseScript, "deployctl-lease", a.req.ID, string(holder), a.req.Action, a.req.Toplevel, keeperScript}
+	cmd := leaseStep.Cmd(a.req.ID, string(holder), a.req.Action, a.req.Toplevel)
 	if resume {
-		args = []string{"sh", "-c", leaseScript, "deployctl-lease", a.req.ID, "", "resume"}
+		cmd = leaseStep.Cmd(a.req.ID, "", "resume")
 	}
 	// The lease outlives ctx, so that an interrupted deploy can still say
 	// "release" (the keeper then lets go once the jobs under way end).
-	p, err := a.t.Start(context.WithoutCancel(ctx), remote.Cmd{Argv: args, Root: true})
+	p, err := a.t.Start(context.WithoutCancel(ctx), cmd)
 	if err != nil {
 		return fmt.Errorf("lock: %w", err)
 	}
@@ -625,23 +636,25 @@ func (a *activation) release(ctx context.Context) {
 // job runs a detached job and returns its exit status and the end of its
 // output. When the connection is lost while the job runs, it reconnects
 // and reads the job's true result.
-func (a *activation) job(ctx context.Context, name, script, line string) (int, string, error) {
-	if _, err := a.start(ctx, name, script, line, ""); err != nil {
+func (a *activation) job(ctx context.Context, name, line string) (int, string, error) {
+	if _, err := a.start(ctx, name, line, "", ""); err != nil {
 		return 0, "", err
 	}
 	return a.wait(ctx, name)
 }
 
-// start starts a detached job, after claiming the host's fate when claim
-// is set; it reports false when the watchdog had claimed it (and started
+// start starts the detached job name (switch, rollback or watchdog, whose
+// confirm timeout is tmo), after claiming the host's fate when claim is
+// set; it reports false when the watchdog had claimed it (and started
 // nothing). line, when set, is the job as a shell line for -v. A
 // connection lost before the job starts is made again.
-func (a *activation) start(ctx context.Context, name, script, line, claim string) (bool, error) {
+func (a *activation) start(ctx context.Context, name, line, claim, tmo string) (bool, error) {
 	if a.opts.Log != nil && line != "" {
 		a.opts.Log.Debug("exec", "host", a.opts.Host, "cmd", "detached in "+Dir+"/"+a.req.ID+": "+line)
 	}
 	var word bytes.Buffer
-	cmd := remote.Cmd{Argv: []string{"sh", "-c", startJobScript, "deployctl-start", a.req.ID, name, script, claim}, Root: true, Stdout: &word}
+	cmd := jobStep.Cmd(a.req.ID, name, claim, tmo)
+	cmd.Stdout = &word
 	err := a.t.Run(ctx, cmd)
 	if err != nil && lost(ctx, err) && word.Len() == 0 {
 		if err = a.reconnect(ctx, err); err == nil {
@@ -663,14 +676,18 @@ func (a *activation) wait(ctx context.Context, name string) (int, string, error)
 	if a.opts.Stderr != nil {
 		stderr = io.MultiWriter(a.opts.Stderr, output)
 	}
-	err := a.t.Run(ctx, remote.Cmd{Argv: []string{"sh", "-c", waitJobScript, "deployctl-wait", a.req.ID, name}, Root: true, Stdout: &status, Stderr: stderr})
+	cmd := waitStep.Cmd(a.req.ID, name)
+	cmd.Stdout, cmd.Stderr = &status, stderr
+	err := a.t.Run(ctx, cmd)
 	if err != nil && lost(ctx, err) {
 		if err := a.reconnect(ctx, err); err != nil {
 			return 0, "", fmt.Errorf("the %s job runs on, but: %w", name, err)
 		}
 		status.Reset()
 		output.Reset()
-		err = a.t.Run(ctx, remote.Cmd{Argv: []string{"sh", "-c", resultScript, "deployctl-result", a.req.ID, name}, Root: true, Stdout: &status, Stderr: output})
+		cmd := resultStep.Cmd(a.req.ID, name)
+		cmd.Stdout, cmd.Stderr = &status, output
+		err = a.t.Run(ctx, cmd)
 	}
 	var ee *remote.ExitError
 	if errors.As(err, &ee) && ee.Status == jobStopped {
@@ -777,8 +794,9 @@ func (a *activation) reconnect(ctx context.Context, cause error) error {
 // the profile keeps it now. Failing to drop it leaves a root that the next
 // push replaces: worth a warning, no more.
 func (a *activation) dropPushRoot(ctx context.Context) {
-	drop := `[ "$(readlink "$1")" != "$2" ] || rm -f "$1"`
-	err := a.t.Run(ctx, remote.Cmd{Argv: []string{"sh", "-c", drop, "sh", push.Root, a.req.Toplevel}, Root: true, Stdout: io.Discard})
+	cmd := dropRootStep.Cmd(a.req.Toplevel)
+	cmd.Stdout = io.Discard
+	err := a.t.Run(ctx, cmd)
 	if err != nil && a.opts.Warn != nil {
 		a.opts.Warn(fmt.Sprintf("could not drop the push's GC root %s: %v", push.Root, err))
 	}
@@ -824,8 +842,9 @@ func (a *activation) journal(ctx context.Context, failure error) {
 	if err != nil {
 		return
 	}
-	script := `mkdir -p "${1%/*}" && printf '%s\n' "$2" >> "$1"`
-	err = a.t.Run(ctx, remote.Cmd{Argv: []string{"sh", "-c", script, "sh", Journal, string(line)}, Root: true, Stdout: io.Discard})
+	cmd := journalStep.Cmd(string(line))
+	cmd.Stdout = io.Discard
+	err = a.t.Run(ctx, cmd)
 	if err != nil && a.opts.Warn != nil {
 		a.opts.Warn(fmt.Sprintf("could not append to the journal %s: %v", Journal, err))
 	}

@@ -116,12 +116,14 @@ touch "$w/released"
 // "resume" as $3, rejoins it), reports the lock and the recorded system,
 // and lives until deployctl says "release" (and the keeper has let go) or
 // "leave" (the keeper lets go once the jobs under way end), or goes.
-const leaseScript = `d=` + Dir + `; w=$d/$1
+const leaseScript = checkID + `d=` + Dir + `; w=$d/$1
 ` + detachFn + `if [ "$3" != resume ]; then
+  case $3 in switch|boot|test) ;; *) echo "not an action: $3" >&2; exit 64 ;; esac
+  store_path "$4"
   mkdir -p "$w" || exit 70
   printf '%s\n' "$3" > "$w/action"; printf '%s\n' "$4" > "$w/toplevel"
   echo $$ > "$w/lease.pid"
-  detach collect "$1-keeper" "deployctl lock keeper of deploy $1" "$5" deployctl-keeper "$1" "$2" 2>"$w/keeper.log"
+  detach collect "$1-keeper" "deployctl lock keeper of deploy $1" "$keeper" deployctl-keeper "$1" "$2" 2>"$w/keeper.log"
   i=0
   while [ ! -e "$w/state" ] && [ ! -e "$w/state.err" ] && [ "$i" -lt 100 ]; do sleep 0.05; i=$((i + 1)); done
 else
@@ -134,9 +136,9 @@ case $(cat "$w/state" 2>/dev/null) in
   busy) echo busy; cat "$w/holder"; exit 0 ;;
   *) echo "the lock keeper did not start: $(cat "$w/state.err" "$w/keeper.log" 2>/dev/null)" >&2; exit 70 ;;
 esac
-echo "previous $(cat "$w/previous")"
-echo "profile $(cat "$w/previous-profile")"
-[ ! -s "$w/stale" ] || echo "stale $(cat "$w/stale")"
+printf 'previous %s\n' "$(cat "$w/previous")"
+printf 'profile %s\n' "$(cat "$w/previous-profile")"
+[ ! -s "$w/stale" ] || printf 'stale %s\n' "$(cat "$w/stale")"
 echo ready
 while read -r word; do
   case $word in
@@ -152,23 +154,33 @@ while read -r word; do
 done
 `
 
-// startJobScript ($1 = id, $2 = job name, $3 = job script, $4 = a claim
-// or "") starts the job detached from the session (a systemd-run
-// transient unit where systemd runs, a setsid child otherwise), in a
-// subshell (an exit in the job ends only the job), with $w its deploy's
-// directory, and its pid, output and exit status in files there. Given a
-// claim, it first claims the host's fate and, when another claimant was
-// first, prints "claimed" and starts nothing. The log exists before the
-// job starts, so that a waiter can follow it at once. Each job runs once per
-// deploy: a job started already (by a try whose connection dropped) is
-// not started again.
-const startJobScript = `w=` + Dir + `/$1
+// startJobScript ($1 = id, $2 = job: switch, rollback or watchdog, $3 =
+// a claim or "", $4 = the watchdog's confirm timeout in seconds) starts
+// the job detached from the session (a systemd-run transient unit where
+// systemd runs, a setsid child otherwise), in a subshell (an exit in the
+// job ends only the job), with $w its deploy's directory, and its pid,
+// output and exit status in files there. Given a claim, it first claims
+// the host's fate and, when another claimant was first, prints "claimed"
+// and starts nothing. The log exists before the job starts, so that a
+// waiter can follow it at once. Each job runs once per deploy: a job
+// started already (by a try whose connection dropped) is not started
+// again.
+const startJobScript = checkID + `w=` + Dir + `/$1
+case $2 in
+  switch) body=$job_switch ;;
+  rollback) body=$job_rollback ;;
+  watchdog)
+    case ${4-} in ''|*[!0-9]*) echo "not a number of seconds: ${4-}" >&2; exit 64 ;; esac
+    body="tmo=$4
+$job_watchdog" ;;
+  *) echo "no job $2" >&2; exit 64 ;;
+esac
 [ "$(cat "$w/state" 2>/dev/null)" = locked ] || { echo "this deploy does not hold the host's lock" >&2; exit 70; }
-if [ -n "$4" ]; then ` + claimFn + `claim "$4" || { echo claimed; exit 0; }; fi
+if [ -n "$3" ]; then ` + claimFn + `claim "$3" || { echo claimed; exit 0; }; fi
 [ ! -e "$w/$2.started" ] || { echo started; exit 0; }
 : > "$w/$2.started"
 : > "$w/$2.log"
-job='[ -z "$INVOCATION_ID" ] || echo "$INVOCATION_ID" > "$1/$2.unit"; echo $$ > "$1/$2.pid.tmp"; mv "$1/$2.pid.tmp" "$1/$2.pid"; w=$1; ( '"$3"'
+job='[ -z "$INVOCATION_ID" ] || echo "$INVOCATION_ID" > "$1/$2.unit"; echo $$ > "$1/$2.pid.tmp"; mv "$1/$2.pid.tmp" "$1/$2.pid"; w=$1; ( '"$body"'
 ) >> "$w/$2.log" 2>&1; st=$?; echo $st > "$w/$2.status.tmp"; mv "$w/$2.status.tmp" "$w/$2.status"; exit $st'
 ` + detachFn + `detach keep "$1-$2" "deployctl $2 job of deploy $1" "$job" deployctl-job "$w" "$2"
 i=0
@@ -240,7 +252,7 @@ func RollbackArgv(dir string) []string {
 // waitJobScript ($1 = id, $2 = job) streams the job's output to standard
 // error while it runs, then prints its exit status. A job the watchdog
 // starts may not have its pid file yet.
-const waitJobScript = `w=` + Dir + `/$1
+const waitJobScript = checkID + checkJob + `w=` + Dir + `/$1
 i=0
 while [ ! -e "$w/$2.pid" ] && [ "$i" -lt 100 ]; do sleep 0.1; i=$((i + 1)); done
 tail -n +1 -s 0.1 -f --pid="$(cat "$w/$2.pid")" "$w/$2.log" >&2 2>/dev/null
@@ -248,7 +260,7 @@ tail -n +1 -s 0.1 -f --pid="$(cat "$w/$2.pid")" "$w/$2.log" >&2 2>/dev/null
 
 // resultScript ($1 = id, $2 = job) waits for the job to end and prints its
 // exit status and the end of its output, for a caller that reconnected.
-const resultScript = `w=` + Dir + `/$1
+const resultScript = checkID + checkJob + `w=` + Dir + `/$1
 ` + awaitStatus + `tail -c 2000 "$w/$2.log" >&2
 ` + reportStatus
 
@@ -366,13 +378,14 @@ const claimFn = `claim() {
 
 // claimScript ($1 = id, $2 = claimant) claims the host's fate: "ok", or
 // "claimed" when the watchdog was first.
-const claimScript = `w=` + Dir + `/$1
+const claimScript = checkID + `w=` + Dir + `/$1
 ` + claimFn + `if claim "$2"; then echo ok; else echo claimed; fi
 `
 
 // checkinScript ($1 = id, $2 = seconds) is deployctl's check-in with the
 // watchdog: "ok", or "claimed" when the watchdog has already acted.
-const checkinScript = `w=` + Dir + `/$1
+const checkinScript = checkID + `case $2 in ''|*[!0-9]*) echo "not a number of seconds: $2" >&2; exit 64 ;; esac
+w=` + Dir + `/$1
 exec 8>"$w/claim.lock"; flock 8
 [ ! -d "$w/claim" ] || { echo claimed; exit 0; }
 echo "$2" > "$w/checkin.tmp" && mv "$w/checkin.tmp" "$w/checkin" && echo ok

@@ -1,27 +1,34 @@
 package activate
 
 import (
+	"context"
 	"encoding/json"
+	"errors"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/deployctl/deployctl/internal/remote"
 )
 
 // TestScriptsParse: every script the target runs is valid POSIX sh (dash
-// -n, the shell Debian's sh is), the watchdog with its settings prefix.
+// -n, the shell Debian's sh is): each step, and the keeper and jobs the
+// steps carry as text, the watchdog with its settings prefix.
 func TestScriptsParse(t *testing.T) {
 	sh, err := exec.LookPath("dash")
 	if err != nil {
 		sh = "sh"
 	}
-	for name, script := range map[string]string{
-		"keeper": keeperScript, "lease": leaseScript, "startJob": startJobScript, "switchJob": switchJob,
-		"rollbackJob": rollbackJob, "waitJob": waitJobScript, "result": resultScript, "watchdog": "tmo=30\n" + watchdogJob,
-		"claim": claimScript, "checkin": checkinScript, "status": statusScript,
-	} {
+	scripts := map[string]string{
+		"keeper": keeperScript, "switchJob": switchJob, "rollbackJob": rollbackJob, "watchdog": "tmo=30\n" + watchdogJob,
+	}
+	for _, step := range Steps() {
+		scripts[step.Name] = step.Body
+	}
+	for name, script := range scripts {
 		if out, err := exec.Command(sh, "-n", "-c", script).CombinedOutput(); err != nil {
 			t.Errorf("%s: %v\n%s", name, err, out)
 		}
@@ -181,5 +188,39 @@ func TestAwaitStatusAsksSystemd(t *testing.T) {
 		if code != c.code || strings.TrimSpace(string(out)) != c.out {
 			t.Errorf("%s: exit %d, %q; want exit %d, %q", c.name, code, out, c.code, c.out)
 		}
+	}
+}
+
+// localTarget runs steps on this machine with sh, their paths moved into a
+// test's directory.
+type localTarget struct{ moved *strings.Replacer }
+
+func (l localTarget) Run(ctx context.Context, cmd remote.Cmd) error {
+	c := exec.CommandContext(ctx, "sh", append([]string{"-c", l.moved.Replace(cmd.Step.Body), "step"}, cmd.Argv...)...)
+	c.Stdin, c.Stdout, c.Stderr = cmd.Stdin, cmd.Stdout, cmd.Stderr
+	return c.Run()
+}
+
+func (l localTarget) Start(context.Context, remote.Cmd) (*remote.Process, error) {
+	return nil, errors.New("not here")
+}
+
+// TestStatusReadsAFailure: status reads back the journal line of a failed
+// deploy, whose error holds line breaks (as \n in its JSON), and the
+// lock's holder.
+func TestStatusReadsAFailure(t *testing.T) {
+	dir := t.TempDir()
+	want := JournalEntry{ID: "x", Action: "switch", Result: "rolled back", Error: "switch-to-configuration switch exited 2; its output ends:\nfailed\\units\tc"}
+	line, _ := json.Marshal(want)
+	if err := os.WriteFile(filepath.Join(dir, "journal.jsonl"), append(append([]byte(`{"old":1}`+"\n"), line...), '\n'), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	moved := strings.NewReplacer(Journal, filepath.Join(dir, "journal.jsonl"), Dir, dir, SystemProfile, filepath.Join(dir, "profile"))
+	st, err := Status(t.Context(), localTarget{moved})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.LastDeploy == nil || st.LastDeploy.Error != want.Error || st.LastDeploy.Result != want.Result {
+		t.Errorf("the last deploy reads back as %+v, want %+v", st.LastDeploy, want)
 	}
 }

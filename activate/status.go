@@ -8,8 +8,6 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
-
-	"github.com/deployctl/deployctl/internal/remote"
 )
 
 // HostStatus is what a host runs and what deployctl last did there.
@@ -30,26 +28,29 @@ type HostStatus struct {
 	LastDeploy *JournalEntry `json:"lastDeploy"`
 }
 
-// statusScript prints a host's state as "key value" lines.
-const statusScript = `echo "running $(readlink /run/current-system)"
-echo "booted $(readlink /run/booted-system)"
+// statusScript prints a host's state as "key value" lines (printf, not
+// echo: dash's echo would turn a journal line's \n into a line break).
+const statusScript = `printf 'running %s\n' "$(readlink /run/current-system)"
+printf 'booted %s\n' "$(readlink /run/booted-system)"
 p=` + SystemProfile + `
-if [ -e "$p" ]; then echo "profile $(readlink -f "$p")"; echo "profile-link $(readlink "$p")"; fi
+if [ -e "$p" ]; then printf 'profile %s\nprofile-link %s\n' "$(readlink -f "$p")" "$(readlink "$p")"; fi
 if [ -e /run/current-system ] && [ -e /run/booted-system ]; then
   for f in kernel initrd kernel-modules; do
     [ "$(readlink -f /run/booted-system/$f)" = "$(readlink -f /run/current-system/$f)" ] || echo "reboot $f"
   done
 fi
 l=` + Dir + `/lock
-if [ -s "$l" ] && ! flock -n "$l" true; then echo "lock $(cat "$l")"; fi
-[ ! -s ` + Journal + ` ] || echo "journal $(tail -n 1 ` + Journal + `)"
+if [ -s "$l" ] && ! flock -n "$l" true; then printf 'lock %s\n' "$(cat "$l")"; fi
+[ ! -s ` + Journal + ` ] || printf 'journal %s\n' "$(tail -n 1 ` + Journal + `)"
 `
 
 // Status reads a host's state: running, booted and profile systems, the
 // lock's holder, the last journal line.
 func Status(ctx context.Context, t Target) (*HostStatus, error) {
 	var out bytes.Buffer
-	if err := t.Run(ctx, remote.Cmd{Argv: []string{"sh", "-c", statusScript}, Root: true, Stdout: &out}); err != nil {
+	cmd := statusStep.Cmd()
+	cmd.Stdout = &out
+	if err := t.Run(ctx, cmd); err != nil {
 		return nil, fmt.Errorf("read the host's state: %w", err)
 	}
 	st := &HostStatus{}

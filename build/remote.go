@@ -18,7 +18,7 @@ import (
 
 // GCRootDir holds the garbage-collector roots deployctl registers on the
 // machines it builds on.
-const GCRootDir = "/nix/var/nix/gcroots/deployctl"
+const GCRootDir = remote.GCRootDir
 
 // BuildRoot is the GC root on a remote builder that keeps host's built
 // system until it is built again.
@@ -34,8 +34,35 @@ func RealiseCmd(conn *remote.Conn, drv, host string, realiseArgs ...string) remo
 	if conn.Unprivileged() {
 		return remote.UserRoot(drv, path.Base(BuildRoot(host)), realiseArgs...)
 	}
-	return remote.Cmd{Argv: append([]string{"nix-store", "--realise", drv, "--add-root", BuildRoot(host)}, realiseArgs...), Root: true}
+	return realiseStep.Cmd(append([]string{drv, BuildRoot(host)}, realiseArgs...)...)
 }
+
+// realiseStep builds $1, a derivation, keeping its output as the GC root
+// $2, with --max-jobs $4 when $3 says so.
+var realiseStep = &remote.Step{
+	Name: "build",
+	Body: remote.GCRootFn + `case $1 in /nix/store/*.drv) ;; *) echo "not a derivation: $1" >&2; exit 64 ;; esac
+gc_root "$2"
+case $#/${3-} in
+  2/) exec nix-store --realise "$1" --add-root "$2" ;;
+  4/--max-jobs) exec nix-store --realise "$1" --add-root "$2" --max-jobs "$4" ;;
+esac
+echo "build: unexpected arguments: $*" >&2; exit 64`,
+	Direct: func(args []string) []string {
+		return append([]string{"nix-store", "--realise", args[0], "--add-root", args[1]}, args[2:]...)
+	},
+}
+
+// dryRunStep lists what building the derivations $@ would build and fetch.
+var dryRunStep = &remote.Step{
+	Name: "build-dry-run",
+	Body: `for d in "$@"; do case $d in /nix/store/*.drv) ;; *) echo "not a derivation: $d" >&2; exit 64 ;; esac; done
+exec nix-store --realise --dry-run "$@"`,
+	Direct: func(args []string) []string { return append([]string{"nix-store", "--realise", "--dry-run"}, args...) },
+}
+
+// Steps are the remote build's steps, for deployctl-remote.
+func Steps() []*remote.Step { return []*remote.Step{realiseStep, dryRunStep} }
 
 // RemoteOptions tune a remote build.
 type RemoteOptions struct {
@@ -80,7 +107,8 @@ func Remote(ctx context.Context, n *nix.CLI, conn *remote.Conn, reqs []Request, 
 	if opts.OnPending != nil {
 		// Only information: when the builder cannot say, nothing is said.
 		var stderr bytes.Buffer
-		dry := remote.Cmd{Argv: append([]string{"nix-store", "--realise", "--dry-run"}, drvs...), Root: true, Stdout: io.Discard, Stderr: &stderr}
+		dry := dryRunStep.Cmd(drvs...)
+		dry.Stdout, dry.Stderr = io.Discard, &stderr
 		if conn.Run(ctx, dry) == nil {
 			if pending, err := countPending(infos, reqs, parseWillBuild(stderr.String())); err == nil {
 				for _, r := range reqs {

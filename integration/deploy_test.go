@@ -18,6 +18,7 @@ import (
 	"github.com/deployctl/deployctl/integration/fleet"
 	"github.com/deployctl/deployctl/internal/cli"
 	"github.com/deployctl/deployctl/internal/nixtest"
+	"github.com/deployctl/deployctl/internal/remote"
 )
 
 // TestDeploySwitchesEveryHost: each host's own store holds its closure, which
@@ -410,6 +411,81 @@ func TestNonRootTargetUser(t *testing.T) {
 	}
 	if got := e.currentSystem("alpha"); got != top {
 		t.Errorf("alpha: /run/current-system = %q after a failed deploy, want it left at %s", got, top)
+	}
+}
+
+// TestNarrowSudoRules: a deploy user whose sudo allows deployctl-remote
+// alone (the rule deployment.deployUser gets) pushes, uploads keys,
+// switches, rolls back a failed switch and reads the host's status, all
+// through it. Without deployctl-remote on the host, the deploy fails at
+// its first root step, saying why, and changes nothing.
+func TestNarrowSudoRules(t *testing.T) {
+	if _, err := exec.LookPath("sudo"); err != nil {
+		nixtest.Unavailable(t, "sudo is not installed")
+	}
+	user := fleet.DeployUser
+	deployment := func() map[string]any {
+		return map[string]any{"targetUser": user, "keys": map[string]any{
+			"token": map[string]any{"text": "narrow", "user": user, "group": user, "permissions": "0400"},
+		}}
+	}
+	e := startFleet(t, fixture.Host{Name: "alpha", Deployment: deployment()})
+	alpha := e.fleet.Host("alpha")
+	narrow := fmt.Sprintf(`sed 's|^%[1]s ALL=(ALL) NOPASSWD: ALL$|%[1]s ALL=(root) NOPASSWD: %[2]s|' /etc/sudoers > /tmp/sudoers
+grep -qx '%[1]s ALL=(root) NOPASSWD: %[2]s' /tmp/sudoers && cat /tmp/sudoers > /etc/sudoers && rm /tmp/sudoers`, user, remote.HelperPath)
+	if out, err := alpha.Exec(t.Context(), narrow); err != nil {
+		t.Fatalf("narrow alpha's sudo rule: %v\n%s", err, out)
+	}
+
+	r := e.deployctl("deploy", "alpha")
+	r.wantCode(t, 1)
+	if !regexp.MustCompile(`(?m)^  alpha +FAILED +\S+ +push: .*` + user + ` may not run this as root through sudo \(check the host's sudo rules; a rule for ` + remote.HelperPath + ` alone needs deployctl-remote installed there`).MatchString(r.stderr) {
+		t.Errorf("a deploy without deployctl-remote, under a rule for it alone, does not fail at its first root step, saying why:\n%s", r.stderr)
+	}
+	if got := e.currentSystem("alpha"); got != "" {
+		t.Errorf("alpha runs %s after a refused deploy", got)
+	}
+	if out := e.ssh("alpha", "ls /run/keys /nix/var/nix/gcroots/deployctl 2>/dev/null || true"); strings.TrimSpace(out) != "" {
+		t.Errorf("a refused deploy left on alpha: %s", out)
+	}
+
+	helper := e.deployctl("remote-helper")
+	helper.wantCode(t, 0)
+	if out, err := alpha.Exec(t.Context(), `printf '%s' "$1" > "$2" && chmod 0555 "$2"`, helper.stdout, remote.HelperPath); err != nil {
+		t.Fatalf("install deployctl-remote: %v\n%s", err, out)
+	}
+	r = e.deployctl("-v", "deploy", "alpha")
+	r.wantCode(t, 0)
+	for _, step := range []string{"serve --write", "push-root ", "lease ", "realise ", "key-upload ", "start-job ", "wait-job ", "check-in ", "claim ", "drop-push-root ", "journal "} {
+		if want := user + "@alpha 'sudo -H -- " + remote.HelperPath + " " + step; !strings.Contains(r.stderr, want) {
+			t.Errorf("-v output lacks %q:\n%s", want, r.stderr)
+		}
+	}
+	if strings.Contains(r.stderr, "sudo -H -- sh ") || strings.Contains(r.stderr, "sudo -H -- nix-store ") {
+		t.Errorf("a root step went around deployctl-remote:\n%s", r.stderr)
+	}
+	good := e.toplevel("alpha")
+	if got := e.currentSystem("alpha"); got != good {
+		t.Fatalf("alpha runs %q, want %s", got, good)
+	}
+	e.verifyClosure("alpha", good)
+	if got := e.ssh("alpha", "stat -c '%a %U' /run/keys/token && cat /run/keys/token"); got != "400 "+user+"\nnarrow" {
+		t.Errorf("alpha's key: %q", got)
+	}
+
+	e.writeFlake(fixture.Host{Name: "alpha", FailExit: 2, Revision: "2", Deployment: deployment()})
+	r = e.deployctl("deploy", "alpha")
+	r.wantCode(t, 1)
+	if !regexp.MustCompile(`(?m)^  alpha +FAILED +\S+ +activate: switch-to-configuration switch exited 2 \(the activation script failed\); rolled back to ` + regexp.QuoteMeta(good)).MatchString(r.stderr) {
+		t.Errorf("the failed switch is not rolled back through deployctl-remote:\n%s", r.stderr)
+	}
+	if got := e.currentSystem("alpha"); got != good {
+		t.Errorf("alpha runs %s after the rollback, want %s", got, good)
+	}
+	r = e.deployctl("--json", "status", "alpha")
+	r.wantCode(t, 0)
+	if !regexp.MustCompile(`"running": *"` + regexp.QuoteMeta(good) + `"`).MatchString(r.stdout) {
+		t.Errorf("status through deployctl-remote: %s\n%s", r.stdout, r.stderr)
 	}
 }
 

@@ -185,17 +185,31 @@ in
       default = false;
       description = ''
         Create a system user for deployctl to log in as (and make it the
-        default `targetUser`), with `authorizedKeys`, and a sudo rule that
-        lets it run any command as root without a password.
+        default `targetUser`), with `authorizedKeys`, and install
+        deployctl-remote as `/etc/deployctl/remote` with a sudo rule that
+        lets the user run that alone as root, without a password.
 
-        The rule is not narrower because it could not make the user less
-        than root: whoever may write the Nix store, or set the system profile
-        and run a system's `switch-to-configuration`, can run anything as
-        root, and deployctl's own steps on the host (the lock, the detached
-        switch, the dead-man's switch, the journal) run as root through
-        `sh -c`. The alternative, `nix.settings.trusted-users`, lets a
-        user write the store without sudo (the push), but activating still
-        needs root; it is as root-equivalent.
+        deployctl-remote (`deployctl remote-helper` prints it) holds every
+        step deployctl runs as root on the host: the store write
+        (`nix-store --serve --write`), the lock, the switch (the system
+        profile, then `switch-to-configuration`), the dead-man's switch and
+        the rollback, the journal, key upload and GC roots. Each is chosen
+        by name, its arguments are checked, and none takes code to run, so
+        the sudo log shows each step by name. deployctl uses it when the
+        host's copy speaks its protocol, and otherwise sends each step's
+        script through `sudo sh -c`, which this rule refuses: the first
+        deploy of a host (before this module is active there) needs root
+        or full sudo.
+
+        The rule limits what the user runs, not what it can do: whoever may
+        write the Nix store and switch the system can make any closure the
+        running system, so the user is root's equal either way. The
+        alternative, `nix.settings.trusted-users`, lets a user write the
+        store without sudo (the push), but activating still needs root,
+        and it is as root-equivalent. Not covered: target-side hooks
+        (`hooks.*.on = "target"`) run as root through sudo and need rules
+        of their own, as does `--copy-backend nix` (`nix-store --serve
+        --write`, or `nix-daemon --stdio` for ssh-ng).
       '';
     };
     name = mkOption {
@@ -222,9 +236,15 @@ in
       openssh.authorizedKeys.keys = cfg.deployUser.authorizedKeys;
     };
     users.groups.${cfg.deployUser.name} = { };
+    # A copy, not a link into the store: the rule names a file of root's
+    # that stays at one path.
+    environment.etc."deployctl/remote" = {
+      source = ./deployctl-remote;
+      mode = "0555";
+    };
     security.sudo.extraRules = [{
       users = [ cfg.deployUser.name ];
-      commands = [{ command = "ALL"; options = [ "NOPASSWD" ]; }];
+      commands = [{ command = "/etc/deployctl/remote"; options = [ "NOPASSWD" ]; }];
     }];
   };
 

@@ -17,6 +17,7 @@ import (
 	"github.com/deployctl/deployctl/internal/inventory"
 	"github.com/deployctl/deployctl/internal/keys"
 	"github.com/deployctl/deployctl/internal/nixtest"
+	"github.com/deployctl/deployctl/internal/remote"
 )
 
 // TestModuleParses checks that the module is valid Nix and declares the
@@ -89,8 +90,9 @@ func TestModuleEvaluatesWithNixpkgsLib(t *testing.T) {
 			IsSystemUser bool
 			Openssh      struct{ AuthorizedKeys struct{ Keys []string } }
 		}
-		Group bool
-		Sudo  []struct {
+		Group  bool
+		Helper struct{ Mode, Source string }
+		Sudo   []struct {
 			Users    []string
 			Commands []struct {
 				Command string
@@ -106,8 +108,12 @@ func TestModuleEvaluatesWithNixpkgsLib(t *testing.T) {
 		t.Fatal(err)
 	}
 	if ci.TargetUser != "deploy" || !du.User.IsSystemUser || !slices.Equal(du.User.Openssh.AuthorizedKeys.Keys, []string{"ssh-ed25519 AAAAtest ci"}) || !du.Group ||
-		len(du.Sudo) != 1 || !slices.Equal(du.Sudo[0].Users, []string{"deploy"}) || du.Sudo[0].Commands[0].Command != "ALL" || !slices.Equal(du.Sudo[0].Commands[0].Options, []string{"NOPASSWD"}) {
+		len(du.Sudo) != 1 || !slices.Equal(du.Sudo[0].Users, []string{"deploy"}) || len(du.Sudo[0].Commands) != 1 || du.Sudo[0].Commands[0].Command != remote.HelperPath || !slices.Equal(du.Sudo[0].Commands[0].Options, []string{"NOPASSWD"}) {
 		t.Errorf("deployUser: targetUser %q, %+v", ci.TargetUser, du)
+	}
+	// deployctl-remote, as a copy (mode) of the file TestRemoteHelperFile checks.
+	if wd, _ := os.Getwd(); du.Helper.Mode != "0555" || du.Helper.Source != filepath.Join(wd, "deployctl-remote") || remote.HelperPath != "/etc/deployctl/remote" {
+		t.Errorf("deployUser installs deployctl-remote as %+v", du.Helper)
 	}
 	if string(got["plainUsers"]) != "{}" {
 		t.Errorf("a host without deployUser gets users: %s", got["plainUsers"])

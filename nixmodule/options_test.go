@@ -13,7 +13,7 @@ import (
 	"testing"
 )
 
-var update = flag.Bool("update", false, "write docs/options.md from the module (needs NIXPKGS_LIB)")
+var update = flag.Bool("update", false, "write docs/options.md from the module (needs NIXPKGS_LIB), and deployctl-remote")
 
 const optionsDoc = "../docs/options.md"
 

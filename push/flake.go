@@ -13,11 +13,27 @@ import (
 // (--copy-flake), for `nixos-rebuild --flake /var/lib/deployctl/flake`.
 const FlakeLink = "/var/lib/deployctl/flake"
 
-// Flake GC roots on the target: the flake's source, and its inputs'.
+// Flake GC roots on the target: the flake's source, and its inputs' (a
+// new copy's beside them until it is complete).
 const (
-	flakeRoot   = "/nix/var/nix/gcroots/deployctl/flake"
-	inputsRoots = "/nix/var/nix/gcroots/deployctl/flake-inputs"
+	flakeRoot        = remote.GCRootDir + "/flake"
+	inputsRoots      = remote.GCRootDir + "/flake-inputs"
+	freshInputsRoots = inputsRoots + ".new"
 )
+
+// flakePrepareStep empties the directory for a new copy's inputs' roots.
+var flakePrepareStep = &remote.Step{Name: "flake-prepare", Body: `rm -rf ` + freshInputsRoots + ` && mkdir -p ` + freshInputsRoots}
+
+// flakeLinkStep points FlakeLink at $1, the flake's source, and lets the
+// new inputs' roots replace the old.
+var flakeLinkStep = &remote.Step{
+	Name: "flake-link",
+	Body: remote.StorePathFn + `store_path "$1"
+l=` + FlakeLink + `; mkdir -p "${l%/*}" && ln -sfn "$1" "$l.new" && mv -fT "$l.new" "$l" && rm -rf ` + inputsRoots + ` && mv -fT ` + freshInputsRoots + ` ` + inputsRoots,
+}
+
+// Steps are the push's steps, for deployctl-remote.
+func Steps() []*remote.Step { return []*remote.Step{rootStep, flakePrepareStep, flakeLinkStep} }
 
 // Flake copies a flake's source and its inputs' (nix flake archive) to
 // the target, each kept by a GC root, and points FlakeLink at the source,
@@ -27,9 +43,8 @@ const (
 func Flake(ctx context.Context, conn Target, src Source, flake nix.FlakeSource, opts Options) error {
 	// The new inputs' roots go beside the old ones, which they replace
 	// only once the new copy is complete.
-	fresh := inputsRoots + ".new"
-	clear := `rm -rf "$1" && mkdir -p "$1"`
-	if err := conn.Run(ctx, remote.Cmd{Argv: []string{"sh", "-c", clear, "sh", fresh}, Root: true}); err != nil {
+	fresh := freshInputsRoots
+	if err := conn.Run(ctx, flakePrepareStep.Cmd()); err != nil {
 		return fmt.Errorf("prepare the flake inputs' roots: %w", err)
 	}
 	for _, in := range flake.Inputs {
@@ -44,8 +59,7 @@ func Flake(ctx context.Context, conn Target, src Source, flake nix.FlakeSource, 
 	if _, err := Native(ctx, conn, src, flake.Path, o); err != nil {
 		return fmt.Errorf("flake source %s: %w", flake.Path, err)
 	}
-	link := `mkdir -p "${1%/*}" && ln -sfn "$2" "$1.new" && mv -fT "$1.new" "$1" && rm -rf "$3" && mv -fT "$4" "$3"`
-	if err := conn.Run(ctx, remote.Cmd{Argv: []string{"sh", "-c", link, "sh", FlakeLink, flake.Path, inputsRoots, fresh}, Root: true}); err != nil {
+	if err := conn.Run(ctx, flakeLinkStep.Cmd(flake.Path)); err != nil {
 		return fmt.Errorf("link %s: %w", FlakeLink, err)
 	}
 	return nil

@@ -12,7 +12,7 @@ import (
 
 // Root is the garbage-collector root on a target that keeps the system
 // pushed last until its activation puts it in the system profile.
-const Root = "/nix/var/nix/gcroots/deployctl/pushed"
+const Root = remote.GCRootDir + "/pushed"
 
 // gcRoot keeps what a push sends from the target's garbage collector.
 type gcRoot interface {
@@ -50,18 +50,22 @@ type pendingRoot struct {
 	ended   bool
 }
 
-// rootScript makes link $1 → $2, then renames it to $3 or removes it.
-const rootScript = `mkdir -p "${1%/*}" && ln -sfn "$2" "$1" || exit; echo ready; ` +
-	`read -r verdict; if [ "$verdict" = commit ]; then exec mv -fT "$1" "$3"; fi; rm -f "$1"`
+// rootStep makes a link to $1 beside the GC root $2, then renames it to
+// $2 or removes it.
+var rootStep = &remote.Step{
+	Name: "push-root",
+	Body: remote.StorePathFn + remote.GCRootFn + `store_path "$1"; gc_root "$2"; link=$2-${1##*/}
+mkdir -p "${2%/*}" && ln -sfn "$1" "$link" || exit; echo ready
+read -r verdict; if [ "$verdict" = commit ]; then exec mv -fT "$link" "$2"; fi; rm -f "$link"`,
+}
 
 // startRoot starts the shell in the background, beside the push's own
 // session.
 func startRoot(ctx context.Context, conn Target, toplevel, root string) *pendingRoot {
-	link := root + "-" + filepath.Base(toplevel)
 	r := &pendingRoot{root: root, started: make(chan struct{})}
 	go func() {
 		defer close(r.started)
-		r.p, r.err = conn.Start(ctx, remote.Cmd{Argv: []string{"sh", "-c", rootScript, "sh", link, toplevel, root}, Root: true})
+		r.p, r.err = conn.Start(ctx, rootStep.Cmd(toplevel, root))
 	}()
 	return r
 }

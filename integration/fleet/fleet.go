@@ -1,7 +1,8 @@
 // Package fleet starts test hosts on this machine: each host is a mount and
-// PID namespace with its own /nix store, /run, /tmp, /var/lib/deployctl and
-// /root (so this machine's shell start-up files stay out of its sessions),
-// running its own sshd on its own loopback address. Test code only.
+// PID namespace with its own /nix store, /run, /tmp, /var/lib/deployctl,
+// /etc/deployctl and /root (so this machine's shell start-up files stay out
+// of its sessions), running its own sshd on its own loopback address. Test
+// code only.
 package fleet
 
 import (
@@ -169,9 +170,11 @@ func Start(ctx context.Context, opts Options) (_ *Fleet, err error) {
 	if err := keygen(ctx, f.Identity, "deployctl-fleet"); err != nil {
 		return nil, err
 	}
-	// The bind mount target must exist on this machine.
-	if err := os.MkdirAll("/var/lib/deployctl", 0o755); err != nil {
-		return nil, err
+	// The mount points must exist on this machine.
+	for _, d := range []string{"/var/lib/deployctl", "/etc/deployctl"} {
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			return nil, err
+		}
 	}
 	if _, err := os.Stat("/nix"); err != nil {
 		return nil, fmt.Errorf("/nix does not exist on this machine: is Nix installed? %w", err)
@@ -341,6 +344,7 @@ cp "$R/etc/nix.conf" /run/fleet/nix/
 chmod 600 /run/fleet/ssh_host_ed25519_key
 chmod 644 /run/fleet/authorized_keys
 mount --bind "$R/varlib" /var/lib/deployctl
+mount -t tmpfs -o mode=0755 tmpfs /etc/deployctl
 mount --bind "$R/root" /root
 mount --bind "$R/tmp" /tmp
 echo "$3" > /run/fleet/address

@@ -273,6 +273,7 @@ every host).
 		newUploadKeysCommand(g),
 		newStatusCommand(g),
 		newPlanCommand(g),
+		newRemoteHelperCommand(g),
 	)
 	g.completion(root)
 	return root

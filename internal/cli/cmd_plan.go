@@ -136,7 +136,7 @@ func (g *globals) planHost(d *remote.Dialer, conn *remote.Conn, h *inventory.Hos
 		Name: h.Name, Toplevel: top, Action: opts.action,
 		ReadPrevious: conn.CommandLine(remote.Cmd{Argv: []string{"sh", "-c", "readlink /run/current-system || true"}}),
 		Record:       root(activate.RecordArgv(planDir, opts.action)...),
-		Realise:      root(activate.RealiseArgv(top)...),
+		Realise:      onHost(conn, activate.RealiseCmd(top)),
 		Switch:       root("sh", "-c", activate.SwitchLine(top, opts.action)),
 		Rollback:     root(activate.RollbackArgv(planDir)...),
 		ProbeTimeout: opts.probeTimeout,
@@ -207,7 +207,7 @@ func (g *globals) planHost(d *remote.Dialer, conn *remote.Conn, h *inventory.Hos
 	for _, k := range spec.keys {
 		st := script.Step{What: fmt.Sprintf("Key %s to %s (%s, %s:%s, %04o).", k.Attr, k.Path(), k.UploadAt, k.User, k.Group, k.Permissions),
 			Line: "key_file=$(mktemp)\n" + k.Producer(textAttr(k)) + ` > "$key_file"` + "\n" +
-				conn.CommandLine(remote.Cmd{Argv: k.UploadArgv(), Root: true}) + ` < "$key_file"` + "\n" + `rm -f "$key_file"`}
+				conn.CommandLine(k.UploadCmd()) + ` < "$key_file"` + "\n" + `rm -f "$key_file"`}
 		if k.UploadAt == keys.PostActivation {
 			ph.AfterSwitch = append(ph.AfterSwitch, st)
 			continue
@@ -215,7 +215,7 @@ func (g *globals) planHost(d *remote.Dialer, conn *remote.Conn, h *inventory.Hos
 		ph.PreKeys = append(ph.PreKeys, st)
 		if (k.User != "root" || k.Group != "root") && opts.action != "boot" {
 			// An owner the new system makes exists only after the switch.
-			reown = append(reown, script.Step{What: fmt.Sprintf("Key %s: its owner %s:%s, which the new system may have made.", k.Attr, k.User, k.Group), Line: onHost(conn, remote.Cmd{Argv: k.ReownArgv(), Root: true})})
+			reown = append(reown, script.Step{What: fmt.Sprintf("Key %s: its owner %s:%s, which the new system may have made.", k.Attr, k.User, k.Group), Line: onHost(conn, k.ReownCmd())})
 		}
 	}
 	ph.AfterSwitch = append(reown, ph.AfterSwitch...)
@@ -271,6 +271,9 @@ const hereDoc = "DEPLOYCTL_SCRIPT"
 // standard input as a here-document, where it reads as it is written,
 // not quoted twice on one line.
 func onHost(conn *remote.Conn, cmd remote.Cmd) string {
+	if cmd.Step != nil {
+		cmd = remote.Cmd{Argv: cmd.Step.Inline(cmd.Argv), Root: true}
+	}
 	argv := cmd.Argv
 	if len(argv) < 3 || argv[0] != "sh" || argv[1] != "-c" || !strings.Contains(argv[2], "\n") || strings.Contains(argv[2], hereDoc) {
 		return conn.CommandLine(cmd)

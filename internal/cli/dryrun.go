@@ -9,6 +9,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/deployctl/deployctl/activate"
 	"github.com/deployctl/deployctl/build"
 	"github.com/deployctl/deployctl/internal/inventory"
 	"github.com/deployctl/deployctl/internal/nix"
@@ -171,7 +172,9 @@ func (g *globals) dryActivate(ctx context.Context, conn *remote.Conn, h *invento
 	}
 	var out bytes.Buffer
 	start := time.Now()
-	err := conn.Run(ctx, remote.Cmd{Argv: []string{h.OutPath + "/bin/switch-to-configuration", "dry-activate"}, Root: true, Stdout: &out, Stderr: &out})
+	cmd := activate.DryActivateCmd(h.OutPath)
+	cmd.Stdout, cmd.Stderr = &out, &out
+	err := conn.Run(ctx, cmd)
 	if err != nil {
 		return rollout.Step("dry-activate", fmt.Errorf("%w: %s", err, strings.TrimSpace(out.String())))
 	}

@@ -195,11 +195,28 @@ const safeDirFn = `safe_dir() {
 }
 `
 
-// UploadArgv is the command (run as root on the host) that writes the
+// reownScript ($1 path, $2 user, $3 group, $4 mode) gives an uploaded key
+// its owner, which must exist, and then its mode.
+const reownScript = safeDirFn + `safe_dir "$(dirname "$1")" || exit 1
+[ -f "$1" ] && [ ! -L "$1" ] || { echo "$1 is not a plain file" >&2; exit 1; }
+id -u "$2" >/dev/null 2>&1 || { echo "user $2 does not exist" >&2; exit 1; }
+getent group "$3" >/dev/null 2>&1 || { echo "group $3 does not exist" >&2; exit 1; }
+chmod 0000 "$1" && chown -h "$2:$3" "$1" && chmod "$4" "$1"`
+
+// The keys' steps on the host.
+var (
+	uploadStep = &remote.Step{Name: "key-upload", Body: uploadScript}
+	reownStep  = &remote.Step{Name: "key-reown", Body: reownScript}
+)
+
+// Steps are the keys' steps, for deployctl-remote.
+func Steps() []*remote.Step { return []*remote.Step{uploadStep, reownStep} }
+
+// UploadCmd is the command (run as root on the host) that writes the
 // key's content, given on its standard input, to its path there.
-func (k Key) UploadArgv() []string {
+func (k Key) UploadCmd() remote.Cmd {
 	mode := fmt.Sprintf("%04o", k.Permissions)
-	return []string{"sh", "-c", uploadScript, "deployctl-key", k.DestDir, k.Name, k.User, k.Group, mode, fmt.Sprintf("%04o", k.Permissions&0o700)}
+	return uploadStep.Cmd(k.DestDir, k.Name, k.User, k.Group, mode, fmt.Sprintf("%04o", k.Permissions&0o700))
 }
 
 // Producer is a shell line that prints the key's content on this machine,
@@ -220,28 +237,27 @@ func (k Key) Producer(textAttr string) string {
 // the user or group does not exist there (yet): the file is root's.
 func Upload(ctx context.Context, t Target, k Key, content []byte) (ownerMissing bool, err error) {
 	var out bytes.Buffer
-	err = t.Run(ctx, remote.Cmd{Argv: k.UploadArgv(), Root: true, Stdin: bytes.NewReader(content), Stdout: &out})
+	cmd := k.UploadCmd()
+	cmd.Stdin, cmd.Stdout = bytes.NewReader(content), &out
+	err = t.Run(ctx, cmd)
 	if err != nil {
 		return false, fmt.Errorf("key %s: upload to %s: %w", k.Attr, k.Path(), err)
 	}
 	return strings.TrimSpace(out.String()) == "owner-missing", nil
 }
 
-// ReownArgv is the command (run as root on the host) that gives the
+// ReownCmd is the command (run as root on the host) that gives the
 // uploaded key its owner, which must exist, and then its mode.
-func (k Key) ReownArgv() []string {
-	script := safeDirFn + `safe_dir "$(dirname "$1")" || exit 1
-[ -f "$1" ] && [ ! -L "$1" ] || { echo "$1 is not a plain file" >&2; exit 1; }
-id -u "$2" >/dev/null 2>&1 || { echo "user $2 does not exist" >&2; exit 1; }
-getent group "$3" >/dev/null 2>&1 || { echo "group $3 does not exist" >&2; exit 1; }
-chmod 0000 "$1" && chown -h "$2:$3" "$1" && chmod "$4" "$1"`
-	return []string{"sh", "-c", script, "deployctl-key", k.Path(), k.User, k.Group, fmt.Sprintf("%04o", k.Permissions)}
+func (k Key) ReownCmd() remote.Cmd {
+	return reownStep.Cmd(k.Path(), k.User, k.Group, fmt.Sprintf("%04o", k.Permissions))
 }
 
 // Reown gives an uploaded key its owner, which must exist now, and then
 // its mode.
 func Reown(ctx context.Context, t Target, k Key) error {
-	err := t.Run(ctx, remote.Cmd{Argv: k.ReownArgv(), Root: true, Stdout: io.Discard})
+	cmd := k.ReownCmd()
+	cmd.Stdout = io.Discard
+	err := t.Run(ctx, cmd)
 	if err != nil {
 		return fmt.Errorf("key %s: give %s to %s:%s: %w", k.Attr, k.Path(), k.User, k.Group, err)
 	}

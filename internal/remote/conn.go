@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/crypto/ssh"
@@ -32,6 +33,9 @@ type Conn struct {
 	password string
 	sudoOnce sync.Once
 	sudo     sudoState
+	// helper says the host's deployctl-remote runs the steps (probeHelper).
+	helperOnce sync.Once
+	helper     atomic.Bool
 }
 
 // MaxSessions is how many sessions deployctl opens at once on one
@@ -91,6 +95,8 @@ func (c *Conn) Close() error {
 // Cmd is a command to run on the target.
 type Cmd struct {
 	Argv []string
+	// Step, when set, is what runs: Argv are its arguments (Step.Cmd).
+	Step *Step
 	// Root runs the command as root: through the privilege escalation
 	// command when the login user is not root.
 	Root   bool
@@ -123,20 +129,27 @@ var ErrOutcomeUnknown = errors.New("the session ended without an exit status: th
 
 // argv is the command as the remote shell will run it.
 func (c *Conn) argv(cmd Cmd) []string {
+	argv := cmd.Argv
+	if cmd.Step != nil {
+		argv = c.stepArgv(cmd.Step, cmd.Argv)
+	}
 	if cmd.Root && c.ep.User != "root" {
 		if c.sudo.feed.Load() {
-			return append(c.withSudoFlags(), cmd.Argv...)
+			return append(c.withSudoFlags(), argv...)
 		}
-		return append(append([]string{}, c.escalation...), cmd.Argv...)
+		return append(append([]string{}, c.escalation...), argv...)
 	}
-	return cmd.Argv
+	return argv
 }
 
 // escalated says whether cmd runs through the escalation, and prepares a
-// sudo password for it when one was given.
+// sudo password for it when one was given, and deployctl-remote for a step.
 func (c *Conn) escalated(ctx context.Context, cmd Cmd) (bool, error) {
 	if !cmd.Root || c.ep.User == "root" {
 		return false, nil
+	}
+	if cmd.Step != nil || c.password != "" {
+		c.probeHelper(ctx)
 	}
 	if c.password != "" {
 		if err := c.prepareSudo(ctx); err != nil {
@@ -203,7 +216,7 @@ func (c *Conn) Run(ctx context.Context, cmd Cmd) error {
 	cmd.Stdout, cmd.Stderr = rec.stdout(cmd.Stdout), rec.stderr(cmd.Stderr)
 	err = c.run(ctx, c.argv(cmd), cmd)
 	if root {
-		err = sudoWantsPassword(c.ep.User, err)
+		err = c.sudoRefused(ctx, cmd, err)
 	}
 	rec.end(err)
 	return err
@@ -322,7 +335,7 @@ func (c *Conn) Start(ctx context.Context, cmd Cmd) (*Process, error) {
 		err := sess.Wait()
 		p.err = exitError(line, err, p.tail)
 		if root {
-			p.err = sudoWantsPassword(c.ep.User, p.err)
+			p.err = c.sudoRefused(context.WithoutCancel(ctx), cmd, p.err)
 		}
 		rec.end(p.err)
 		sess.Close()

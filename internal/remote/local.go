@@ -24,10 +24,14 @@ type Local struct {
 }
 
 func (l *Local) argv(cmd Cmd) []string {
-	if cmd.Root && os.Geteuid() != 0 {
-		return append(append([]string{}, l.Escalation...), cmd.Argv...)
+	argv := cmd.Argv
+	if cmd.Step != nil {
+		argv = cmd.Step.Inline(cmd.Argv)
 	}
-	return cmd.Argv
+	if cmd.Root && os.Geteuid() != 0 {
+		return append(append([]string{}, l.Escalation...), argv...)
+	}
+	return argv
 }
 
 func (l *Local) command(cmd Cmd) *exec.Cmd {

@@ -8,6 +8,7 @@ import (
 	"path"
 	"strings"
 	"sync/atomic"
+	"time"
 )
 
 // sudoState is how a connection's root commands reach sudo when the user
@@ -43,14 +44,18 @@ func (c *Conn) prepareSudo(ctx context.Context) error {
 		if len(c.escalation) == 0 || path.Base(c.escalation[0]) != "sudo" {
 			return
 		}
-		probe := append(append([]string{c.escalation[0], "-n"}, c.escalation[1:]...), "sh", "-c", "true")
+		noop := []string{"sh", "-c", "true"}
+		if c.helper.Load() {
+			noop = []string{HelperPath, "--protocol"}
+		}
+		probe := append(append([]string{c.escalation[0], "-n"}, c.escalation[1:]...), noop...)
 		c.log.Debug("exec", "host", c.name, "cmd", c.commandLine(probe))
 		err := c.run(ctx, probe, Cmd{})
 		var ee *ExitError
 		if err == nil || !errors.As(err, &ee) || !strings.Contains(ee.Stderr, "password is required") {
 			return // no password needed, or a failure the commands will report
 		}
-		try := append(c.withSudoFlags(), "sh", "-c", "true")
+		try := append(c.withSudoFlags(), noop...)
 		c.log.Debug("exec", "host", c.name, "cmd", c.commandLine(try)+" (input: the password)")
 		err = c.run(ctx, try, Cmd{Stdin: strings.NewReader(c.password + "\n")})
 		switch {
@@ -74,18 +79,36 @@ func (c *Conn) sudoInput(stdin io.Reader) io.Reader {
 	return io.MultiReader(strings.NewReader(c.password+"\n"), stdin)
 }
 
-// sudoWantsPassword explains a root command that failed because sudo
-// asked for a password nobody gave.
-func sudoWantsPassword(user string, err error) error {
+// sudoRefused explains a root command that sudo refused to run: it asked
+// for a password nobody gave, or its rules do not allow the command. Asked
+// without a password, sudo says the first for both; `sudo -n -l COMMAND`
+// then tells them apart.
+func (c *Conn) sudoRefused(ctx context.Context, cmd Cmd, err error) error {
 	var ee *ExitError
 	if !errors.As(err, &ee) {
 		return err
 	}
-	if strings.Contains(ee.Stderr, "a terminal is required to read the password") || strings.Contains(ee.Stderr, "a password is required") {
-		return fmt.Errorf("sudo asks %s for a password (pass --ask-sudo-password, or give %s a NOPASSWD sudo rule): %w", user, user, err)
+	user := c.ep.User
+	notAllowed := fmt.Errorf("%s may not run this as root through sudo (check the host's sudo rules): %w", user, err)
+	if cmd.Step != nil && !c.helper.Load() {
+		notAllowed = fmt.Errorf("%s may not run this as root through sudo (check the host's sudo rules; a rule for %s alone needs deployctl-remote installed there: see deployctl remote-helper): %w", user, HelperPath, err)
 	}
-	if strings.Contains(ee.Stderr, "is not in the sudoers file") || strings.Contains(ee.Stderr, "is not allowed to execute") {
-		return fmt.Errorf("%s may not run this as root through sudo (check the host's sudo rules): %w", user, err)
+	switch {
+	case strings.Contains(ee.Stderr, "is not in the sudoers file") || strings.Contains(ee.Stderr, "is not allowed to execute"):
+		return notAllowed
+	case !strings.Contains(ee.Stderr, "a terminal is required to read the password") && !strings.Contains(ee.Stderr, "a password is required"):
+		return err
 	}
-	return err
+	if c.password == "" && len(c.escalation) > 0 && path.Base(c.escalation[0]) == "sudo" {
+		ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		defer cancel()
+		command := c.argv(Cmd{Argv: cmd.Argv, Step: cmd.Step})
+		list := append([]string{c.escalation[0], "-n", "-l", "--"}, command...)
+		c.log.Debug("exec", "host", c.name, "cmd", c.commandLine(list)+"   # does sudo allow it?")
+		var lerr *ExitError
+		if lerr2 := c.run(ctx, list, Cmd{}); errors.As(lerr2, &lerr) && !strings.Contains(lerr.Stderr, "password") {
+			return notAllowed
+		}
+	}
+	return fmt.Errorf("sudo asks %s for a password (pass --ask-sudo-password, or give %s a NOPASSWD sudo rule): %w", user, user, err)
 }

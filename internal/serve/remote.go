@@ -57,13 +57,24 @@ func OpenMissing(ctx context.Context, s Starter, closure []PathInfo, lock, subst
 	return sess, missing, nil
 }
 
+// Step runs nix-store --serve, with --write when given it.
+var Step = &remote.Step{
+	Name: "serve",
+	Body: `case $# in
+  0) exec nix-store --serve ;;
+  1) [ "$1" != --write ] || exec nix-store --serve --write ;;
+esac
+echo "serve: unexpected arguments: $*" >&2; exit 64`,
+	Direct: func(args []string) []string { return append([]string{"nix-store", "--serve"}, args...) },
+}
+
 // start starts nix-store --serve on the machine.
 func start(ctx context.Context, s Starter, write bool) (*remote.Process, Transport, error) {
-	argv := []string{"nix-store", "--serve"}
+	cmd := Step.Cmd()
 	if write {
-		argv = append(argv, "--write")
+		cmd = Step.Cmd("--write")
 	}
-	p, err := s.Start(ctx, remote.Cmd{Argv: argv, Root: true})
+	p, err := s.Start(ctx, cmd)
 	if err != nil {
 		return nil, Transport{}, err
 	}

@@ -36,6 +36,7 @@ in
     user = c.users.users.deploy;
     group = c.users.groups ? deploy;
     sudo = c.security.sudo.extraRules;
+    helper = let f = c.environment.etc."deployctl/remote"; in { inherit (f) mode; source = toString f.source; };
   };
   morph = (eval {
     networking.hostName = "app-1";

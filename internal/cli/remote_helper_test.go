@@ -1,0 +1,101 @@
+package cli
+
+import (
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/deployctl/deployctl/build"
+	"github.com/deployctl/deployctl/internal/remote"
+	"github.com/deployctl/deployctl/internal/serve"
+)
+
+// TestRemoteHelper: deployctl-remote is valid POSIX sh (dash -n), says its
+// protocol, refuses a step it lacks, and a step sent as one command
+// (Direct, for a host without deployctl-remote) runs exactly what the
+// helper's script for it execs.
+func TestRemoteHelper(t *testing.T) {
+	sh, err := exec.LookPath("dash")
+	if err != nil {
+		sh = "sh"
+	}
+	seen := map[string]bool{}
+	for _, s := range remoteSteps() {
+		if seen[s.Name] {
+			t.Errorf("two steps are called %s", s.Name)
+		}
+		seen[s.Name] = true
+	}
+	helper := filepath.Join(t.TempDir(), "deployctl-remote")
+	if err := os.WriteFile(helper, []byte(RemoteHelper()), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := exec.Command(sh, "-n", helper).CombinedOutput(); err != nil {
+		t.Fatalf("deployctl-remote does not parse: %v\n%s", err, out)
+	}
+	if out, err := exec.Command(sh, helper, "--protocol").Output(); err != nil || strings.TrimSpace(string(out)) != "1" {
+		t.Errorf("--protocol: %q, %v", out, err)
+	}
+	out, err := exec.Command(sh, helper, "rm", "-rf", "/").CombinedOutput()
+	if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != 64 || !strings.Contains(string(out), "no step rm") {
+		t.Errorf("an unknown step: %v\n%s", err, out)
+	}
+
+	// A nix-store that prints its command line.
+	bin := t.TempDir()
+	if err := os.WriteFile(filepath.Join(bin, "nix-store"), []byte("#!/bin/sh\nprintf '%s\\n' nix-store \"$@\"\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	drv, root := "/nix/store/0123456789abcdfghijklmnpqrsvwxyz-nixos-system-a.drv", remote.GCRootDir+"/build-a"
+	for _, c := range []struct {
+		step *remote.Step
+		args []string
+	}{
+		{serve.Step, nil},
+		{serve.Step, []string{"--write"}},
+		{build.Steps()[0], []string{drv, root}},
+		{build.Steps()[0], []string{drv, root, "--max-jobs", "4"}},
+		{build.Steps()[1], []string{drv, drv}},
+		{stepNamed(t, "realise"), []string{"/nix/store/0123456789abcdfghijklmnpqrsvwxyz-nixos-system-a"}},
+	} {
+		cmd := exec.Command(sh, append([]string{helper, c.step.Name}, c.args...)...)
+		cmd.Env = append(os.Environ(), "PATH="+bin+":"+os.Getenv("PATH"))
+		out, err := cmd.CombinedOutput()
+		if want := strings.Join(c.step.Direct(c.args), "\n") + "\n"; err != nil || string(out) != want {
+			t.Errorf("%s %q: the helper runs\n%s(%v), sent alone it is\n%s", c.step.Name, c.args, out, err, want)
+		}
+	}
+	for _, bad := range [][]string{
+		{"serve", "--write", "--option", "x"},
+		{"build", drv, "/tmp/root"},
+		{"build", "/tmp/x.drv", root},
+		{"build", drv, root, "--option", "sandbox", "false"},
+		{"realise", "/nix/store/x/../../../tmp"},
+		{"dry-activate", "/tmp/evil"},
+		{"lease", "../../etc", "{}", "switch", "/nix/store/x-a"},
+		{"lease", "id", "{}", "switch", "/tmp/evil"},
+		{"start-job", "id", "../x", ""},
+		{"wait-job", "id", "../../etc/shadow"},
+	} {
+		cmd := exec.Command(sh, append([]string{helper}, bad...)...)
+		cmd.Env = append(os.Environ(), "PATH="+bin+":"+os.Getenv("PATH"))
+		out, err := cmd.CombinedOutput()
+		if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != 64 || strings.Contains(string(out), "nix-store") {
+			t.Errorf("%q is not refused: %v\n%s", bad, err, out)
+		}
+	}
+}
+
+// stepNamed is the helper's step called name.
+func stepNamed(t *testing.T, name string) *remote.Step {
+	t.Helper()
+	for _, s := range remoteSteps() {
+		if s.Name == name {
+			return s
+		}
+	}
+	t.Fatalf("no step %s", name)
+	return nil
+}
