@@ -416,8 +416,8 @@ func TestNonRootTargetUser(t *testing.T) {
 
 // TestNarrowSudoRules: a deploy user whose sudo allows deployctl-remote
 // alone (the rule deployment.deployUser gets) pushes, uploads keys,
-// switches, rolls back a failed switch and reads the host's status, all
-// through it. Without deployctl-remote on the host, the deploy fails at
+// switches, rolls back a failed switch, reads the host's status and pushes
+// with nix copy, all through it. Without deployctl-remote on the host, the deploy fails at
 // its first root step, saying why, and changes nothing.
 func TestNarrowSudoRules(t *testing.T) {
 	if _, err := exec.LookPath("sudo"); err != nil {
@@ -486,6 +486,19 @@ grep -qx '%[1]s ALL=(root) NOPASSWD: %[2]s' /tmp/sudoers && cat /tmp/sudoers > /
 	r.wantCode(t, 0)
 	if !regexp.MustCompile(`"running": *"` + regexp.QuoteMeta(good) + `"`).MatchString(r.stdout) {
 		t.Errorf("status through deployctl-remote: %s\n%s", r.stdout, r.stderr)
+	}
+
+	// nix copy reaches the store through it too: nix-daemon --stdio for
+	// ssh-ng://, nix-store --serve --write for ssh://.
+	for i, backend := range []string{"nix", "nix-ssh"} {
+		e.writeFlake(fixture.Host{Name: "alpha", Revision: strconv.Itoa(3 + i), Deployment: deployment()})
+		r = e.deployctl("-v", "push", "alpha", "--copy-backend", backend)
+		r.wantCode(t, 0)
+		program := map[string]string{"nix": "daemon", "nix-ssh": "serve"}[backend]
+		if want := "remote-program=sudo%20-H%20--%20%2Fetc%2Fdeployctl%2Fremote%20" + program; !strings.Contains(r.stderr, want) {
+			t.Errorf("--copy-backend %s does not reach the store through deployctl-remote (no %q):\n%s", backend, want, r.stderr)
+		}
+		e.verifyClosure("alpha", e.toplevel("alpha"))
 	}
 }
 

@@ -208,8 +208,7 @@ in
         store without sudo (the push), but activating still needs root,
         and it is as root-equivalent. Not covered: target-side hooks
         (`hooks.*.on = "target"`) run as root through sudo and need rules
-        of their own, as does `--copy-backend nix` (`nix-store --serve
-        --write`, or `nix-daemon --stdio` for ssh-ng).
+        of their own.
       '';
     };
     name = mkOption {

@@ -33,7 +33,9 @@ l=` + FlakeLink + `; mkdir -p "${l%/*}" && ln -sfn "$1" "$l.new" && mv -fT "$l.n
 }
 
 // Steps are the push's steps, for deployctl-remote.
-func Steps() []*remote.Step { return []*remote.Step{rootStep, flakePrepareStep, flakeLinkStep} }
+func Steps() []*remote.Step {
+	return []*remote.Step{rootStep, flakePrepareStep, flakeLinkStep, daemonStep}
+}
 
 // Flake copies a flake's source and its inputs' (nix flake archive) to
 // the target, each kept by a GC root, and points FlakeLink at the source,

@@ -9,6 +9,7 @@ import (
 
 	"github.com/deployctl/deployctl/internal/nix"
 	"github.com/deployctl/deployctl/internal/remote"
+	"github.com/deployctl/deployctl/internal/serve"
 	"github.com/deployctl/deployctl/internal/shell"
 )
 
@@ -31,7 +32,7 @@ const (
 // escalation command (the store's remote-program). The closure becomes the
 // target's GC root Root as Native makes it.
 func NixCopy(ctx context.Context, n *nix.CLI, conn *remote.Conn, sshConfigFile string, proto Protocol, toplevel string, opts Options) error {
-	env, argv, err := NixCopyCommand(conn, sshConfigFile, proto, toplevel, opts.Substitute)
+	env, argv, err := NixCopyCommand(conn, sshConfigFile, proto, toplevel, opts.Substitute, conn.UsesHelper(ctx))
 	if err != nil {
 		return err
 	}
@@ -50,13 +51,14 @@ func NixCopy(ctx context.Context, n *nix.CLI, conn *remote.Conn, sshConfigFile s
 
 // NixCopyCommand is the nix copy command (and the variables it needs)
 // that copies toplevel's closure to conn's target as NixCopy does, for
-// NixCopy and for a person to run.
-func NixCopyCommand(conn *remote.Conn, sshConfigFile string, proto Protocol, toplevel string, substitute bool) (env, argv []string, err error) {
+// NixCopy and for a person to run; helper says the target's store is
+// reached through its deployctl-remote (Conn.UsesHelper).
+func NixCopyCommand(conn *remote.Conn, sshConfigFile string, proto Protocol, toplevel string, substitute, helper bool) (env, argv []string, err error) {
 	sshOpts, err := NixSSHOpts(conn.Endpoint(), sshConfigFile)
 	if err != nil {
 		return nil, nil, err
 	}
-	args := []string{"copy", "--no-check-sigs", "--to", StoreURL(conn, proto)}
+	args := []string{"copy", "--no-check-sigs", "--to", StoreURL(conn, proto, helper)}
 	if substitute {
 		args = append(args, "--substitute-on-destination")
 	}
@@ -65,17 +67,31 @@ func NixCopyCommand(conn *remote.Conn, sshConfigFile string, proto Protocol, top
 
 // StoreURL is the Nix store URL of conn's target for proto. When the store
 // must be reached through privilege escalation, the URL carries the
-// escalated remote-program (percent-encoded: Nix reads %20, not +).
-func StoreURL(conn *remote.Conn, proto Protocol) string {
+// escalated remote-program (percent-encoded: Nix reads %20, not +): the
+// host's deployctl-remote when helper says root steps go through it.
+func StoreURL(conn *remote.Conn, proto Protocol, helper bool) string {
 	u := string(proto) + "://" + conn.Endpoint().Destination()
-	program := "nix-daemon"
-	if proto == SSH {
-		program = "nix-store"
+	program := []string{"nix-daemon"}
+	switch {
+	case helper && proto == SSH:
+		program = []string{remote.HelperPath, serve.Step.Name}
+	case helper:
+		program = []string{remote.HelperPath, daemonStep.Name}
+	case proto == SSH:
+		program = []string{"nix-store"}
 	}
-	if argv := conn.AsRoot(program); len(argv) > 1 {
+	if argv := conn.AsRoot(program...); len(argv) > len(program) {
 		u += "?remote-program=" + strings.ReplaceAll(url.QueryEscape(shell.Join(argv)), "+", "%20")
 	}
 	return u
+}
+
+// daemonStep runs nix-daemon --stdio, the remote-program of Nix's ssh-ng://
+// store, for nix copy through deployctl-remote.
+var daemonStep = &remote.Step{
+	Name: "daemon",
+	Body: `[ "$*" = --stdio ] || { echo "daemon: unexpected arguments: $*" >&2; exit 64; }
+exec nix-daemon --stdio`,
 }
 
 // NixSSHOpts is the NIX_SSHOPTS value that makes OpenSSH connect as

@@ -145,7 +145,7 @@ func (g *globals) planHost(d *remote.Dialer, conn *remote.Conn, h *inventory.Hos
 	// copyLine is the nix copy of top to c's host, or from it (direction
 	// "--from").
 	copyLine := func(c *remote.Conn, direction string) (string, error) {
-		env, argv, err := push.NixCopyCommand(c, g.sshConfig, push.SSH, top, g.substitute && direction == "--to")
+		env, argv, err := push.NixCopyCommand(c, g.sshConfig, push.SSH, top, g.substitute && direction == "--to", false)
 		if err != nil {
 			return "", err
 		}
@@ -172,7 +172,7 @@ func (g *globals) planHost(d *remote.Dialer, conn *remote.Conn, h *inventory.Hos
 				return ph, err
 			}
 		}
-		drvEnv, drvArgv, err := push.NixCopyCommand(bconn, g.sshConfig, push.SSH, h.DrvPath, false)
+		drvEnv, drvArgv, err := push.NixCopyCommand(bconn, g.sshConfig, push.SSH, h.DrvPath, false, false)
 		if err != nil {
 			return ph, err
 		}

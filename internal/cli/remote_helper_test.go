@@ -67,8 +67,23 @@ func TestRemoteHelper(t *testing.T) {
 			t.Errorf("%s %q: the helper runs\n%s(%v), sent alone it is\n%s", c.step.Name, c.args, out, err, want)
 		}
 	}
+	// nix copy's remote-programs: Nix adds its own arguments.
+	if err := os.WriteFile(filepath.Join(bin, "nix-daemon"), []byte("#!/bin/sh\nprintf '%s\\n' nix-daemon \"$@\"\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct{ args, want []string }{
+		{[]string{"serve", "--serve", "--write"}, []string{"nix-store", "--serve", "--write"}},
+		{[]string{"daemon", "--stdio"}, []string{"nix-daemon", "--stdio"}},
+	} {
+		cmd := exec.Command(sh, append([]string{helper}, c.args...)...)
+		cmd.Env = append(os.Environ(), "PATH="+bin+":"+os.Getenv("PATH"))
+		if out, err := cmd.CombinedOutput(); err != nil || string(out) != strings.Join(c.want, "\n")+"\n" {
+			t.Errorf("%q runs\n%s(%v), want %q", c.args, out, err, c.want)
+		}
+	}
 	for _, bad := range [][]string{
 		{"serve", "--write", "--option", "x"},
+		{"daemon", "--stdio", "--option", "x"},
 		{"build", drv, "/tmp/root"},
 		{"build", "/tmp/x.drv", root},
 		{"build", drv, root, "--option", "sandbox", "false"},

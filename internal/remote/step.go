@@ -70,6 +70,13 @@ func Helper(steps []*Step) string {
 	return b.String()
 }
 
+// UsesHelper says whether root steps run through the host's
+// deployctl-remote (it asks the host, once).
+func (c *Conn) UsesHelper(ctx context.Context) bool {
+	c.probeHelper(ctx)
+	return c.helper.Load()
+}
+
 // stepArgv is a step's command as it runs on this connection.
 func (c *Conn) stepArgv(s *Step, args []string) []string {
 	if c.helper.Load() {

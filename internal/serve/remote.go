@@ -57,12 +57,14 @@ func OpenMissing(ctx context.Context, s Starter, closure []PathInfo, lock, subst
 	return sess, missing, nil
 }
 
-// Step runs nix-store --serve, with --write when given it.
+// Step runs nix-store --serve, with --write when given it. It also takes
+// the arguments Nix's ssh:// store gives its remote-program (--serve
+// --write), for nix copy.
 var Step = &remote.Step{
 	Name: "serve",
-	Body: `case $# in
-  0) exec nix-store --serve ;;
-  1) [ "$1" != --write ] || exec nix-store --serve --write ;;
+	Body: `case $* in
+  ''|--serve) exec nix-store --serve ;;
+  --write|'--serve --write') exec nix-store --serve --write ;;
 esac
 echo "serve: unexpected arguments: $*" >&2; exit 64`,
 	Direct: func(args []string) []string { return append([]string{"nix-store", "--serve"}, args...) },
