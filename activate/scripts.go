@@ -119,6 +119,8 @@ touch "$w/released"
 const leaseScript = checkID + `d=` + Dir + `; w=$d/$1
 ` + detachFn + `if [ "$3" != resume ]; then
   case $3 in switch|boot|test) ;; *) echo "not an action: $3" >&2; exit 64 ;; esac
+  case $2 in *'
+'*) echo "not a holder: $2" >&2; exit 64 ;; esac
   store_path "$4"
   mkdir -p "$w" || exit 70
   printf '%s\n' "$3" > "$w/action"; printf '%s\n' "$4" > "$w/toplevel"

@@ -30,8 +30,10 @@ var (
 	// dropRootStep removes the push's GC root when it points at $1.
 	dropRootStep = &remote.Step{Name: "drop-push-root", Body: `[ "$(readlink ` + push.Root + `)" != "$1" ] || rm -f ` + push.Root}
 	// journalStep appends $1, one line of JSON, to Journal.
-	journalStep = &remote.Step{Name: "journal", Body: `case $1 in "{"*"}") ;; *) echo "not a journal line: $1" >&2; exit 64 ;; esac
-j=` + Journal + `; mkdir -p "${j%/*}" && printf '%s\n' "$1" >> "$j"`}
+	journalStep = &remote.Step{Name: "journal", Body: `nl='
+'
+case $1 in *"$nl"*) ;; "{"*"}") j=` + Journal + `; mkdir -p "${j%/*}" && printf '%s\n' "$1" >> "$j"; exit ;; esac
+echo "not a journal line: $1" >&2; exit 64`}
 	// realiseStep makes $1 valid in the store (activate.RealiseArgv).
 	realiseStep = &remote.Step{Name: "realise", Body: remote.StorePathFn + `store_path "$1"; exec nix-store --realise "$1"`,
 		Direct: func(args []string) []string { return append([]string{"nix-store", "--realise"}, args...) }}

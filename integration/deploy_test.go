@@ -449,11 +449,34 @@ grep -qx '%[1]s ALL=(root) NOPASSWD: %[2]s' /tmp/sudoers && cat /tmp/sudoers > /
 		t.Errorf("a refused deploy left on alpha: %s", out)
 	}
 
+	// The upgrade: a deploy with full sudo whose switch installs
+	// deployctl-remote and narrows the rule to it (as a first deploy of
+	// deployUser does). The steps after the switch go through it.
+	wide := fmt.Sprintf(`sed 's|^%[1]s ALL=(root) NOPASSWD: %[2]s$|%[1]s ALL=(ALL) NOPASSWD: ALL|' /etc/sudoers > /tmp/sudoers && cat /tmp/sudoers > /etc/sudoers && rm /tmp/sudoers`, user, remote.HelperPath)
+	if out, err := alpha.Exec(t.Context(), wide); err != nil {
+		t.Fatalf("widen alpha's sudo rule again: %v\n%s", err, out)
+	}
 	helper := e.deployctl("remote-helper")
 	helper.wantCode(t, 0)
-	if out, err := alpha.Exec(t.Context(), `printf '%s' "$1" > "$2" && chmod 0555 "$2"`, helper.stdout, remote.HelperPath); err != nil {
-		t.Fatalf("install deployctl-remote: %v\n%s", err, out)
+	upgrade := func() {
+		install := `printf '%s' "$1" > "$2" && chmod 0555 "$2"` + "\n" + narrow
+		if out, err := alpha.Exec(t.Context(), install, helper.stdout, remote.HelperPath); err != nil {
+			t.Errorf("install deployctl-remote, narrow the rule: %v\n%s", err, out)
+		}
 	}
+	e.writeFlake(fixture.Host{Name: "alpha", Revision: "upgrade", SwitchSeconds: 1, Deployment: deployment()})
+	r = e.deployctlWatching("switching slowly", upgrade, "-v", "deploy", "alpha")
+	r.wantCode(t, 0)
+	if got := e.currentSystem("alpha"); got != e.toplevel("alpha") {
+		t.Fatalf("alpha runs %q after the upgrade, want %s (the watchdog rolled back?)", got, e.toplevel("alpha"))
+	}
+	for _, step := range []string{"claim ", "journal "} {
+		if want := user + "@alpha 'sudo -H -- " + remote.HelperPath + " " + step; !strings.Contains(r.stderr, want) {
+			t.Errorf("after the upgrade's switch, no %q:\n%s", want, r.stderr)
+		}
+	}
+
+	e.writeFlake(fixture.Host{Name: "alpha", Revision: "narrow", Deployment: deployment()})
 	r = e.deployctl("-v", "deploy", "alpha")
 	r.wantCode(t, 0)
 	for _, step := range []string{"serve --write", "push-root ", "lease ", "realise ", "key-upload ", "start-job ", "wait-job ", "check-in ", "claim ", "drop-push-root ", "journal "} {

@@ -197,9 +197,10 @@ in
         by name, its arguments are checked, and none takes code to run, so
         the sudo log shows each step by name. deployctl uses it when the
         host's copy speaks its protocol, and otherwise sends each step's
-        script through `sudo sh -c`, which this rule refuses: the first
-        deploy of a host (before this module is active there) needs root
-        or full sudo.
+        script through `sudo sh -c` (or the one command a step is), which
+        this rule refuses. The deploy that first brings this module to a
+        host needs root or full sudo up to its switch; the steps after it
+        go through the deployctl-remote it installed.
 
         The rule limits what the user runs, not what it can do: whoever may
         write the Nix store and switch the system can make any closure the

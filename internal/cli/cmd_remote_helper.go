@@ -20,7 +20,7 @@ func newRemoteHelperCommand(g *globals) *cobra.Command {
 		Long: `Print deployctl-remote: a POSIX sh program holding every step deployctl runs
 as root on a host (the store write, the lock, the switch and rollback jobs,
 the journal, key upload, GC roots), each chosen by name with its arguments
-checked, and none taking code to run.
+checked, and none taking code to run; it sets its own PATH.
 
 Installed on a host as ` + remote.HelperPath + ` (root's, mode 0555), it
 lets a deploy user who is not root have one sudo rule:
@@ -29,7 +29,7 @@ lets a deploy user who is not root have one sudo rule:
 
 deployctl looks for it on each connection as such a user, and uses it when
 it speaks the same protocol; elsewhere it sends each step's script through
-"sudo sh -c". The NixOS module installs it with deployment.deployUser.
+"sudo sh -c" (or the one command a step is). The NixOS module installs it with deployment.deployUser.
 Anyone who may run it can make any closure the running system: the user
 is root's equal, and the rule keeps its sudo use to deployctl's steps,
 which the sudo log then shows by name.`,

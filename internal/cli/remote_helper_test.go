@@ -4,6 +4,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 
@@ -28,8 +29,20 @@ func TestRemoteHelper(t *testing.T) {
 		}
 		seen[s.Name] = true
 	}
+	// A nix-store that prints its command line, first on the helper's
+	// PATH (which is its own, whatever the caller's).
+	bin := t.TempDir()
+	if err := os.WriteFile(filepath.Join(bin, "nix-store"), []byte("#!/bin/sh\nprintf '%s\\n' nix-store \"$@\"\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	text := RemoteHelper()
+	pathLine := regexp.MustCompile(`(?m)^PATH=(/run/wrappers/bin:\S+)$`)
+	if m := pathLine.FindStringSubmatch(text); m == nil || !strings.Contains(m[1], "/usr/bin") {
+		t.Fatalf("deployctl-remote sets no PATH of its own")
+	}
+	text = pathLine.ReplaceAllString(text, "PATH="+bin+":$1")
 	helper := filepath.Join(t.TempDir(), "deployctl-remote")
-	if err := os.WriteFile(helper, []byte(RemoteHelper()), 0o755); err != nil {
+	if err := os.WriteFile(helper, []byte(text), 0o755); err != nil {
 		t.Fatal(err)
 	}
 	if out, err := exec.Command(sh, "-n", helper).CombinedOutput(); err != nil {
@@ -43,11 +56,6 @@ func TestRemoteHelper(t *testing.T) {
 		t.Errorf("an unknown step: %v\n%s", err, out)
 	}
 
-	// A nix-store that prints its command line.
-	bin := t.TempDir()
-	if err := os.WriteFile(filepath.Join(bin, "nix-store"), []byte("#!/bin/sh\nprintf '%s\\n' nix-store \"$@\"\n"), 0o755); err != nil {
-		t.Fatal(err)
-	}
 	drv, root := "/nix/store/0123456789abcdfghijklmnpqrsvwxyz-nixos-system-a.drv", remote.GCRootDir+"/build-a"
 	for _, c := range []struct {
 		step *remote.Step
@@ -61,7 +69,6 @@ func TestRemoteHelper(t *testing.T) {
 		{stepNamed(t, "realise"), []string{"/nix/store/0123456789abcdfghijklmnpqrsvwxyz-nixos-system-a"}},
 	} {
 		cmd := exec.Command(sh, append([]string{helper, c.step.Name}, c.args...)...)
-		cmd.Env = append(os.Environ(), "PATH="+bin+":"+os.Getenv("PATH"))
 		out, err := cmd.CombinedOutput()
 		if want := strings.Join(c.step.Direct(c.args), "\n") + "\n"; err != nil || string(out) != want {
 			t.Errorf("%s %q: the helper runs\n%s(%v), sent alone it is\n%s", c.step.Name, c.args, out, err, want)
@@ -76,7 +83,6 @@ func TestRemoteHelper(t *testing.T) {
 		{[]string{"daemon", "--stdio"}, []string{"nix-daemon", "--stdio"}},
 	} {
 		cmd := exec.Command(sh, append([]string{helper}, c.args...)...)
-		cmd.Env = append(os.Environ(), "PATH="+bin+":"+os.Getenv("PATH"))
 		if out, err := cmd.CombinedOutput(); err != nil || string(out) != strings.Join(c.want, "\n")+"\n" {
 			t.Errorf("%q runs\n%s(%v), want %q", c.args, out, err, c.want)
 		}
@@ -93,9 +99,17 @@ func TestRemoteHelper(t *testing.T) {
 		{"lease", "id", "{}", "switch", "/tmp/evil"},
 		{"start-job", "id", "../x", ""},
 		{"wait-job", "id", "../../etc/shadow"},
+		{"key-upload", "/run/keys", "../shadow", "root", "root", "0400", "0400"},
+		{"key-upload", "/run/keys", "k", "--reference=/etc/shadow", "root", "0400", "0400"},
+		{"key-upload", "/run/keys", "k", "root", "root", "u+s", "0400"},
+		{"key-reown", "/run/keys/..", "root", "root", "0400"},
+		{"key-reown", "/run/keys/k", "-x", "root", "0400"},
+		{"journal", "{}\n{\"forged\":1}"},
+		{"journal", "not json"},
+		{"lease", "id", "{}\n", "switch", "/nix/store/x-a"},
+		{"push-root", "/nix/store/x-a", remote.GCRootDir + "/pushed/x"},
 	} {
 		cmd := exec.Command(sh, append([]string{helper}, bad...)...)
-		cmd.Env = append(os.Environ(), "PATH="+bin+":"+os.Getenv("PATH"))
 		out, err := cmd.CombinedOutput()
 		if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != 64 || strings.Contains(string(out), "nix-store") {
 			t.Errorf("%q is not refused: %v\n%s", bad, err, out)

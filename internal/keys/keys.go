@@ -161,7 +161,8 @@ type Target interface {
 // group and root can ever read it), and renames it into place. An owner
 // that does not exist yet leaves it root's with only its owner's bits, and
 // says so.
-const uploadScript = `umask 077
+const uploadScript = checkKeyArgs + `check_name "$2"; check_owner "$3"; check_owner "$4"; check_mode "$5"; check_mode "$6"
+umask 077
 d=$1; f=$1/$2
 [ -d "$d" ] || { mkdir -p "$d" && chmod 0711 "$d"; } || exit 1
 ` + safeDirFn + `safe_dir "$d" || exit 1
@@ -176,6 +177,16 @@ else
   echo "owner-missing"
 fi
 mv -fT "$t" "$f" && trap - EXIT
+`
+
+// checkKeyArgs defines the checks of the keys' steps' arguments, each
+// ending the step (exit 64) when its argument is not: a file name (no
+// "/", not . or ..), a user or group name (not empty, no ":" or "/" or
+// blank, not starting with "-"), or a mode of four octal digits.
+const checkKeyArgs = `bad() { echo "$1" >&2; exit 64; }
+check_name() { case $1 in ''|.|..|*/*) bad "not a key file name: $1" ;; esac; }
+check_owner() { case $1 in ''|-*|*[:/\ \	]*) bad "not a user or group name: $1" ;; esac; }
+check_mode() { case $1 in [0-7][0-7][0-7][0-7]) ;; *) bad "not a mode: $1" ;; esac; }
 `
 
 // safeDirFn checks that directory $1 and every directory above it are
@@ -197,7 +208,8 @@ const safeDirFn = `safe_dir() {
 
 // reownScript ($1 path, $2 user, $3 group, $4 mode) gives an uploaded key
 // its owner, which must exist, and then its mode.
-const reownScript = safeDirFn + `safe_dir "$(dirname "$1")" || exit 1
+const reownScript = checkKeyArgs + safeDirFn + `check_name "${1##*/}"; check_owner "$2"; check_owner "$3"; check_mode "$4"
+safe_dir "$(dirname "$1")" || exit 1
 [ -f "$1" ] && [ ! -L "$1" ] || { echo "$1 is not a plain file" >&2; exit 1; }
 id -u "$2" >/dev/null 2>&1 || { echo "user $2 does not exist" >&2; exit 1; }
 getent group "$3" >/dev/null 2>&1 || { echo "group $3 does not exist" >&2; exit 1; }

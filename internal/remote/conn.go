@@ -33,9 +33,11 @@ type Conn struct {
 	password string
 	sudoOnce sync.Once
 	sudo     sudoState
-	// helper says the host's deployctl-remote runs the steps (probeHelper).
-	helperOnce sync.Once
-	helper     atomic.Bool
+	// helper says the host's deployctl-remote runs the steps, once
+	// helperKnown (probeHelper).
+	helperMu    sync.Mutex
+	helperKnown bool
+	helper      atomic.Bool
 }
 
 // MaxSessions is how many sessions deployctl opens at once on one
@@ -200,13 +202,41 @@ func refused(err error) bool {
 // session and returns ctx's error. It sends the remote command no signal:
 // an interrupted deploy must not kill a switch halfway (the command sees
 // its input and output close instead).
+//
+// A step sent as a script that sudo refuses is sent again through the
+// host's deployctl-remote when the host has it now (a switch installed it
+// and narrowed the sudo rules to it); sudo ran nothing the first time.
 func (c *Conn) Run(ctx context.Context, cmd Cmd) error {
+	err, notAllowed := c.runOnce(ctx, cmd)
+	if notAllowed && cmd.Step != nil && !c.helper.Load() && rewind(cmd.Stdin) && c.helperNow(ctx) {
+		c.log.Debug("sudo refused the step's script, and the host has deployctl-remote now: the step again through it", "host", c.name, "step", cmd.Step.Name)
+		err, _ = c.runOnce(ctx, cmd)
+	}
+	return err
+}
+
+// rewind makes a command's input readable from its start again, if it
+// can.
+func rewind(r io.Reader) bool {
+	if r == nil {
+		return true
+	}
+	s, ok := r.(io.Seeker)
+	if !ok {
+		return false
+	}
+	_, err := s.Seek(0, io.SeekStart)
+	return err == nil
+}
+
+// runOnce is Run's one try; notAllowed says sudo's rules refused it.
+func (c *Conn) runOnce(ctx context.Context, cmd Cmd) (err error, notAllowed bool) {
 	if err := ctx.Err(); err != nil {
-		return err
+		return err, false
 	}
 	root, err := c.escalated(ctx, cmd)
 	if err != nil {
-		return err
+		return err, false
 	}
 	c.log.Debug("exec", "host", c.name, "cmd", c.CommandLine(cmd))
 	if root && c.sudo.feed.Load() {
@@ -216,10 +246,10 @@ func (c *Conn) Run(ctx context.Context, cmd Cmd) error {
 	cmd.Stdout, cmd.Stderr = rec.stdout(cmd.Stdout), rec.stderr(cmd.Stderr)
 	err = c.run(ctx, c.argv(cmd), cmd)
 	if root {
-		err = c.sudoRefused(ctx, cmd, err)
+		err, notAllowed = c.sudoRefused(ctx, cmd, err)
 	}
 	rec.end(err)
-	return err
+	return err, notAllowed
 }
 
 // run runs argv with cmd's input and output.
@@ -334,12 +364,12 @@ func (c *Conn) Start(ctx context.Context, cmd Cmd) (*Process, error) {
 	go func() {
 		err := sess.Wait()
 		p.err = exitError(line, err, p.tail)
-		if root {
-			p.err = c.sudoRefused(context.WithoutCancel(ctx), cmd, p.err)
-		}
-		rec.end(p.err)
 		sess.Close()
 		release()
+		if root {
+			p.err, _ = c.sudoRefused(context.WithoutCancel(ctx), cmd, p.err)
+		}
+		rec.end(p.err)
 		close(p.done)
 	}()
 	stop := context.AfterFunc(ctx, func() { sess.Close() })

@@ -2,6 +2,7 @@ package remote
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sort"
 	"strconv"
@@ -44,6 +45,10 @@ func (s *Step) Inline(args []string) []string {
 // a copy there, a file of root's: a sudo rule names it).
 const HelperPath = "/etc/deployctl/remote"
 
+// helperPATH is deployctl-remote's PATH: NixOS's, then a Nix profile's,
+// then the usual.
+const helperPATH = "/run/wrappers/bin:/run/current-system/sw/bin:/nix/var/nix/profiles/default/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
 // HelperProtocol is the version of the steps' names and arguments: a
 // host's deployctl-remote is used only when it says the same.
 const HelperProtocol = 1
@@ -58,6 +63,9 @@ func Helper(steps []*Step) string {
 	b.WriteString("# deployctl-remote: the steps deployctl runs as root on this host, by name,\n")
 	b.WriteString("# so that one sudo rule can allow them (" + HelperPath + " ALL).\n")
 	b.WriteString("# Generated from deployctl's source: do not edit.\n")
+	// The steps' commands come from here, not from the caller's PATH (sudo
+	// may keep it).
+	b.WriteString("PATH=" + helperPATH + "\nexport PATH\n")
 	fmt.Fprintf(&b, "case ${1-} in\n--protocol)\n  echo %d\n  ;;\n", HelperProtocol)
 	for _, s := range sorted {
 		fmt.Fprintf(&b, "%s)\n  shift\n%s\n  ;;\n", s.Name, strings.TrimRight(s.Body, "\n"))
@@ -85,28 +93,51 @@ func (c *Conn) stepArgv(s *Step, args []string) []string {
 	return s.Inline(args)
 }
 
-// probeHelper finds out, once per connection, whether the host has a
-// deployctl-remote of this protocol: asked for a login user who is not
-// root and becomes root through the escalation command, the one who may
-// have a sudo rule for it alone.
+// probeHelper finds out whether the host has a deployctl-remote of this
+// protocol: asked for a login user who is not root and becomes root
+// through the escalation command, the one who may have a sudo rule for it
+// alone. An answer (a protocol, or a command that failed) holds for the
+// connection; a probe that could not run (a lost connection) is tried
+// again with the next step.
 func (c *Conn) probeHelper(ctx context.Context) {
 	if c.ep.User == "root" || len(c.escalation) == 0 {
 		return
 	}
-	c.helperOnce.Do(func() {
-		argv := []string{HelperPath, "--protocol"}
-		c.log.Debug("exec", "host", c.name, "cmd", c.commandLine(argv)+"   # is deployctl-remote there?")
-		var out strings.Builder
-		if c.run(ctx, argv, Cmd{Stdout: &out}) != nil {
-			return
-		}
-		if v, err := strconv.Atoi(strings.TrimSpace(out.String())); err == nil && v == HelperProtocol {
-			c.helper.Store(true)
-		} else {
+	c.helperMu.Lock()
+	defer c.helperMu.Unlock()
+	if c.helperKnown {
+		return
+	}
+	argv := []string{HelperPath, "--protocol"}
+	c.log.Debug("exec", "host", c.name, "cmd", c.commandLine(argv)+"   # is deployctl-remote there?")
+	var out strings.Builder
+	err := c.run(ctx, argv, Cmd{Stdout: &out})
+	var ee *ExitError
+	switch {
+	case errors.As(err, &ee):
+		c.helperKnown = true // not there, or not runnable
+	case err != nil:
+		return
+	default:
+		c.helperKnown = true
+		v, err := strconv.Atoi(strings.TrimSpace(out.String()))
+		c.helper.Store(err == nil && v == HelperProtocol)
+		if !c.helper.Load() {
 			c.log.Debug("deployctl-remote speaks another protocol: deployctl sends its steps' scripts", "host", c.name,
 				"theirs", strings.TrimSpace(out.String()), "ours", HelperProtocol, "cmd", shell.Join(argv))
 		}
-	})
+	}
+}
+
+// helperNow asks the host again whether it has deployctl-remote, for a
+// step sudo refused when sent as a script: the switch may just have
+// installed it and narrowed the sudo rules to it.
+func (c *Conn) helperNow(ctx context.Context) bool {
+	c.helperMu.Lock()
+	c.helperKnown = false
+	c.helperMu.Unlock()
+	c.probeHelper(ctx)
+	return c.helper.Load()
 }
 
 // StorePathFn is sh defining store_path, which ends the step (exit 64)
@@ -124,12 +155,15 @@ const StorePathFn = `store_path() {
 const GCRootDir = "/nix/var/nix/gcroots/deployctl"
 
 // GCRootFn is sh defining gc_root, which ends the step (exit 64) unless its
-// argument is a link in GCRootDir (or a directory below it).
+// argument is a link deployctl makes: a name in GCRootDir, or in its
+// flake-inputs.new (push.Flake's inputs).
 const GCRootFn = `gc_root() {
-  case $1 in
-    *..*) ;;
-    ` + GCRootDir + `/?*) return 0 ;;
-  esac
+  for dir in ` + GCRootDir + `/flake-inputs.new ` + GCRootDir + `; do
+    case ${1#"$dir"/} in
+      "$1"|''|.|..|*/*) ;;
+      *) return 0 ;;
+    esac
+  done
   echo "not a GC root of deployctl's: $1" >&2; exit 64
 }
 `

@@ -63,6 +63,8 @@ func (c *Conn) prepareSudo(ctx context.Context) error {
 			c.sudo.feed.Store(true)
 		case errors.As(err, &ee) && (strings.Contains(ee.Stderr, "incorrect password") || strings.Contains(ee.Stderr, "Sorry, try again")):
 			c.sudo.err = fmt.Errorf("sudo with the password given: %w", ErrSudoPassword)
+		case errors.As(err, &ee) && sudoSays(ee.Stderr, "is not allowed to execute"):
+			c.sudo.err = fmt.Errorf("sudo with the password given: %s may not run %s as root (check the host's sudo rules%s): %w", c.ep.User, noop[0], c.helperHint(true), err)
 		default:
 			c.sudo.err = fmt.Errorf("sudo with the password given: %w", err)
 		}
@@ -80,24 +82,22 @@ func (c *Conn) sudoInput(stdin io.Reader) io.Reader {
 }
 
 // sudoRefused explains a root command that sudo refused to run: it asked
-// for a password nobody gave, or its rules do not allow the command. Asked
-// without a password, sudo says the first for both; `sudo -n -l COMMAND`
-// then tells them apart.
-func (c *Conn) sudoRefused(ctx context.Context, cmd Cmd, err error) error {
+// for a password nobody gave, or its rules do not allow the command
+// (notAllowed). Asked without a password, sudo says the first for both;
+// `sudo -n -l COMMAND` then tells them apart. Only sudo's own lines count:
+// a command's output may say the same words.
+func (c *Conn) sudoRefused(ctx context.Context, cmd Cmd, err error) (_ error, notAllowed bool) {
 	var ee *ExitError
 	if !errors.As(err, &ee) {
-		return err
+		return err, false
 	}
 	user := c.ep.User
-	notAllowed := fmt.Errorf("%s may not run this as root through sudo (check the host's sudo rules): %w", user, err)
-	if cmd.Step != nil && !c.helper.Load() {
-		notAllowed = fmt.Errorf("%s may not run this as root through sudo (check the host's sudo rules; a rule for %s alone needs deployctl-remote installed there: see deployctl remote-helper): %w", user, HelperPath, err)
-	}
+	refused := fmt.Errorf("%s may not run this as root through sudo (check the host's sudo rules%s): %w", user, c.helperHint(cmd.Step != nil), err)
 	switch {
-	case strings.Contains(ee.Stderr, "is not in the sudoers file") || strings.Contains(ee.Stderr, "is not allowed to execute"):
-		return notAllowed
-	case !strings.Contains(ee.Stderr, "a terminal is required to read the password") && !strings.Contains(ee.Stderr, "a password is required"):
-		return err
+	case sudoSays(ee.Stderr, "is not in the sudoers file", "is not allowed to execute"):
+		return refused, true
+	case !sudoSays(ee.Stderr, "a terminal is required to read the password", "a password is required"):
+		return err, false
 	}
 	if c.password == "" && len(c.escalation) > 0 && path.Base(c.escalation[0]) == "sudo" {
 		ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
@@ -106,9 +106,34 @@ func (c *Conn) sudoRefused(ctx context.Context, cmd Cmd, err error) error {
 		list := append([]string{c.escalation[0], "-n", "-l", "--"}, command...)
 		c.log.Debug("exec", "host", c.name, "cmd", c.commandLine(list)+"   # does sudo allow it?")
 		var lerr *ExitError
-		if lerr2 := c.run(ctx, list, Cmd{}); errors.As(lerr2, &lerr) && !strings.Contains(lerr.Stderr, "password") {
-			return notAllowed
+		if errors.As(c.run(ctx, list, Cmd{}), &lerr) && !sudoSays(lerr.Stderr, "password") {
+			return refused, true
 		}
 	}
-	return fmt.Errorf("sudo asks %s for a password (pass --ask-sudo-password, or give %s a NOPASSWD sudo rule): %w", user, user, err)
+	return fmt.Errorf("sudo asks %s for a password (pass --ask-sudo-password, or give %s a NOPASSWD sudo rule): %w", user, user, err), false
+}
+
+// helperHint points a refused step (or sudo probe) sent as a script at
+// deployctl-remote.
+func (c *Conn) helperHint(step bool) string {
+	if !step || c.helper.Load() {
+		return ""
+	}
+	return "; a rule for " + HelperPath + " alone needs deployctl-remote installed there: see deployctl remote-helper"
+}
+
+// sudoSays reports whether one of sudo's own lines in stderr ("sudo: …",
+// "Sorry, user …") holds one of phrases.
+func sudoSays(stderr string, phrases ...string) bool {
+	for _, line := range strings.Split(stderr, "\n") {
+		if !strings.HasPrefix(line, "sudo: ") && !strings.HasPrefix(line, "Sorry, ") {
+			continue
+		}
+		for _, p := range phrases {
+			if strings.Contains(line, p) {
+				return true
+			}
+		}
+	}
+	return false
 }
