@@ -431,8 +431,14 @@ func TestNarrowSudoRules(t *testing.T) {
 	}
 	e := startFleet(t, fixture.Host{Name: "alpha", Deployment: deployment()})
 	alpha := e.fleet.Host("alpha")
-	narrow := fmt.Sprintf(`sed 's|^%[1]s ALL=(ALL) NOPASSWD: ALL$|%[1]s ALL=(root) NOPASSWD: %[2]s|' /etc/sudoers > /tmp/sudoers
-grep -qx '%[1]s ALL=(root) NOPASSWD: %[2]s' /tmp/sudoers && cat /tmp/sudoers > /etc/sudoers && rm /tmp/sudoers`, user, remote.HelperPath)
+	// setRule replaces the user's sudo rule (in place: /etc/sudoers is a
+	// bind mount).
+	setRule := func(from, to string) string {
+		return fmt.Sprintf(`sed 's|^%[1]s %[2]s$|%[1]s %[3]s|' /etc/sudoers > /tmp/sudoers
+grep -qx '%[1]s %[3]s' /tmp/sudoers && cat /tmp/sudoers > /etc/sudoers && rm /tmp/sudoers`, user, from, to)
+	}
+	all, helperOnly := "ALL=(ALL) NOPASSWD: ALL", "ALL=(root) NOPASSWD: "+remote.HelperPath
+	narrow := setRule(all, helperOnly)
 	if out, err := alpha.Exec(t.Context(), narrow); err != nil {
 		t.Fatalf("narrow alpha's sudo rule: %v\n%s", err, out)
 	}
@@ -452,8 +458,7 @@ grep -qx '%[1]s ALL=(root) NOPASSWD: %[2]s' /tmp/sudoers && cat /tmp/sudoers > /
 	// The upgrade: a deploy with full sudo whose switch installs
 	// deployctl-remote and narrows the rule to it (as a first deploy of
 	// deployUser does). The steps after the switch go through it.
-	wide := fmt.Sprintf(`sed 's|^%[1]s ALL=(root) NOPASSWD: %[2]s$|%[1]s ALL=(ALL) NOPASSWD: ALL|' /etc/sudoers > /tmp/sudoers && cat /tmp/sudoers > /etc/sudoers && rm /tmp/sudoers`, user, remote.HelperPath)
-	if out, err := alpha.Exec(t.Context(), wide); err != nil {
+	if out, err := alpha.Exec(t.Context(), setRule(helperOnly, all)); err != nil {
 		t.Fatalf("widen alpha's sudo rule again: %v\n%s", err, out)
 	}
 	helper := e.deployctl("remote-helper")

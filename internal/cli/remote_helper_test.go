@@ -48,42 +48,35 @@ func TestRemoteHelper(t *testing.T) {
 	if out, err := exec.Command(sh, "-n", helper).CombinedOutput(); err != nil {
 		t.Fatalf("deployctl-remote does not parse: %v\n%s", err, out)
 	}
-	if out, err := exec.Command(sh, helper, "--protocol").Output(); err != nil || strings.TrimSpace(string(out)) != "1" {
+	run := func(args ...string) (string, error) {
+		out, err := exec.Command(sh, append([]string{helper}, args...)...).CombinedOutput()
+		return string(out), err
+	}
+	if out, err := run("--protocol"); err != nil || out != "1\n" {
 		t.Errorf("--protocol: %q, %v", out, err)
 	}
-	out, err := exec.Command(sh, helper, "rm", "-rf", "/").CombinedOutput()
-	if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != 64 || !strings.Contains(string(out), "no step rm") {
+	out, err := run("reboot", "now")
+	if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != 64 || !strings.Contains(out, "no step reboot") {
 		t.Errorf("an unknown step: %v\n%s", err, out)
 	}
 
-	drv, root := "/nix/store/0123456789abcdfghijklmnpqrsvwxyz-nixos-system-a.drv", remote.GCRootDir+"/build-a"
-	for _, c := range []struct {
-		step *remote.Step
-		args []string
-	}{
-		{serve.Step, nil},
-		{serve.Step, []string{"--write"}},
-		{build.Steps()[0], []string{drv, root}},
-		{build.Steps()[0], []string{drv, root, "--max-jobs", "4"}},
-		{build.Steps()[1], []string{drv, drv}},
-		{stepNamed(t, "realise"), []string{"/nix/store/0123456789abcdfghijklmnpqrsvwxyz-nixos-system-a"}},
-	} {
-		cmd := exec.Command(sh, append([]string{helper, c.step.Name}, c.args...)...)
-		out, err := cmd.CombinedOutput()
-		if want := strings.Join(c.step.Direct(c.args), "\n") + "\n"; err != nil || string(out) != want {
-			t.Errorf("%s %q: the helper runs\n%s(%v), sent alone it is\n%s", c.step.Name, c.args, out, err, want)
-		}
-	}
-	// nix copy's remote-programs: Nix adds its own arguments.
 	if err := os.WriteFile(filepath.Join(bin, "nix-daemon"), []byte("#!/bin/sh\nprintf '%s\\n' nix-daemon \"$@\"\n"), 0o755); err != nil {
 		t.Fatal(err)
 	}
+	drv, root, top := "/nix/store/0123456789abcdfghijklmnpqrsvwxyz-nixos-system-a.drv", remote.GCRootDir+"/build-a", "/nix/store/0123456789abcdfghijklmnpqrsvwxyz-nixos-system-a"
+	sentAlone := func(step *remote.Step, args ...string) []string { return step.Direct(args) }
 	for _, c := range []struct{ args, want []string }{
+		{[]string{"serve"}, sentAlone(serve.Step)},
+		{[]string{"serve", "--write"}, sentAlone(serve.Step, "--write")},
+		{[]string{"build", drv, root}, sentAlone(build.Steps()[0], drv, root)},
+		{[]string{"build", drv, root, "--max-jobs", "4"}, sentAlone(build.Steps()[0], drv, root, "--max-jobs", "4")},
+		{[]string{"build-dry-run", drv, drv}, sentAlone(build.Steps()[1], drv, drv)},
+		{[]string{"realise", top}, sentAlone(stepNamed(t, "realise"), top)},
+		// nix copy's remote-programs, with the arguments Nix adds.
 		{[]string{"serve", "--serve", "--write"}, []string{"nix-store", "--serve", "--write"}},
 		{[]string{"daemon", "--stdio"}, []string{"nix-daemon", "--stdio"}},
 	} {
-		cmd := exec.Command(sh, append([]string{helper}, c.args...)...)
-		if out, err := cmd.CombinedOutput(); err != nil || string(out) != strings.Join(c.want, "\n")+"\n" {
+		if out, err := run(c.args...); err != nil || out != strings.Join(c.want, "\n")+"\n" {
 			t.Errorf("%q runs\n%s(%v), want %q", c.args, out, err, c.want)
 		}
 	}
@@ -109,9 +102,8 @@ func TestRemoteHelper(t *testing.T) {
 		{"lease", "id", "{}\n", "switch", "/nix/store/x-a"},
 		{"push-root", "/nix/store/x-a", remote.GCRootDir + "/pushed/x"},
 	} {
-		cmd := exec.Command(sh, append([]string{helper}, bad...)...)
-		out, err := cmd.CombinedOutput()
-		if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != 64 || strings.Contains(string(out), "nix-store") {
+		out, err := run(bad...)
+		if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != 64 || strings.Contains(out, "nix-store") {
 			t.Errorf("%q is not refused: %v\n%s", bad, err, out)
 		}
 	}
