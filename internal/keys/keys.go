@@ -114,7 +114,7 @@ func Parse(raw json.RawMessage) ([]Key, error) {
 			errs = append(errs, fmt.Errorf("%s: destDir %q and name %q do not make a file path", where, k.DestDir, k.Name))
 		}
 		for _, id := range []string{k.User, k.Group} {
-			if id == "" || strings.ContainsAny(id, " :/\n") || strings.HasPrefix(id, "-") {
+			if id == "" || strings.ContainsAny(id, " \t:/\n") || strings.HasPrefix(id, "-") {
 				errs = append(errs, fmt.Errorf("%s: %q is not a user or group name", where, id))
 			}
 		}

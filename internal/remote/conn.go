@@ -1,6 +1,7 @@
 package remote
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -130,10 +131,16 @@ func (e *ExitError) Error() string {
 var ErrOutcomeUnknown = errors.New("the session ended without an exit status: the command's outcome is unknown")
 
 // argv is the command as the remote shell will run it.
-func (c *Conn) argv(cmd Cmd) []string {
+func (c *Conn) argv(cmd Cmd) []string { return c.argvVia(cmd, c.helper.Load()) }
+
+// argvVia is argv with a step run through deployctl-remote or not.
+func (c *Conn) argvVia(cmd Cmd, viaHelper bool) []string {
 	argv := cmd.Argv
 	if cmd.Step != nil {
-		argv = c.stepArgv(cmd.Step, cmd.Argv)
+		argv = cmd.Step.Inline(cmd.Argv)
+		if viaHelper {
+			argv = append([]string{HelperPath, cmd.Step.Name}, cmd.Argv...)
+		}
 	}
 	if cmd.Root && c.ep.User != "root" {
 		if c.sudo.feed.Load() {
@@ -207,30 +214,30 @@ func refused(err error) bool {
 // host's deployctl-remote when the host has it now (a switch installed it
 // and narrowed the sudo rules to it); sudo ran nothing the first time.
 func (c *Conn) Run(ctx context.Context, cmd Cmd) error {
-	err, notAllowed := c.runOnce(ctx, cmd)
-	if notAllowed && cmd.Step != nil && !c.helper.Load() && rewind(cmd.Stdin) && c.helperNow(ctx) {
-		c.log.Debug("sudo refused the step's script, and the host has deployctl-remote now: the step again through it", "host", c.name, "step", cmd.Step.Name)
+	// A second try needs the input again, whole: a step's is small.
+	var input []byte
+	hasInput := cmd.Step != nil && cmd.Stdin != nil
+	if hasInput {
+		var err error
+		if input, err = io.ReadAll(cmd.Stdin); err != nil {
+			return fmt.Errorf("read the input of %s: %w", cmd.Step.Name, err)
+		}
+		cmd.Stdin = bytes.NewReader(input)
+	}
+	err, retry := c.runOnce(ctx, cmd)
+	if retry {
+		if hasInput {
+			cmd.Stdin = bytes.NewReader(input)
+		}
 		err, _ = c.runOnce(ctx, cmd)
 	}
 	return err
 }
 
-// rewind makes a command's input readable from its start again, if it
-// can.
-func rewind(r io.Reader) bool {
-	if r == nil {
-		return true
-	}
-	s, ok := r.(io.Seeker)
-	if !ok {
-		return false
-	}
-	_, err := s.Seek(0, io.SeekStart)
-	return err == nil
-}
-
-// runOnce is Run's one try; notAllowed says sudo's rules refused it.
-func (c *Conn) runOnce(ctx context.Context, cmd Cmd) (err error, notAllowed bool) {
+// runOnce is Run's one try. retry says sudo's rules refused a step sent as
+// a script, and the host has deployctl-remote now: sudo ran nothing, and
+// the step can go through it.
+func (c *Conn) runOnce(ctx context.Context, cmd Cmd) (err error, retry bool) {
 	if err := ctx.Err(); err != nil {
 		return err, false
 	}
@@ -238,18 +245,26 @@ func (c *Conn) runOnce(ctx context.Context, cmd Cmd) (err error, notAllowed bool
 	if err != nil {
 		return err, false
 	}
-	c.log.Debug("exec", "host", c.name, "cmd", c.CommandLine(cmd))
+	viaHelper := c.helper.Load()
+	argv := c.argvVia(cmd, viaHelper)
+	line := c.commandLine(argv)
+	c.log.Debug("exec", "host", c.name, "cmd", line)
 	if root && c.sudo.feed.Load() {
 		cmd.Stdin = c.sudoInput(cmd.Stdin)
 	}
-	rec := transcriptOf(ctx).begin(c.CommandLine(cmd))
+	rec := transcriptOf(ctx).begin(line)
 	cmd.Stdout, cmd.Stderr = rec.stdout(cmd.Stdout), rec.stderr(cmd.Stderr)
-	err = c.run(ctx, c.argv(cmd), cmd)
+	err = c.run(ctx, argv, cmd)
+	var notAllowed bool
 	if root {
-		err, notAllowed = c.sudoRefused(ctx, cmd, err)
+		err, notAllowed = c.sudoRefused(ctx, cmd, viaHelper, err)
 	}
 	rec.end(err)
-	return err, notAllowed
+	if notAllowed && cmd.Step != nil && !viaHelper && c.helperNow(ctx) {
+		c.log.Debug("sudo refused the step's script, and the host has deployctl-remote now: the step again through it", "host", c.name, "step", cmd.Step.Name)
+		return err, true
+	}
+	return err, false
 }
 
 // run runs argv with cmd's input and output.
@@ -331,14 +346,16 @@ func (c *Conn) Start(ctx context.Context, cmd Cmd) (*Process, error) {
 	if err != nil {
 		return nil, err
 	}
-	line := shell.Join(c.argv(cmd))
-	c.log.Debug("exec", "host", c.name, "cmd", c.CommandLine(cmd))
+	viaHelper := c.helper.Load()
+	argv := c.argvVia(cmd, viaHelper)
+	line := shell.Join(argv)
+	c.log.Debug("exec", "host", c.name, "cmd", c.commandLine(argv))
 	sess, release, err := c.session(ctx)
 	if err != nil {
 		return nil, err
 	}
 	p := &Process{close: sess.Close, line: line, tail: NewTail(4096), done: make(chan struct{})}
-	rec := transcriptOf(ctx).begin(c.CommandLine(cmd) + "   # its output is a protocol stream: not recorded")
+	rec := transcriptOf(ctx).begin(c.commandLine(argv) + "   # its output is a protocol stream: not recorded")
 	cmd.Stderr = rec.stderr(cmd.Stderr)
 	if cmd.Stderr != nil {
 		sess.Stderr = io.MultiWriter(cmd.Stderr, p.tail)
@@ -367,7 +384,7 @@ func (c *Conn) Start(ctx context.Context, cmd Cmd) (*Process, error) {
 		sess.Close()
 		release()
 		if root {
-			p.err, _ = c.sudoRefused(context.WithoutCancel(ctx), cmd, p.err)
+			p.err, _ = c.sudoRefused(context.WithoutCancel(ctx), cmd, viaHelper, p.err)
 		}
 		rec.end(p.err)
 		close(p.done)

@@ -14,10 +14,9 @@ import (
 	"golang.org/x/crypto/ssh"
 )
 
-// limitedServer is an SSH server that allows limit sessions at once and
-// refuses more as OpenSSH does ("open failed"); each session's command
-// exits 0 after a moment. It reports the most sessions it saw at once.
-func limitedServer(t *testing.T, limit int32) (addr string, peak *atomic.Int32) {
+// fakeServer is an SSH server on loopback that lets any client in and hands
+// each channel it is asked for to handle.
+func fakeServer(t *testing.T, handle func(ssh.NewChannel)) (addr string) {
 	t.Helper()
 	_, key, err := ed25519.GenerateKey(rand.Reader)
 	if err != nil {
@@ -34,8 +33,6 @@ func limitedServer(t *testing.T, limit int32) (addr string, peak *atomic.Int32) 
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { ln.Close() })
-	peak = &atomic.Int32{}
-	var open atomic.Int32
 	go func() {
 		for {
 			c, err := ln.Accept()
@@ -49,35 +46,48 @@ func limitedServer(t *testing.T, limit int32) (addr string, peak *atomic.Int32) 
 				}
 				go ssh.DiscardRequests(reqs)
 				for nc := range chans {
-					if n := open.Add(1); n > limit {
-						open.Add(-1)
-						nc.Reject(ssh.ConnectionFailed, "open failed")
-						continue
-					} else {
-						for p := peak.Load(); n > p && !peak.CompareAndSwap(p, n); p = peak.Load() {
-						}
-					}
-					ch, creqs, err := nc.Accept()
-					if err != nil {
-						open.Add(-1)
-						continue
-					}
-					go func() {
-						defer open.Add(-1)
-						for r := range creqs {
-							r.Reply(r.Type == "exec", nil)
-							if r.Type == "exec" {
-								time.Sleep(20 * time.Millisecond)
-								ch.SendRequest("exit-status", false, ssh.Marshal(struct{ Status uint32 }{0}))
-								ch.Close()
-							}
-						}
-					}()
+					handle(nc)
 				}
 			}()
 		}
 	}()
-	return ln.Addr().String(), peak
+	return ln.Addr().String()
+}
+
+// limitedServer is an SSH server that allows limit sessions at once and
+// refuses more as OpenSSH does ("open failed"); each session's command
+// exits 0 after a moment. It reports the most sessions it saw at once.
+func limitedServer(t *testing.T, limit int32) (addr string, peak *atomic.Int32) {
+	t.Helper()
+	peak = &atomic.Int32{}
+	var open atomic.Int32
+	addr = fakeServer(t, func(nc ssh.NewChannel) {
+		if n := open.Add(1); n > limit {
+			open.Add(-1)
+			nc.Reject(ssh.ConnectionFailed, "open failed")
+			return
+		} else {
+			for p := peak.Load(); n > p && !peak.CompareAndSwap(p, n); p = peak.Load() {
+			}
+		}
+		ch, creqs, err := nc.Accept()
+		if err != nil {
+			open.Add(-1)
+			return
+		}
+		go func() {
+			defer open.Add(-1)
+			for r := range creqs {
+				r.Reply(r.Type == "exec", nil)
+				if r.Type == "exec" {
+					time.Sleep(20 * time.Millisecond)
+					ch.SendRequest("exit-status", false, ssh.Marshal(struct{ Status uint32 }{0}))
+					ch.Close()
+				}
+			}
+		}()
+	})
+	return addr, peak
 }
 
 // TestSessionsWithinServerLimit: many commands at once on one connection

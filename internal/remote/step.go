@@ -85,14 +85,6 @@ func (c *Conn) UsesHelper(ctx context.Context) bool {
 	return c.helper.Load()
 }
 
-// stepArgv is a step's command as it runs on this connection.
-func (c *Conn) stepArgv(s *Step, args []string) []string {
-	if c.helper.Load() {
-		return append([]string{HelperPath, s.Name}, args...)
-	}
-	return s.Inline(args)
-}
-
 // probeHelper finds out whether the host has a deployctl-remote of this
 // protocol: asked for a login user who is not root and becomes root
 // through the escalation command, the one who may have a sudo rule for it

@@ -34,15 +34,19 @@ func TestStepChecks(t *testing.T) {
 	}
 }
 
-// TestSudoSays: only sudo's own lines count, not a command's output.
+// TestSudoSays: only sudo's own lines count, not a command's output, and
+// a refusal is sudo's lines alone.
 func TestSudoSays(t *testing.T) {
-	for stderr, want := range map[string]bool{
-		"sudo: a password is required\n": true,
-		"Sorry, user deploy is not allowed to execute '/bin/sh -c true' as root on alpha.\n": true,
-		"activating...\nwarning: a password is required for the database\n":                  false,
+	for stderr, want := range map[string][2]bool{ // says, alone
+		"sudo: a password is required\n": {true, true},
+		"Sorry, user deploy is not allowed to execute '/bin/sh -c true' as root on alpha.\n": {true, true},
+		"deploy is not in the sudoers file.  This incident will be reported.\n":              {true, true},
+		"activating...\nwarning: a password is required for the database\n":                  {false, false},
+		"sudo: a password is required\nthe database: a password is required\n":               {true, false},
 	} {
-		if got := sudoSays(stderr, "a password is required", "is not allowed to execute"); got != want {
-			t.Errorf("sudoSays(%q) = %v", stderr, got)
+		says := sudoSays(stderr, "deploy", "a password is required", "is not allowed to execute", "is not in the sudoers file")
+		if alone := sudoAlone(stderr, "deploy"); says != want[0] || alone != want[1] {
+			t.Errorf("%q: says %v, alone %v; want %v", stderr, says, alone, want)
 		}
 	}
 }

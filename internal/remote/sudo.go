@@ -63,8 +63,12 @@ func (c *Conn) prepareSudo(ctx context.Context) error {
 			c.sudo.feed.Store(true)
 		case errors.As(err, &ee) && (strings.Contains(ee.Stderr, "incorrect password") || strings.Contains(ee.Stderr, "Sorry, try again")):
 			c.sudo.err = fmt.Errorf("sudo with the password given: %w", ErrSudoPassword)
-		case errors.As(err, &ee) && sudoSays(ee.Stderr, "is not allowed to execute"):
-			c.sudo.err = fmt.Errorf("sudo with the password given: %s may not run %s as root (check the host's sudo rules%s): %w", c.ep.User, noop[0], c.helperHint(true), err)
+		case errors.As(err, &ee) && sudoSays(ee.Stderr, c.ep.User, "is not allowed to execute", "is not in the sudoers file"):
+			hint := helperHint
+			if c.helper.Load() {
+				hint = ""
+			}
+			c.sudo.err = fmt.Errorf("sudo with the password given: %s may not run %s as root (check the host's sudo rules%s): %w", c.ep.User, noop[0], hint, err)
 		default:
 			c.sudo.err = fmt.Errorf("sudo with the password given: %w", err)
 		}
@@ -83,50 +87,66 @@ func (c *Conn) sudoInput(stdin io.Reader) io.Reader {
 
 // sudoRefused explains a root command that sudo refused to run: it asked
 // for a password nobody gave, or its rules do not allow the command
-// (notAllowed). Asked without a password, sudo says the first for both;
-// `sudo -n -l COMMAND` then tells them apart. Only sudo's own lines count:
-// a command's output may say the same words.
-func (c *Conn) sudoRefused(ctx context.Context, cmd Cmd, err error) (_ error, notAllowed bool) {
+// (notAllowed). Only a command that exited 1 with nothing but sudo's own
+// lines on its standard error counts: the command itself may say the same
+// words. Asked without a password, sudo says the first for both; `sudo -n
+// -l COMMAND` then tells them apart. viaHelper says a step went through
+// deployctl-remote.
+func (c *Conn) sudoRefused(ctx context.Context, cmd Cmd, viaHelper bool, err error) (_ error, notAllowed bool) {
 	var ee *ExitError
-	if !errors.As(err, &ee) {
+	user := c.ep.User
+	if !errors.As(err, &ee) || ee.Status != 1 || !sudoAlone(ee.Stderr, user) {
 		return err, false
 	}
-	user := c.ep.User
-	refused := fmt.Errorf("%s may not run this as root through sudo (check the host's sudo rules%s): %w", user, c.helperHint(cmd.Step != nil), err)
+	hint := ""
+	if cmd.Step != nil && !viaHelper {
+		hint = helperHint
+	}
+	refused := fmt.Errorf("%s may not run this as root through sudo (check the host's sudo rules%s): %w", user, hint, err)
 	switch {
-	case sudoSays(ee.Stderr, "is not in the sudoers file", "is not allowed to execute"):
+	case sudoSays(ee.Stderr, user, "is not in the sudoers file", "is not allowed to execute"):
 		return refused, true
-	case !sudoSays(ee.Stderr, "a terminal is required to read the password", "a password is required"):
+	case !sudoSays(ee.Stderr, user, "a terminal is required to read the password", "a password is required"):
 		return err, false
 	}
 	if c.password == "" && len(c.escalation) > 0 && path.Base(c.escalation[0]) == "sudo" {
 		ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 		defer cancel()
-		command := c.argv(Cmd{Argv: cmd.Argv, Step: cmd.Step})
+		command := c.argvVia(Cmd{Argv: cmd.Argv, Step: cmd.Step}, viaHelper)
 		list := append([]string{c.escalation[0], "-n", "-l", "--"}, command...)
 		c.log.Debug("exec", "host", c.name, "cmd", c.commandLine(list)+"   # does sudo allow it?")
 		var lerr *ExitError
-		if errors.As(c.run(ctx, list, Cmd{}), &lerr) && !sudoSays(lerr.Stderr, "password") {
+		if errors.As(c.run(ctx, list, Cmd{}), &lerr) && !sudoSays(lerr.Stderr, user, "password") {
 			return refused, true
 		}
 	}
 	return fmt.Errorf("sudo asks %s for a password (pass --ask-sudo-password, or give %s a NOPASSWD sudo rule): %w", user, user, err), false
 }
 
-// helperHint points a refused step (or sudo probe) sent as a script at
-// deployctl-remote.
-func (c *Conn) helperHint(step bool) string {
-	if !step || c.helper.Load() {
-		return ""
-	}
-	return "; a rule for " + HelperPath + " alone needs deployctl-remote installed there: see deployctl remote-helper"
+// helperHint points a step refused as a script at deployctl-remote.
+const helperHint = "; a rule for " + HelperPath + " alone needs deployctl-remote installed there: see deployctl remote-helper"
+
+// sudoLine reports whether line is one sudo prints when it refuses user:
+// "sudo: …", "Sorry, user …", "USER is not in the sudoers file…".
+func sudoLine(line, user string) bool {
+	return strings.HasPrefix(line, "sudo: ") || strings.HasPrefix(line, "Sorry, ") || strings.HasPrefix(line, user+" is not in the sudoers file")
 }
 
-// sudoSays reports whether one of sudo's own lines in stderr ("sudo: …",
-// "Sorry, user …") holds one of phrases.
-func sudoSays(stderr string, phrases ...string) bool {
+// sudoAlone reports whether every line of stderr is one of sudo's.
+func sudoAlone(stderr, user string) bool {
+	for _, line := range strings.Split(strings.TrimSpace(stderr), "\n") {
+		if line = strings.TrimSpace(line); line != "" && !sudoLine(line, user) {
+			return false
+		}
+	}
+	return true
+}
+
+// sudoSays reports whether one of sudo's own lines in stderr holds one of
+// phrases.
+func sudoSays(stderr, user string, phrases ...string) bool {
 	for _, line := range strings.Split(stderr, "\n") {
-		if !strings.HasPrefix(line, "sudo: ") && !strings.HasPrefix(line, "Sorry, ") {
+		if !sudoLine(strings.TrimSpace(line), user) {
 			continue
 		}
 		for _, p := range phrases {
