@@ -34,7 +34,7 @@ var (
 '
 case $1 in *"$nl"*) ;; "{"*"}") j=` + Journal + `; mkdir -p "${j%/*}" && printf '%s\n' "$1" >> "$j"; exit ;; esac
 echo "not a journal line: $1" >&2; exit 64`}
-	// realiseStep makes $1 valid in the store (activate.RealiseArgv).
+	// realiseStep makes $1 valid in the store (RealiseCmd).
 	realiseStep = &remote.Step{Name: "realise", Body: remote.StorePathFn + `store_path "$1"; exec nix-store --realise "$1"`,
 		Direct: func(args []string) []string { return append([]string{"nix-store", "--realise"}, args...) }}
 	// dryActivateStep runs $1's switch-to-configuration dry-activate.

@@ -19,6 +19,7 @@ import (
 	"github.com/deployctl/deployctl/internal/cli"
 	"github.com/deployctl/deployctl/internal/nixtest"
 	"github.com/deployctl/deployctl/internal/remote"
+	"github.com/deployctl/deployctl/push"
 )
 
 // TestDeploySwitchesEveryHost: each host's own store holds its closure, which
@@ -527,6 +528,35 @@ grep -qx '%[1]s %[3]s' /tmp/sudoers && cat /tmp/sudoers > /etc/sudoers && rm /tm
 			t.Errorf("--copy-backend %s does not reach the store through deployctl-remote (no %q):\n%s", backend, want, r.stderr)
 		}
 		e.verifyClosure("alpha", e.toplevel("alpha"))
+	}
+
+	// Built on the host, with the flake copied there, then a dry run of
+	// that system: the build, flake and dry-activate steps go through it.
+	// (The deploy user reads the host's store through its daemon, as on
+	// a multi-user install.)
+	if err := alpha.StartNixDaemon(t.Context(), ""); err != nil {
+		t.Fatal(err)
+	}
+	onHost := deployment()
+	onHost["buildOnTarget"] = true
+	e.writeFlake(fixture.Host{Name: "alpha", Revision: "5", Deployment: onHost})
+	r = e.deployctl("-v", "deploy", "alpha", "--copy-flake")
+	r.wantCode(t, 0)
+	r2 := e.deployctl("-v", "deploy", "alpha", "--dry-run")
+	r2.wantCode(t, 0)
+	if strings.Contains(r.stderr, "cache.nixos.org") {
+		t.Errorf("the build on alpha, as root through sudo, tried a binary cache (it lost the host's Nix settings):\n%s", r.stderr)
+	}
+	for _, step := range []string{"build ", "flake-prepare", "flake-link ", "dry-activate "} {
+		if want := user + "@alpha 'sudo -H -- " + remote.HelperPath + " " + step; !strings.Contains(r.stderr+r2.stderr, want) {
+			t.Errorf("-v output lacks %q:\n%s\n%s", want, r.stderr, r2.stderr)
+		}
+	}
+	if got := e.currentSystem("alpha"); got != e.toplevel("alpha") {
+		t.Errorf("alpha runs %q, want its system built there, %s", got, e.toplevel("alpha"))
+	}
+	if out := e.ssh("alpha", "readlink "+push.FlakeLink); !strings.HasPrefix(out, "/nix/store/") {
+		t.Errorf("%s on alpha: %q", push.FlakeLink, out)
 	}
 }
 

@@ -297,7 +297,9 @@ SetEnv NIX_CONF_DIR=/run/fleet/nix
 		"group": DeployUser + ":x:4242:\n" + PasswordUser + ":x:4243:\n" + NoSudoUser + ":x:4244:\n",
 		"shadow": DeployUser + ":*:19000:0:99999:7:::\n" + PasswordUser + ":" + sudoPasswordHash + ":19000:0:99999:7:::\n" +
 			NoSudoUser + ":*:19000:0:99999:7:::\n",
-		"sudoers": DeployUser + " ALL=(ALL) NOPASSWD: ALL\n" + PasswordUser + " ALL=(ALL) ALL\n",
+		// sudo keeps NIX_CONF_DIR (sshd sets it), so Nix run as root
+		// through sudo reads the host's settings too: no binary cache.
+		"sudoers": "Defaults env_keep += \"NIX_CONF_DIR\"\n" + DeployUser + " ALL=(ALL) NOPASSWD: ALL\n" + PasswordUser + " ALL=(ALL) ALL\n",
 	} {
 		orig, err := os.ReadFile("/etc/" + file)
 		if os.IsNotExist(err) {

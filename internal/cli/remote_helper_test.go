@@ -8,7 +8,6 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/deployctl/deployctl/build"
 	"github.com/deployctl/deployctl/internal/remote"
 	"github.com/deployctl/deployctl/internal/serve"
 )
@@ -68,9 +67,9 @@ func TestRemoteHelper(t *testing.T) {
 	for _, c := range []struct{ args, want []string }{
 		{[]string{"serve"}, sentAlone(serve.Step)},
 		{[]string{"serve", "--write"}, sentAlone(serve.Step, "--write")},
-		{[]string{"build", drv, root}, sentAlone(build.Steps()[0], drv, root)},
-		{[]string{"build", drv, root, "--max-jobs", "4"}, sentAlone(build.Steps()[0], drv, root, "--max-jobs", "4")},
-		{[]string{"build-dry-run", drv, drv}, sentAlone(build.Steps()[1], drv, drv)},
+		{[]string{"build", drv, root}, sentAlone(stepNamed(t, "build"), drv, root)},
+		{[]string{"build", drv, root, "--max-jobs", "4"}, sentAlone(stepNamed(t, "build"), drv, root, "--max-jobs", "4")},
+		{[]string{"build-dry-run", drv, drv}, sentAlone(stepNamed(t, "build-dry-run"), drv, drv)},
 		{[]string{"realise", top}, sentAlone(stepNamed(t, "realise"), top)},
 		// nix copy's remote-programs, with the arguments Nix adds.
 		{[]string{"serve", "--serve", "--write"}, []string{"nix-store", "--serve", "--write"}},

@@ -79,7 +79,7 @@ func Helper(steps []*Step) string {
 }
 
 // UsesHelper says whether root steps run through the host's
-// deployctl-remote (it asks the host, once).
+// deployctl-remote (probeHelper asks the host).
 func (c *Conn) UsesHelper(ctx context.Context) bool {
 	c.probeHelper(ctx)
 	return c.helper.Load()
